@@ -1,0 +1,8 @@
+//! fabriq-target: a userspace NVMe over Fabrics target.
+//!
+//! Layers, from the wire inwards:
+//! - [`nvme`]: the NVMe and NVMe over Fabrics specifications as types, with no I/O.
+//! - [`tcp`]: the NVMe/TCP transport binding (PDUs, digests, the per-connection queue).
+
+pub mod nvme;
+pub mod tcp;
