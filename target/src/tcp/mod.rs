@@ -1,1 +1,4 @@
 //! The NVMe/TCP transport binding.
+
+pub mod digest;
+pub mod pdu;
