@@ -12,11 +12,11 @@
 //!    ...), which checks the fields specific to its PDU type.
 //!
 //! ```text
-//!  0      1      2      3      4             8           HLEN        +4       PDO              PLEN
-//!  +------+------+------+------+-------------+-----...-----+---------+---...---+------...-----+------+
-//!  | type |flags | HLEN | PDO  | PLEN (LE32) | PDU-specific| HDGST   |  PAD    |     DATA     |DDGST |
-//!  +------+------+------+------+-------------+-----...-----+---------+---...---+------...-----+------+
-//!  \------- common header (CH) ------------/                optional  optional  optional  optional
+//!  0    1     2    3    4         8          HLEN     +4      PDO           PLEN
+//!  +----+-----+----+----+---------+----...----+-------+--...--+----...----+-------+
+//!  |type|flags|HLEN|PDO |PLEN LE32|PDU-specific| HDGST |  PAD  |   DATA    | DDGST |
+//!  +----+-----+----+----+---------+----...----+-------+--...--+----...----+-------+
+//!  \---- common header (CH) -----/              optional optional optional optional
 //! ```
 //!
 //! Invariants:
