@@ -6,7 +6,9 @@
 //!
 //! Around them, the control path:
 //! - [`config`]: the daemon's TOML configuration, parsed and validated.
+//! - [`notify`]: systemd's readiness and watchdog notifications.
 
 pub mod config;
+pub mod notify;
 pub mod nvme;
 pub mod tcp;
