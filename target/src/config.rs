@@ -891,146 +891,109 @@ impl Checker<'_> {
         })
     }
 
-    fn target(&self, raw: &RawTarget) -> Result<TargetSection, ConfigError> {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let reactors = match &raw.reactors {
-            None => DEFAULT_REACTORS,
-            Some(value) => {
-                let n = value.get_ref().0;
-                let max = cpus.saturating_mul(REACTORS_PER_CPU_MAX);
-                match usize::try_from(n) {
-                    Ok(r) if (1..=max).contains(&r) => r,
-                    Ok(r) if r > max => {
-                        return Err(self.invalid(
-                            value.span(),
-                            "target.reactors".into(),
-                            Problem::TooManyReactors { value: n, cpus },
-                        ));
-                    }
-                    _ => {
-                        return Err(self.invalid(
-                            value.span(),
-                            "target.reactors".into(),
-                            Problem::OutOfRange {
-                                value: n,
-                                min: 1,
-                                max: i64::try_from(max).unwrap_or(i64::MAX),
-                            },
-                        ));
-                    }
-                }
-            }
-        };
+    /// Err(`problem` at `value`) unless `ok`; an absent field took its default,
+    /// which needs no check.
+    fn ensure<V>(
+        &self,
+        value: Option<&Spanned<V>>,
+        field: &str,
+        ok: bool,
+        problem: impl FnOnce() -> Problem,
+    ) -> Result<(), ConfigError> {
+        match value {
+            Some(value) if !ok => Err(self.invalid(value.span(), field.to_owned(), problem())),
+            _ => Ok(()),
+        }
+    }
 
+    fn target(&self, raw: &RawTarget) -> Result<TargetSection, ConfigError> {
+        let reactors = self.reactors(raw.reactors.as_ref())?;
+
+        let field = "target.mdts_bytes";
+        let mdts = raw.mdts_bytes.as_ref();
         let mdts_bytes = self.size(
-            raw.mdts_bytes.as_ref(),
-            "target.mdts_bytes",
+            mdts,
+            field,
             MDTS_BYTES_MIN,
             MDTS_BYTES_MAX,
             DEFAULT_MDTS_BYTES,
         )?;
-        if let Some(value) = &raw.mdts_bytes
-            && !mdts_bytes.is_power_of_two()
-        {
-            return Err(self.invalid(
-                value.span(),
-                "target.mdts_bytes".into(),
-                Problem::NotPowerOfTwo(mdts_bytes.into()),
-            ));
-        }
+        self.ensure(mdts, field, mdts_bytes.is_power_of_two(), || {
+            Problem::NotPowerOfTwo(mdts_bytes.into())
+        })?;
 
+        let entries = raw.max_queue_entries.as_ref();
         let max_queue_entries = self.int(
-            raw.max_queue_entries.as_ref(),
+            entries,
             "target.max_queue_entries",
             2u16,
             1024,
             DEFAULT_MAX_QUEUE_ENTRIES,
         )?;
+        let queues = raw.max_io_queues.as_ref();
         let max_io_queues = self.int(
-            raw.max_io_queues.as_ref(),
+            queues,
             "target.max_io_queues",
             1u16,
             1024,
             DEFAULT_MAX_IO_QUEUES,
         )?;
 
-        let in_capsule_data_bytes = self.size(
-            raw.in_capsule_data_bytes.as_ref(),
-            "target.in_capsule_data_bytes",
-            0u32,
-            mdts_bytes,
-            DEFAULT_IN_CAPSULE_DATA_BYTES.min(mdts_bytes),
-        )?;
-        if let Some(value) = &raw.in_capsule_data_bytes
-            && in_capsule_data_bytes % 16 != 0
-        {
-            return Err(self.invalid(
-                value.span(),
-                "target.in_capsule_data_bytes".into(),
-                Problem::NotMultiple {
-                    value: in_capsule_data_bytes.into(),
-                    of: 16,
-                    why: "NVMe/TCP counts in-capsule data in 16-byte units",
-                },
-            ));
-        }
+        let field = "target.in_capsule_data_bytes";
+        let icd = raw.in_capsule_data_bytes.as_ref();
+        let icd_default = DEFAULT_IN_CAPSULE_DATA_BYTES.min(mdts_bytes);
+        let in_capsule_data_bytes = self.size(icd, field, 0u32, mdts_bytes, icd_default)?;
+        self.ensure(icd, field, in_capsule_data_bytes % 16 == 0, || {
+            Problem::NotMultiple {
+                value: in_capsule_data_bytes.into(),
+                of: 16,
+                why: "NVMe/TCP counts in-capsule data in 16-byte units",
+            }
+        })?;
 
+        let keep_alive = raw.keep_alive_default_ms.as_ref();
         let keep_alive_default_ms = self.int(
-            raw.keep_alive_default_ms.as_ref(),
+            keep_alive,
             "target.keep_alive_default_ms",
             1000u32,
             3_600_000,
             DEFAULT_KEEP_ALIVE_MS,
         )?;
 
-        let buffer_pool_bytes = self.size(
-            raw.buffer_pool_bytes.as_ref(),
-            "target.buffer_pool_bytes",
-            0u64,
-            u64::MAX,
-            DEFAULT_BUFFER_POOL_BYTES,
-        )?;
-        if let Some(value) = &raw.buffer_pool_bytes {
-            let field = "target.buffer_pool_bytes";
-            if buffer_pool_bytes < u64::from(mdts_bytes) {
-                return Err(self.invalid(
-                    value.span(),
-                    field.into(),
-                    Problem::TooSmall {
-                        value: buffer_pool_bytes,
-                        min: mdts_bytes.into(),
-                        why: "mdts_bytes: one maximal transfer must fit",
-                    },
-                ));
+        let field = "target.buffer_pool_bytes";
+        let pool = raw.buffer_pool_bytes.as_ref();
+        let buffer_pool_bytes =
+            self.size(pool, field, 0u64, u64::MAX, DEFAULT_BUFFER_POOL_BYTES)?;
+        let mdts = u64::from(mdts_bytes);
+        self.ensure(pool, field, buffer_pool_bytes >= mdts, || {
+            Problem::TooSmall {
+                value: buffer_pool_bytes,
+                min: mdts,
+                why: "mdts_bytes: one maximal transfer must fit",
             }
-            if buffer_pool_bytes % 4096 != 0 {
-                return Err(self.invalid(
-                    value.span(),
-                    field.into(),
-                    Problem::NotMultiple {
-                        value: buffer_pool_bytes,
-                        of: 4096,
-                        why: "buffers are whole pages",
-                    },
-                ));
+        })?;
+        self.ensure(pool, field, buffer_pool_bytes % 4096 == 0, || {
+            Problem::NotMultiple {
+                value: buffer_pool_bytes,
+                of: 4096,
+                why: "buffers are whole pages",
             }
-        }
+        })?;
 
+        let poll = raw.busy_poll_us.as_ref();
         let busy_poll_us = self.int(
-            raw.busy_poll_us.as_ref(),
+            poll,
             "target.busy_poll_us",
             0u32,
             1_000_000,
             DEFAULT_BUSY_POLL_US,
         )?;
 
-        let data_dir = match &raw.data_dir {
-            None => PathBuf::from(DEFAULT_DATA_DIR),
-            Some(value) if value.get_ref().is_empty() => {
-                return Err(self.invalid(value.span(), "target.data_dir".into(), Problem::Empty));
-            }
-            Some(value) => PathBuf::from(value.get_ref()),
-        };
+        let dir = raw.data_dir.as_ref();
+        let data_dir = dir.map_or(DEFAULT_DATA_DIR, |d| d.get_ref().as_str());
+        self.ensure(dir, "target.data_dir", !data_dir.is_empty(), || {
+            Problem::Empty
+        })?;
 
         Ok(TargetSection {
             reactors,
@@ -1041,8 +1004,28 @@ impl Checker<'_> {
             keep_alive_default_ms,
             buffer_pool_bytes,
             busy_poll_us,
-            data_dir,
+            data_dir: PathBuf::from(data_dir),
         })
+    }
+
+    /// `1..=4 ×` the CPUs this process may run on, as of this check.
+    fn reactors(&self, value: Option<&Spanned<Int>>) -> Result<usize, ConfigError> {
+        let Some(value) = value else {
+            return Ok(DEFAULT_REACTORS);
+        };
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let max = cpus.saturating_mul(REACTORS_PER_CPU_MAX);
+        let n = value.get_ref().0;
+        let problem = match usize::try_from(n) {
+            Ok(reactors) if (1..=max).contains(&reactors) => return Ok(reactors),
+            Ok(reactors) if reactors > max => Problem::TooManyReactors { value: n, cpus },
+            _ => Problem::OutOfRange {
+                value: n,
+                min: 1,
+                max: i64::try_from(max).unwrap_or(i64::MAX),
+            },
+        };
+        Err(self.invalid(value.span(), "target.reactors".into(), problem))
     }
 
     fn listeners(
@@ -1431,61 +1414,7 @@ impl Checker<'_> {
             )
         };
         let backend = match kind.get_ref().as_str() {
-            "file" => {
-                let Some(path) = &raw.path else {
-                    return Err(self.invalid(
-                        item.span(),
-                        format!("{prefix}.path"),
-                        Problem::Missing("the file or block device that holds the blocks"),
-                    ));
-                };
-                let field = format!("{prefix}.path");
-                if path.get_ref().is_empty() {
-                    return Err(self.invalid(path.span(), field, Problem::Empty));
-                }
-                let path_buf = PathBuf::from(path.get_ref());
-                match std::fs::metadata(&path_buf) {
-                    Ok(meta) if meta.is_dir() => {
-                        return Err(self.invalid(
-                            path.span(),
-                            field,
-                            Problem::IsDirectory(path_buf),
-                        ));
-                    }
-                    Ok(_) => {}
-                    Err(_) if size_bytes.is_none() => {
-                        return Err(self.invalid(
-                            path.span(),
-                            field,
-                            Problem::FileMissing(path_buf),
-                        ));
-                    }
-                    Err(_) => {}
-                }
-                let direct = match &raw.direct {
-                    None => DirectIo::Auto,
-                    Some(value) => match value.get_ref().as_str() {
-                        "auto" => DirectIo::Auto,
-                        "on" => DirectIo::On,
-                        "off" => DirectIo::Off,
-                        other => {
-                            return Err(self.invalid(
-                                value.span(),
-                                format!("{prefix}.direct"),
-                                Problem::UnknownChoice {
-                                    value: other.to_owned(),
-                                    expected: "\"auto\", \"on\", \"off\"",
-                                },
-                            ));
-                        }
-                    },
-                };
-                Backend::File {
-                    path: path_buf,
-                    size_bytes,
-                    direct,
-                }
-            }
+            "file" => self.file_backend(item, prefix, size_bytes)?,
             "null" => Backend::Null {
                 size_bytes: size_bytes.ok_or_else(missing_size)?,
             },
@@ -1505,16 +1434,61 @@ impl Checker<'_> {
         };
         if !matches!(backend, Backend::File { .. }) {
             for (key, value) in [("path", &raw.path), ("direct", &raw.direct)] {
-                if let Some(value) = value {
-                    return Err(self.invalid(
-                        value.span(),
-                        format!("{prefix}.{key}"),
-                        Problem::OnlyForFile(backend.name()),
-                    ));
-                }
+                let field = format!("{prefix}.{key}");
+                self.ensure(value.as_ref(), &field, false, || {
+                    Problem::OnlyForFile(backend.name())
+                })?;
             }
         }
         Ok(backend)
+    }
+
+    /// `path` must be set; without `size`, it must exist; it is never a directory.
+    fn file_backend(
+        &self,
+        item: &Spanned<RawNamespace>,
+        prefix: &str,
+        size_bytes: Option<u64>,
+    ) -> Result<Backend, ConfigError> {
+        let raw = item.get_ref();
+        let field = format!("{prefix}.path");
+        let Some(path) = &raw.path else {
+            return Err(self.invalid(
+                item.span(),
+                field,
+                Problem::Missing("the file or block device that holds the blocks"),
+            ));
+        };
+        let path_buf = PathBuf::from(path.get_ref());
+        let problem = match std::fs::metadata(&path_buf) {
+            _ if path.get_ref().is_empty() => Some(Problem::Empty),
+            Ok(meta) if meta.is_dir() => Some(Problem::IsDirectory(path_buf.clone())),
+            Err(_) if size_bytes.is_none() => Some(Problem::FileMissing(path_buf.clone())),
+            Ok(_) | Err(_) => None,
+        };
+        if let Some(problem) = problem {
+            return Err(self.invalid(path.span(), field, problem));
+        }
+        let direct = match raw.direct.as_ref().map(|d| (d, d.get_ref().as_str())) {
+            None | Some((_, "auto")) => DirectIo::Auto,
+            Some((_, "on")) => DirectIo::On,
+            Some((_, "off")) => DirectIo::Off,
+            Some((value, other)) => {
+                return Err(self.invalid(
+                    value.span(),
+                    format!("{prefix}.direct"),
+                    Problem::UnknownChoice {
+                        value: other.to_owned(),
+                        expected: "\"auto\", \"on\", \"off\"",
+                    },
+                ));
+            }
+        };
+        Ok(Backend::File {
+            path: path_buf,
+            size_bytes,
+            direct,
+        })
     }
 
     fn uuid(

@@ -532,6 +532,12 @@ fn file_namespace_needs_a_size_or_an_existing_path() {
         "t.toml:5:1: field `subsystem[0].namespace[0].path`: missing: the file or block device that holds the \
          blocks"
     );
+    assert_eq!(
+        error(&with_subsystem(
+            "[[subsystem.namespace]]\nnsid = 1\nbackend = \"file\"\npath = \"\"\nsize = 4096\n"
+        )),
+        "t.toml:8:8: field `subsystem[0].namespace[0].path`: must not be empty"
+    );
     let dir = tempfile::tempdir().unwrap();
     let text = with_subsystem(&format!(
         "[[subsystem.namespace]]\nnsid = 1\nbackend = \"file\"\npath = \"{}\"\n",
