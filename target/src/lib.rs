@@ -3,6 +3,12 @@
 //! Layers, from the wire inwards:
 //! - [`nvme`]: the NVMe and NVMe over Fabrics specifications as types, with no I/O.
 //! - [`tcp`]: the NVMe/TCP transport binding (PDUs, digests, the per-connection queue).
+//!
+//! Around them, the control path:
+//! - [`config`]: the daemon's TOML configuration, parsed and validated.
+//! - [`notify`]: systemd's readiness and watchdog notifications.
 
+pub mod config;
+pub mod notify;
 pub mod nvme;
 pub mod tcp;

@@ -1,5 +1,47 @@
-//! The fabriq-target daemon.
+//! The fabriq-target daemon's entry point: reads the configuration named by
+//! `--config` (or takes the embedded default) and refuses to start on any error in
+//! it, exiting with EX_CONFIG (78) so that the unit's `RestartPreventExitStatus=78`
+//! does not restart it into the same error.
 
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("fabriq-target is not wired up yet")
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use fabriq_target::config::{Config, TargetSection};
+
+/// sysexits.h: a configuration error.
+const EX_CONFIG: u8 = 78;
+
+/// fabriq's userspace NVMe over Fabrics target.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// The TOML configuration. Without it: NVMe/TCP on 127.0.0.1:4420, discovery on
+    /// 127.0.0.1:8009, and one subsystem open to any host whose namespace is a 1 GiB
+    /// sparse file in ./fabriq-data.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Validate the configuration, print it with every default filled in, and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match &args.config {
+        Some(path) => match Config::load(path) {
+            Ok(config) => config,
+            Err(error) => {
+                eprintln!("fabriq-target: {error}");
+                return ExitCode::from(EX_CONFIG);
+            }
+        },
+        None => Config::embedded_default(&TargetSection::default().data_dir),
+    };
+    if args.check_config {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("fabriq-target: the data plane is not wired up yet");
+    ExitCode::FAILURE
 }
