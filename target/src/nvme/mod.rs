@@ -27,12 +27,18 @@
 //! a caller-provided, zeroed `&mut [u8]` (pooled buffers, no allocation per
 //! command) and assert its length (a short buffer is a caller bug).
 
+pub mod cqe;
 pub mod ids;
 pub mod opcode;
+pub mod property;
+pub mod sqe;
 pub mod status;
 pub mod wire;
 
+pub use cqe::Cqe;
 pub use ids::*;
 pub use opcode::{AdminOpcode, FABRICS_OPCODE, FabricsType, IoOpcode};
+pub use property::PropertySize;
+pub use sqe::Sqe;
 pub use status::{Sct, Status};
 pub use wire::WireError;
