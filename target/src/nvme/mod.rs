@@ -28,6 +28,7 @@
 //! command) and assert its length (a short buffer is a caller bug).
 
 pub mod cqe;
+pub mod identify;
 pub mod ids;
 pub mod opcode;
 pub mod property;
