@@ -28,8 +28,11 @@
 //! command) and assert its length (a short buffer is a caller bug).
 
 pub mod cqe;
+pub mod discovery;
+pub mod features;
 pub mod identify;
 pub mod ids;
+pub mod log;
 pub mod opcode;
 pub mod property;
 pub mod sqe;
