@@ -8,7 +8,13 @@
 //! - [`config`]: the daemon's TOML configuration, parsed and validated.
 //! - [`notify`]: systemd's readiness and watchdog notifications.
 
+pub mod backend;
 pub mod config;
+pub mod ctrl;
+pub mod daemon;
 pub mod notify;
+pub mod pool;
+pub mod reactor;
+pub mod subsys;
 pub mod nvme;
 pub mod tcp;

@@ -42,6 +42,24 @@ fn main() -> ExitCode {
         print!("{}", config.to_toml());
         return ExitCode::SUCCESS;
     }
-    eprintln!("fabriq-target: the data plane is not wired up yet");
-    ExitCode::FAILURE
+    init_logging();
+    match fabriq_target::daemon::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr (the journal under systemd); `RUST_LOG` filters, `info` by default.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let under_journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    if under_journal {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
 }

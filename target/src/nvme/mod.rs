@@ -43,6 +43,9 @@ pub use cqe::Cqe;
 pub use ids::*;
 pub use opcode::{AdminOpcode, FABRICS_OPCODE, FabricsType, IoOpcode};
 pub use property::PropertySize;
-pub use sqe::Sqe;
-pub use status::{Sct, Status};
+pub use sqe::{
+    fabrics_offsets, Abort, Connect, ConnectData, DatasetManagement, Disconnect, DsmRange, Features, GetLogPage, Identify,
+    PropertyGet, PropertySet, ReadWrite, SglDescriptor, SglKind, Sqe,
+};
+pub use status::{connect_invalid_param_dw0, Sct, Status};
 pub use wire::WireError;

@@ -2,3 +2,4 @@
 
 pub mod digest;
 pub mod pdu;
+pub mod queue;

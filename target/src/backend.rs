@@ -1,0 +1,374 @@
+//! Backends: where a namespace's blocks live. `file` (a regular file or a block device, through
+//! io_uring, O_DIRECT where the device allows), `null` (discards writes, reads zeroes: the
+//! protocol's own cost, for benchmarks) and `mem` (a memfd: memory that behaves like a file).
+//!
+//! A backend is shared by every reactor (the file descriptor is process-wide); each reactor
+//! turns an [`Op`] into an io_uring submission with [`Backend::prep`]. Backend errors become
+//! NVMe status codes in exactly one place: [`status_for_errno`].
+//!
+//! Invariants: offsets and lengths reaching a backend were range-checked by the I/O layer
+//! (`offset + len <= size_bytes`); with O_DIRECT they are multiples of the namespace block
+//! size and buffers are page aligned (the pool guarantees it).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use io_uring::{opcode, squeue, types};
+
+pub use crate::config::DirectIo;
+use crate::nvme::Status;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    BlockDevice,
+    Null,
+    Mem,
+}
+
+/// A block I/O request, in bytes, already range-checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Read { offset: u64, len: u32 },
+    Write { offset: u64, len: u32, fua: bool },
+    Flush,
+    /// The range reads back as zeroes afterwards.
+    WriteZeroes { offset: u64, len: u64 },
+    /// Deallocate (discard / punch a hole); the range reads back as zeroes afterwards.
+    Deallocate { offset: u64, len: u64 },
+}
+
+impl Op {
+    fn is_read(&self) -> bool {
+        matches!(self, Op::Read { .. })
+    }
+
+    /// Bytes a successful completion reports (fallocate and fsync report 0).
+    pub fn expected_result(&self) -> u32 {
+        match *self {
+            Op::Read { len, .. } | Op::Write { len, .. } => len,
+            Op::Flush | Op::WriteZeroes { .. } | Op::Deallocate { .. } => 0,
+        }
+    }
+}
+
+/// A range of the namespace whose reads or writes fail with EIO: a fault-injection facility
+/// (as in crucible's storage server) for testing how errors reach hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fault {
+    pub reads: bool,
+    pub writes: bool,
+    pub offset: u64,
+    pub len: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("{path}: {source}")]
+    Open { path: PathBuf, source: io::Error },
+    #[error("{path}: does not exist and no size was given to create it")]
+    MissingWithoutSize { path: PathBuf },
+    #[error("{path}: {what} is {actual} bytes, not a multiple of the block size {block_size}")]
+    Unaligned { path: PathBuf, what: &'static str, actual: u64, block_size: u32 },
+    #[error("{path}: the device holds {device_bytes} bytes, less than the {size_bytes} configured")]
+    DeviceTooSmall { path: PathBuf, device_bytes: u64, size_bytes: u64 },
+    #[error("{path}: O_DIRECT was required but the device refuses it for {block_size}-byte blocks: {source}")]
+    DirectRefused { path: PathBuf, block_size: u32, source: io::Error },
+    #[error("{path}: neither a regular file nor a block device")]
+    NotAFileOrDevice { path: PathBuf },
+    #[error("memory backend of {size_bytes} bytes: {source}")]
+    Mem { size_bytes: u64, source: io::Error },
+}
+
+#[derive(Debug)]
+pub struct Backend {
+    kind: Kind,
+    fd: Option<OwnedFd>,
+    size_bytes: u64,
+    direct: bool,
+    /// The fallocate mode that zeroes a range on this file system or device.
+    zero_mode: i32,
+    path: Option<PathBuf>,
+    faults: Vec<Fault>,
+}
+
+const PUNCH_HOLE: i32 = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+const ZERO_RANGE: i32 = libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE;
+const TMPFS_MAGIC: libc::c_long = 0x0102_1994;
+
+impl Backend {
+    /// A backend that keeps nothing: writes vanish, reads return zeroes.
+    pub fn null(size_bytes: u64) -> Backend {
+        Backend { kind: Kind::Null, fd: None, size_bytes, direct: false, zero_mode: 0, path: None, faults: Vec::new() }
+    }
+
+    /// Memory that behaves like a sparse file (a memfd), shared by every reactor.
+    pub fn mem(size_bytes: u64) -> Result<Backend, BackendError> {
+        let err = |source| BackendError::Mem { size_bytes, source };
+        // SAFETY: the name is a NUL-terminated literal; the returned fd is checked.
+        let fd = unsafe { libc::memfd_create(c"fabriq-mem".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(err(io::Error::last_os_error()));
+        }
+        // SAFETY: fd was just created and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        File::from(fd.try_clone().map_err(err)?).set_len(size_bytes).map_err(err)?;
+        // shmem has no FALLOC_FL_ZERO_RANGE; a punched hole reads back as zeroes.
+        Ok(Backend { kind: Kind::Mem, fd: Some(fd), size_bytes, direct: false, zero_mode: PUNCH_HOLE, path: None, faults: Vec::new() })
+    }
+
+    /// A regular file (created sparse when missing and a size is given) or a block device.
+    /// `size_bytes` None means "the whole file or device".
+    pub fn open_file(
+        path: &Path,
+        size_bytes: Option<u64>,
+        block_size: u32,
+        direct: DirectIo,
+    ) -> Result<Backend, BackendError> {
+        let open_err = |source| BackendError::Open { path: path.to_owned(), source };
+        let meta = match std::fs::metadata(path) {
+            Ok(meta) => Some(meta),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(open_err(e)),
+        };
+        let block_device = meta.as_ref().is_some_and(|m| m.file_type().is_block_device());
+        if meta.as_ref().is_some_and(|m| !m.is_file() && !block_device) {
+            return Err(BackendError::NotAFileOrDevice { path: path.to_owned() });
+        }
+        if meta.is_none() && size_bytes.is_none() {
+            return Err(BackendError::MissingWithoutSize { path: path.to_owned() });
+        }
+        if meta.is_none() {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(open_err)?;
+            }
+        }
+        let file = OpenOptions::new().read(true).write(true).create(!block_device).open(path).map_err(open_err)?;
+        let actual = if block_device { device_size(&file).map_err(open_err)? } else { file.metadata().map_err(open_err)?.len() };
+        let size_bytes = match size_bytes {
+            Some(want) if block_device && want > actual => {
+                return Err(BackendError::DeviceTooSmall { path: path.to_owned(), device_bytes: actual, size_bytes: want });
+            }
+            Some(want) => {
+                if !block_device && actual < want {
+                    // Sparse: growing a file never touches existing data.
+                    file.set_len(want).map_err(open_err)?;
+                } else if actual > want {
+                    tracing::warn!(path = %path.display(), actual, configured = want, "backend is larger than configured; exporting the configured size");
+                }
+                want
+            }
+            None => actual,
+        };
+        if size_bytes == 0 || size_bytes % u64::from(block_size) != 0 {
+            return Err(BackendError::Unaligned { path: path.to_owned(), what: "the size", actual: size_bytes, block_size });
+        }
+        let zero_mode = if !block_device && is_tmpfs(&file) { PUNCH_HOLE } else { ZERO_RANGE };
+        let kind = if block_device { Kind::BlockDevice } else { Kind::File };
+        let (fd, is_direct) = reopen_direct(path, file, block_size, direct)?;
+        tracing::info!(path = %path.display(), ?kind, size_bytes, direct = is_direct, "backend opened");
+        Ok(Backend { kind, fd: Some(fd), size_bytes, direct: is_direct, zero_mode, path: Some(path.to_owned()), faults: Vec::new() })
+    }
+
+    pub fn with_faults(mut self, faults: Vec<Fault>) -> Backend {
+        self.faults = faults;
+        self
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    pub fn is_direct(&self) -> bool {
+        self.direct
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    pub fn raw_fd(&self) -> Option<RawFd> {
+        self.fd.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// An injected error for this op, if a fault range covers it.
+    pub fn injected_errno(&self, op: &Op) -> Option<i32> {
+        let (offset, len, is_read) = match *op {
+            Op::Read { offset, len } => (offset, u64::from(len), true),
+            Op::Write { offset, len, .. } => (offset, u64::from(len), false),
+            Op::WriteZeroes { offset, len } | Op::Deallocate { offset, len } => (offset, len, false),
+            Op::Flush => return None,
+        };
+        self.faults
+            .iter()
+            .any(|f| (if is_read { f.reads } else { f.writes }) && offset < f.offset + f.len && f.offset < offset + len)
+            .then_some(libc::EIO)
+    }
+
+    /// The io_uring submission for `op`, or `None` when the backend completes it at once (null).
+    /// `buf` is the data buffer for reads and writes, `fixed` its registered index if the pool's
+    /// regions are registered with this ring.
+    pub fn prep(&self, op: &Op, buf: *mut u8, fixed: Option<u16>) -> Option<squeue::Entry> {
+        let fd = types::Fd(self.fd.as_ref()?.as_raw_fd());
+        let entry = match *op {
+            Op::Read { offset, len } => match fixed {
+                Some(index) => opcode::ReadFixed::new(fd, buf, len, index).offset(offset).build(),
+                None => opcode::Read::new(fd, buf, len).offset(offset).build(),
+            },
+            Op::Write { offset, len, fua } => {
+                let flags = if fua { libc::RWF_DSYNC } else { 0 };
+                match fixed {
+                    Some(index) => opcode::WriteFixed::new(fd, buf, len, index).offset(offset).rw_flags(flags).build(),
+                    None => opcode::Write::new(fd, buf, len).offset(offset).rw_flags(flags).build(),
+                }
+            }
+            Op::Flush => opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build(),
+            Op::WriteZeroes { offset, len } => opcode::Fallocate::new(fd, len).offset(offset).mode(self.zero_mode).build(),
+            Op::Deallocate { offset, len } => opcode::Fallocate::new(fd, len).offset(offset).mode(PUNCH_HOLE).build(),
+        };
+        Some(entry)
+    }
+}
+
+/// The one mapping from a failed backend operation (a negative errno from io_uring, or a short
+/// transfer reported as `EIO`) to the NVMe status the host sees.
+pub fn status_for_errno(op: &Op, errno: i32) -> Status {
+    match errno {
+        libc::EIO | libc::EBADMSG | libc::EUCLEAN | libc::ENODATA if op.is_read() => Status::UNRECOVERED_READ_ERROR,
+        libc::EIO | libc::EBADMSG | libc::EUCLEAN => Status::WRITE_FAULT,
+        libc::ENOSPC | libc::EDQUOT | libc::EFBIG => Status::CAPACITY_EXCEEDED,
+        libc::EROFS | libc::EPERM | libc::EACCES => Status::NAMESPACE_IS_WRITE_PROTECTED,
+        // Transient conditions: no DNR, the host retries.
+        libc::EAGAIN | libc::EBUSY | libc::ENOMEM | libc::EINTR => Status::NAMESPACE_NOT_READY,
+        libc::EOPNOTSUPP | libc::EINVAL => Status::INVALID_FIELD.with_dnr(),
+        _ => Status::INTERNAL_ERROR,
+    }
+}
+
+fn device_size(file: &File) -> io::Result<u64> {
+    let mut bytes: u64 = 0;
+    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, which is valid for it.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), BLKGETSIZE64, &mut bytes as *mut u64) };
+    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(bytes) }
+}
+
+/// _IOR(0x12, 114, size_t)
+const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+
+fn is_tmpfs(file: &File) -> bool {
+    // SAFETY: statfs is plain data, fully written by fstatfs on success.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd and pointer to a statfs.
+    let rc = unsafe { libc::fstatfs(file.as_raw_fd(), &mut st) };
+    rc == 0 && st.f_type == TMPFS_MAGIC
+}
+
+/// Reopens with O_DIRECT when asked and when an aligned read of one block works; returns the
+/// descriptor to use and whether it is direct.
+fn reopen_direct(path: &Path, buffered: File, block_size: u32, want: DirectIo) -> Result<(OwnedFd, bool), BackendError> {
+    if want == DirectIo::Off {
+        return Ok((buffered.into(), false));
+    }
+    let attempt = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .and_then(|direct| probe_direct_read(&direct, block_size).map(|()| direct));
+    match attempt {
+        Ok(direct) => Ok((direct.into(), true)),
+        Err(source) if want == DirectIo::On => {
+            Err(BackendError::DirectRefused { path: path.to_owned(), block_size, source })
+        }
+        Err(error) => {
+            tracing::warn!(path = %path.display(), block_size, %error, "O_DIRECT not available; falling back to the page cache (flush makes data durable)");
+            Ok((buffered.into(), false))
+        }
+    }
+}
+
+fn probe_direct_read(file: &File, block_size: u32) -> io::Result<()> {
+    let layout = std::alloc::Layout::from_size_align(4096.max(block_size as usize), 4096).expect("valid layout");
+    // SAFETY: non-zero size layout; freed below with the same layout.
+    let buf = unsafe { std::alloc::alloc(layout) };
+    if buf.is_null() {
+        return Err(io::Error::from(io::ErrorKind::OutOfMemory));
+    }
+    // SAFETY: buf is valid for block_size bytes (<= layout size) and aligned to 4096.
+    let rc = unsafe { libc::pread(file.as_raw_fd(), buf.cast(), block_size as usize, 0) };
+    let result = if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) };
+    // SAFETY: allocated above with this layout.
+    unsafe { std::alloc::dealloc(buf, layout) };
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_file_is_created_sparse_at_the_given_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ns.img");
+        let b = Backend::open_file(&path, Some(1 << 20), 4096, DirectIo::Auto).unwrap();
+        assert_eq!(b.size_bytes(), 1 << 20);
+        assert_eq!(b.kind(), Kind::File);
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.len(), 1 << 20);
+        use std::os::unix::fs::MetadataExt;
+        assert!(meta.blocks() * 512 < 1 << 20, "file is sparse");
+    }
+
+    #[test]
+    fn open_errors_are_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.img");
+        let err = Backend::open_file(&missing, None, 512, DirectIo::Auto).unwrap_err();
+        assert!(err.to_string().contains("does not exist and no size"), "{err}");
+        let odd = dir.path().join("odd.img");
+        std::fs::write(&odd, vec![0u8; 1000]).unwrap();
+        let err = Backend::open_file(&odd, None, 512, DirectIo::Off).unwrap_err();
+        assert!(err.to_string().contains("not a multiple of the block size 512"), "{err}");
+        let err = Backend::open_file(dir.path(), None, 512, DirectIo::Off).unwrap_err();
+        assert!(err.to_string().contains("neither a regular file nor a block device"), "{err}");
+    }
+
+    #[test]
+    fn existing_file_keeps_its_data_when_grown() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ns.img");
+        std::fs::write(&path, vec![7u8; 4096]).unwrap();
+        Backend::open_file(&path, Some(8192), 512, DirectIo::Off).unwrap();
+        let data = std::fs::read(&path).unwrap();
+        assert_eq!(data.len(), 8192);
+        assert!(data[..4096].iter().all(|&b| b == 7));
+    }
+
+    #[test]
+    fn faults_cover_overlapping_ranges_only() {
+        let b = Backend::null(1 << 20).with_faults(vec![Fault { reads: true, writes: false, offset: 4096, len: 4096 }]);
+        assert_eq!(b.injected_errno(&Op::Read { offset: 0, len: 4096 }), None);
+        assert_eq!(b.injected_errno(&Op::Read { offset: 4096 + 4095, len: 512 }), Some(libc::EIO));
+        assert_eq!(b.injected_errno(&Op::Read { offset: 0, len: 4097 }), Some(libc::EIO));
+        assert_eq!(b.injected_errno(&Op::Write { offset: 4096, len: 512, fua: false }), None);
+        assert!(b.prep(&Op::Read { offset: 0, len: 1 }, std::ptr::null_mut(), None).is_none(), "null completes inline");
+    }
+
+    #[test]
+    fn errno_mapping_distinguishes_reads_and_writes() {
+        let read = Op::Read { offset: 0, len: 512 };
+        let write = Op::Write { offset: 0, len: 512, fua: false };
+        assert_eq!(status_for_errno(&read, libc::EIO), Status::UNRECOVERED_READ_ERROR);
+        assert_eq!(status_for_errno(&write, libc::EIO), Status::WRITE_FAULT);
+        assert_eq!(status_for_errno(&write, libc::ENOSPC), Status::CAPACITY_EXCEEDED);
+        assert!(!status_for_errno(&read, libc::EAGAIN).dnr());
+        assert_eq!(status_for_errno(&read, libc::ENOTCONN), Status::INTERNAL_ERROR);
+    }
+}

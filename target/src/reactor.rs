@@ -1,0 +1,555 @@
+//! A reactor: one data-plane thread owning one io_uring, a buffer pool and the connections
+//! (NVMe/TCP queues) that live on it for their whole life.
+//!
+//! The loop only collects events; each [`Queue`] decides (sans-IO) and the reactor carries
+//! out what it asked: a receive into the window the queue names, a gathered `sendmsg` of the
+//! PDUs it queued, the backend submissions it produced. Socket and block I/O go through the
+//! same ring; nothing here takes a lock on the I/O path. Reactor 0 also accepts connections
+//! and hands them out round-robin through the other reactors' inboxes (the only cross-thread
+//! traffic, with pokes and the stop order).
+//!
+//! Invariants:
+//! - per connection at most one receive and one send are in flight;
+//! - a connection is freed only when nothing of it is in flight (its buffers may be in the
+//!   kernel's hands until then);
+//! - the ring's submission queue never overflows: a full queue is submitted first;
+//! - an idle reactor sleeps in `io_uring_enter`; after activity it busy-polls for a bounded
+//!   window (`busy_poll`), then sleeps again.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
+
+use crate::pool::{BufferPool, Layout};
+use crate::subsys::{ListenerInfo, Target};
+use crate::tcp::queue::{Io, Queue};
+
+/// Connections one reactor may hold; also bounded by the pool (each needs a staging buffer).
+pub const MAX_CONNECTIONS: usize = 4096;
+/// Most iovecs one `sendmsg` gathers.
+pub const SEND_IOVECS: usize = 64;
+/// How often queues are polled for keep-alive expiry and controller teardown.
+const TICK: Duration = Duration::from_millis(250);
+/// Completions handled per turn before the loop looks at submissions again.
+const COMPLETION_BUDGET: usize = 512;
+/// Bytes of the per-connection receive staging buffer.
+pub const STAGING_BYTES: usize = 64 * 1024;
+
+/// Messages other threads send a reactor.
+#[derive(Debug)]
+pub enum Msg {
+    /// A freshly accepted connection for this reactor.
+    Conn { fd: OwnedFd, listener: usize },
+    /// Something changed (controller torn down, async event): poll every queue.
+    Poke,
+    /// Stop: no new connections, finish what is in flight, close, return.
+    Stop,
+    /// The main thread checks the reactor turns: answer by storing the number.
+    Ping(u64),
+}
+
+/// A reactor's mailbox: a short queue and an eventfd the reactor watches through its ring.
+#[derive(Debug)]
+pub struct Inbox {
+    msgs: Mutex<VecDeque<Msg>>,
+    eventfd: OwnedFd,
+}
+
+impl Inbox {
+    pub fn new() -> io::Result<Inbox> {
+        // SAFETY: plain syscall; the result is checked before use.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a new descriptor nobody else owns.
+        Ok(Inbox { msgs: Mutex::new(VecDeque::new()), eventfd: unsafe { OwnedFd::from_raw_fd(fd) } })
+    }
+
+    pub fn send(&self, msg: Msg) {
+        self.msgs.lock().expect("inbox lock").push_back(msg);
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64 to an eventfd we own.
+        unsafe { libc::write(self.eventfd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    fn drain(&self) -> VecDeque<Msg> {
+        std::mem::take(&mut *self.msgs.lock().expect("inbox lock"))
+    }
+}
+
+/// What a reactor is started with.
+#[derive(Debug)]
+pub struct Setup {
+    pub id: usize,
+    pub target: Arc<Target>,
+    pub inboxes: Arc<[Arc<Inbox>]>,
+    /// Where each reactor answers the main thread's pings (the systemd watchdog).
+    pub heartbeats: Arc<[AtomicU64]>,
+    /// Listening sockets (reactor 0 only), by listener index.
+    pub listeners: Vec<(OwnedFd, ListenerInfo)>,
+    pub pool: Layout,
+    pub busy_poll: Duration,
+    pub ring_entries: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Recv = 1,
+    Send = 2,
+    Backend = 3,
+    Accept = 4,
+    Inbox = 5,
+    Tick = 6,
+}
+
+fn token(kind: Kind, conn: u32, low: u16) -> u64 {
+    (kind as u64) << 56 | u64::from(conn) << 16 | u64::from(low)
+}
+
+fn untoken(data: u64) -> (u64, u32, u16) {
+    (data >> 56, (data >> 16) as u32, data as u16)
+}
+
+struct Conn {
+    fd: OwnedFd,
+    queue: Queue,
+    recv_inflight: bool,
+    send_inflight: bool,
+    ops_inflight: u32,
+    closing: bool,
+    iov: Box<[libc::iovec; SEND_IOVECS]>,
+    msg: Box<libc::msghdr>,
+}
+
+pub struct Reactor {
+    id: usize,
+    ring: IoUring,
+    pool: BufferPool,
+    fixed_buffers: bool,
+    target: Arc<Target>,
+    inboxes: Arc<[Arc<Inbox>]>,
+    heartbeats: Arc<[AtomicU64]>,
+    conns: Vec<Option<Conn>>,
+    free_conns: Vec<u32>,
+    live_conns: usize,
+    listeners: Vec<(OwnedFd, ListenerInfo)>,
+    next_reactor: usize,
+    eventfd_buf: Box<u64>,
+    tick_spec: Box<types::Timespec>,
+    tick_armed: bool,
+    busy_poll: Duration,
+    last_activity: Instant,
+    stopping: bool,
+    /// Submissions produced by queues during one call, turned into SQEs afterwards.
+    ops: Vec<(u16, squeue::Entry)>,
+    /// Set by a queue when a controller went away and other reactors must look.
+    poke_all: bool,
+}
+
+impl Reactor {
+    pub fn new(setup: Setup) -> io::Result<Reactor> {
+        let ring = IoUring::builder().setup_single_issuer().setup_coop_taskrun().build(setup.ring_entries)?;
+        let pool = BufferPool::new(&setup.pool)?;
+        // SAFETY: the iovecs describe the pool's regions, which live as long as the pool, and
+        // the pool outlives the ring's use of them (the reactor drops connections, then the
+        // ring, then the pool).
+        let fixed_buffers = match unsafe { ring.submitter().register_buffers(&pool.iovecs()) } {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::info!(reactor = setup.id, %error, "buffers not registered with io_uring (RLIMIT_MEMLOCK?); using plain reads and writes");
+                false
+            }
+        };
+        Ok(Reactor {
+            id: setup.id,
+            ring,
+            pool,
+            fixed_buffers,
+            target: setup.target,
+            inboxes: setup.inboxes,
+            heartbeats: setup.heartbeats,
+            conns: Vec::new(),
+            free_conns: Vec::new(),
+            live_conns: 0,
+            listeners: setup.listeners,
+            next_reactor: 0,
+            eventfd_buf: Box::new(0),
+            tick_spec: Box::new(types::Timespec::from(TICK)),
+            tick_armed: false,
+            busy_poll: setup.busy_poll,
+            last_activity: Instant::now(),
+            stopping: false,
+            ops: Vec::with_capacity(256),
+            poke_all: false,
+        })
+    }
+
+    /// Runs until told to stop and every connection has closed.
+    pub fn run(mut self) -> io::Result<()> {
+        for index in 0..self.listeners.len() {
+            self.arm_accept(index);
+        }
+        self.arm_inbox();
+        loop {
+            if self.stopping && self.live_conns == 0 {
+                break;
+            }
+            let busy = self.last_activity.elapsed() < self.busy_poll;
+            let waited = if busy { self.ring.submit() } else { self.ring.submit_and_wait(1) };
+            match waited {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) || e.raw_os_error() == Some(libc::EBUSY) => {}
+                Err(e) => return Err(e),
+            }
+            if self.reap() > 0 {
+                self.last_activity = Instant::now();
+            }
+        }
+        assert_eq!(self.pool.outstanding(), 0, "reactor {} stopped with buffers out", self.id);
+        Ok(())
+    }
+
+    fn reap(&mut self) -> usize {
+        let mut handled = 0;
+        while handled < COMPLETION_BUDGET {
+            let Some(cqe) = self.ring.completion().next() else { break };
+            handled += 1;
+            self.complete(cqe.user_data(), cqe.result(), cqe.flags());
+        }
+        handled
+    }
+
+    fn complete(&mut self, data: u64, res: i32, flags: u32) {
+        let (kind, conn, low) = untoken(data);
+        match kind {
+            k if k == Kind::Recv as u64 => self.on_recv(conn, res),
+            k if k == Kind::Send as u64 => self.on_sent(conn, res),
+            k if k == Kind::Backend as u64 => self.on_backend(conn, low, res),
+            k if k == Kind::Accept as u64 => self.on_accept(usize::from(low), res, flags),
+            k if k == Kind::Inbox as u64 => self.on_inbox(),
+            k if k == Kind::Tick as u64 => self.on_tick(),
+            _ => unreachable!("unknown completion token {data:#x}"),
+        }
+    }
+
+    fn push(&mut self, entry: squeue::Entry) {
+        loop {
+            // SAFETY: every entry points at memory that stays valid until its completion:
+            // connection buffers and iovecs are owned by the Conn, which is freed only when
+            // nothing of it is in flight; inbox/tick buffers live in the reactor.
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                return;
+            }
+            if let Err(error) = self.ring.submit() {
+                tracing::warn!(reactor = self.id, %error, "io_uring submit failed while the queue was full");
+            }
+        }
+    }
+
+    fn arm_accept(&mut self, index: usize) {
+        let fd = types::Fd(self.listeners[index].0.as_raw_fd());
+        let entry = opcode::AcceptMulti::new(fd).flags(libc::SOCK_CLOEXEC).build();
+        self.push(entry.user_data(token(Kind::Accept, 0, index as u16)));
+    }
+
+    fn arm_inbox(&mut self) {
+        let fd = types::Fd(self.inboxes[self.id].eventfd.as_raw_fd());
+        let buf = (&mut *self.eventfd_buf as *mut u64).cast::<u8>();
+        self.push(opcode::Read::new(fd, buf, 8).build().user_data(token(Kind::Inbox, 0, 0)));
+    }
+
+    fn arm_tick(&mut self) {
+        if self.tick_armed {
+            return;
+        }
+        self.tick_armed = true;
+        let entry = opcode::Timeout::new(&*self.tick_spec as *const types::Timespec).build();
+        self.push(entry.user_data(token(Kind::Tick, 0, 0)));
+    }
+
+    fn on_accept(&mut self, listener: usize, res: i32, flags: u32) {
+        if !cqueue::more(flags) && !self.stopping {
+            self.arm_accept(listener);
+        }
+        if res < 0 {
+            if res != -libc::ECANCELED && !self.stopping {
+                tracing::warn!(reactor = self.id, listener, error = %io::Error::from_raw_os_error(-res), "accept failed");
+            }
+            return;
+        }
+        // SAFETY: a successful accept returns a new descriptor that we now own.
+        let fd = unsafe { OwnedFd::from_raw_fd(res) };
+        if self.stopping {
+            return;
+        }
+        let to = self.next_reactor % self.inboxes.len();
+        self.next_reactor = self.next_reactor.wrapping_add(1);
+        if to == self.id {
+            self.add_conn(fd, listener);
+        } else {
+            self.inboxes[to].send(Msg::Conn { fd, listener });
+        }
+    }
+
+    fn on_inbox(&mut self) {
+        for msg in self.inboxes[self.id].drain() {
+            match msg {
+                Msg::Conn { fd, listener } if !self.stopping => self.add_conn(fd, listener),
+                Msg::Conn { .. } => {}
+                Msg::Poke => self.poll_queues(),
+                Msg::Stop => self.stop(),
+                Msg::Ping(n) => self.heartbeats[self.id].store(n, Ordering::Release),
+            }
+        }
+        self.arm_inbox();
+    }
+
+    fn on_tick(&mut self) {
+        self.tick_armed = false;
+        self.poll_queues();
+        if self.live_conns > 0 {
+            self.arm_tick();
+        }
+    }
+
+    fn stop(&mut self) {
+        self.stopping = true;
+        tracing::info!(reactor = self.id, connections = self.live_conns, "stopping");
+        for (fd, _) in self.listeners.drain(..) {
+            // Closing the socket ends the multishot accept with an error completion.
+            // SAFETY: shutdown on a listening socket we own.
+            unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
+        }
+        self.poll_queues();
+    }
+
+    fn add_conn(&mut self, fd: OwnedFd, listener: usize) {
+        let peer = peer_addr(fd.as_raw_fd());
+        let info = self.target.listeners[listener].clone();
+        if self.live_conns >= MAX_CONNECTIONS {
+            tracing::warn!(reactor = self.id, ?peer, "connection refused: reactor at its connection limit");
+            return;
+        }
+        let Some(staging) = self.pool.get(STAGING_BYTES) else {
+            tracing::warn!(reactor = self.id, ?peer, "connection refused: no receive buffer left in the pool");
+            return;
+        };
+        set_nodelay(fd.as_raw_fd());
+        let queue = Queue::new(Arc::clone(&self.target), self.id, info, peer, staging, &self.pool);
+        let conn = Conn {
+            fd,
+            queue,
+            recv_inflight: false,
+            send_inflight: false,
+            ops_inflight: 0,
+            closing: false,
+            // SAFETY: iovec and msghdr are plain C structs for which all-zero is valid.
+            iov: Box::new(unsafe { std::mem::zeroed() }),
+            // SAFETY: as above.
+            msg: Box::new(unsafe { std::mem::zeroed() }),
+        };
+        let index = match self.free_conns.pop() {
+            Some(i) => {
+                self.conns[i as usize] = Some(conn);
+                i
+            }
+            None => {
+                self.conns.push(Some(conn));
+                (self.conns.len() - 1) as u32
+            }
+        };
+        self.live_conns += 1;
+        tracing::debug!(reactor = self.id, conn = index, ?peer, "connection accepted");
+        self.arm_tick();
+        self.drive(index);
+    }
+
+    fn io(&mut self) -> (Io<'_>, &mut Vec<Option<Conn>>) {
+        let io = Io {
+            pool: &mut self.pool,
+            ops: &mut self.ops,
+            reactor: self.id,
+            fixed_buffers: self.fixed_buffers,
+            now: Instant::now(),
+            poke_all: &mut self.poke_all,
+            stopping: self.stopping,
+        };
+        (io, &mut self.conns)
+    }
+
+    /// Runs `f` on connection `index`'s queue with the reactor's I/O context, then carries out
+    /// what the queue asked for.
+    fn with_queue(&mut self, index: u32, f: impl FnOnce(&mut Queue, &mut Io<'_>)) {
+        {
+            let (mut io, conns) = self.io();
+            let Some(conn) = conns.get_mut(index as usize).and_then(Option::as_mut) else { return };
+            f(&mut conn.queue, &mut io);
+        }
+        self.drive(index);
+    }
+
+    /// Submits what connection `index` needs now: its backend operations, a send, a receive;
+    /// or starts and finishes its close.
+    fn drive(&mut self, index: u32) {
+        let ops = std::mem::take(&mut self.ops);
+        let mut ops = ops;
+        for (slot, entry) in ops.drain(..) {
+            self.push(entry.user_data(token(Kind::Backend, index, slot)));
+            if let Some(conn) = self.conns[index as usize].as_mut() {
+                conn.ops_inflight += 1;
+            }
+        }
+        self.ops = ops;
+        if std::mem::take(&mut self.poke_all) {
+            self.poke_everyone(index);
+        }
+        let Some(conn) = self.conns[index as usize].as_mut() else { return };
+        if !conn.closing && conn.queue.wants_close() {
+            conn.closing = true;
+            // Wake the in-flight receive (and any blocked send) so the close can finish.
+            // SAFETY: shutdown on a socket this connection owns.
+            unsafe { libc::shutdown(conn.fd.as_raw_fd(), libc::SHUT_RDWR) };
+        }
+        let mut entries: [Option<squeue::Entry>; 2] = [None, None];
+        if !conn.send_inflight {
+            let n = conn.queue.gather(&mut conn.iov[..]);
+            if n > 0 {
+                conn.msg.msg_iov = conn.iov.as_mut_ptr();
+                conn.msg.msg_iovlen = n;
+                conn.send_inflight = true;
+                let fd = types::Fd(conn.fd.as_raw_fd());
+                entries[0] = Some(opcode::SendMsg::new(fd, &*conn.msg).flags(libc::MSG_NOSIGNAL as u32).build().user_data(token(Kind::Send, index, 0)));
+            }
+        }
+        if !conn.recv_inflight && !conn.closing
+            && let Some((ptr, len)) = conn.queue.recv_window() {
+                conn.recv_inflight = true;
+                let fd = types::Fd(conn.fd.as_raw_fd());
+                entries[1] = Some(opcode::Recv::new(fd, ptr, len as u32).build().user_data(token(Kind::Recv, index, 0)));
+            }
+        let idle = !conn.recv_inflight && !conn.send_inflight && conn.ops_inflight == 0;
+        for entry in entries.into_iter().flatten() {
+            self.push(entry);
+        }
+        if idle && self.conns[index as usize].as_ref().is_some_and(|c| c.closing) {
+            self.free_conn(index);
+        }
+    }
+
+    fn on_recv(&mut self, index: u32, res: i32) {
+        let Some(conn) = self.conns[index as usize].as_mut() else { return };
+        conn.recv_inflight = false;
+        if res <= 0 {
+            if !conn.closing {
+                let why = if res == 0 { String::from("peer closed") } else { io::Error::from_raw_os_error(-res).to_string() };
+                conn.queue.peer_gone(&why);
+            }
+            self.with_queue(index, |_, _| {});
+            return;
+        }
+        self.with_queue(index, |q, io| q.on_recv(res as usize, io));
+    }
+
+    fn on_sent(&mut self, index: u32, res: i32) {
+        let Some(conn) = self.conns[index as usize].as_mut() else { return };
+        conn.send_inflight = false;
+        if res < 0 {
+            conn.queue.peer_gone(&io::Error::from_raw_os_error(-res).to_string());
+            self.with_queue(index, |_, _| {});
+            return;
+        }
+        self.with_queue(index, |q, io| q.on_sent(res as usize, io));
+    }
+
+    fn on_backend(&mut self, index: u32, slot: u16, res: i32) {
+        let Some(conn) = self.conns[index as usize].as_mut() else { return };
+        conn.ops_inflight -= 1;
+        self.with_queue(index, |q, io| q.on_backend(slot, res, io));
+    }
+
+    /// A controller went away: every reactor (this one too) polls its queues.
+    fn poke_everyone(&mut self, skip: u32) {
+        for (i, inbox) in self.inboxes.iter().enumerate() {
+            if i != self.id {
+                inbox.send(Msg::Poke);
+            }
+        }
+        self.poll_queues_except(skip);
+    }
+
+    fn poll_queues(&mut self) {
+        self.poll_queues_except(u32::MAX);
+    }
+
+    fn poll_queues_except(&mut self, skip: u32) {
+        for index in 0..self.conns.len() as u32 {
+            if index != skip && self.conns[index as usize].is_some() {
+                self.with_queue(index, |q, io| q.poll(io));
+            }
+        }
+    }
+
+    fn free_conn(&mut self, index: u32) {
+        let conn = self.conns[index as usize].take().expect("freeing a live connection");
+        let Conn { fd, queue, .. } = conn;
+        let (mut io, _) = self.io();
+        queue.release(&mut io);
+        drop(fd);
+        self.free_conns.push(index);
+        self.live_conns -= 1;
+        tracing::debug!(reactor = self.id, conn = index, "connection closed");
+        if std::mem::take(&mut self.poke_all) {
+            self.poke_everyone(u32::MAX);
+        }
+    }
+}
+
+impl Drop for Reactor {
+    fn drop(&mut self) {
+        // Connections still here hold pool buffers; release them before the pool goes.
+        for index in 0..self.conns.len() as u32 {
+            if self.conns[index as usize].is_some() {
+                self.free_conn(index);
+            }
+        }
+    }
+}
+
+fn set_nodelay(fd: RawFd) {
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt with a valid int option value on a socket we own.
+    unsafe {
+        libc::setsockopt(fd, libc::IPPROTO_TCP, libc::TCP_NODELAY, (&one as *const libc::c_int).cast(), 4);
+    }
+}
+
+fn peer_addr(fd: RawFd) -> Option<SocketAddr> {
+    // SAFETY: getpeername writes at most `len` bytes into the storage.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: valid pointers to storage and its length.
+    let rc = unsafe { libc::getpeername(fd, (&mut storage as *mut libc::sockaddr_storage).cast(), &mut len) };
+    if rc != 0 {
+        return None;
+    }
+    match i32::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let a: libc::sockaddr_in = unsafe { std::ptr::read((&storage as *const libc::sockaddr_storage).cast()) };
+            Some(SocketAddr::from((u32::from_be(a.sin_addr.s_addr).to_be_bytes(), u16::from_be(a.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let a: libc::sockaddr_in6 = unsafe { std::ptr::read((&storage as *const libc::sockaddr_storage).cast()) };
+            Some(SocketAddr::from((a.sin6_addr.s6_addr, u16::from_be(a.sin6_port))))
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,1326 @@
+//! One NVMe/TCP connection (one NVMe queue) as a state machine with no I/O of its own
+//! (NVMe/TCP transport binding 1.0, sections 3.3 to 3.6).
+//!
+//! The reactor owns the socket and the ring; it asks the queue where to receive
+//! ([`Queue::recv_window`]), what to send ([`Queue::gather`]) and tells it what happened
+//! ([`Queue::on_recv`], [`Queue::on_sent`], [`Queue::on_backend`], [`Queue::poll`]). The queue
+//! answers by queueing PDUs, pushing backend submissions into [`Io::ops`] and asking to close.
+//!
+//! ```text
+//!  receive side (Rx)                         a command slot (SlotState)
+//!
+//!  +--------+  header complete  +------+      Free -> [WaitBuffer] -> [WaitData] -> Executing
+//!  | Header |------------------>| Data |        ^      (pool empty)   (R2T out)    (backend,
+//!  +--------+<------------------+------+        |                                  admin)
+//!      |    data (and digest) placed             |                                    |
+//!      |                                         +--- Sending (C2HData, CapsuleResp) <-+
+//!      +-- fatal error: C2HTermReq queued, Rx stopped, close once it is sent
+//! ```
+//!
+//! Invariants:
+//! - a PDU's common header is checked against the size table ([`pdu::check`]) before any
+//!   other byte of it is used; large data is received straight into the command's buffer;
+//! - command slots are allocated at Connect (SQSIZE entries) and the transfer tag of an R2T is
+//!   the slot index;
+//! - a slot's buffers go back to the pool only when neither the kernel nor the send queue
+//!   uses them (the reactor frees a connection only when nothing of it is in flight);
+//! - the send queue holds at most one R2T, one C2HData and one CapsuleResp per slot, plus
+//!   one control PDU, so it is bounded by the slot count;
+//! - a bad command is completed with an NVMe status and the connection lives on; a protocol
+//!   violation gets a C2HTermReq and the connection closes.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use io_uring::squeue;
+
+use crate::backend::{self, Op};
+use crate::ctrl::io::{IoCmd, IoOp};
+use crate::ctrl::{self, AdminOutcome, Binding, DataDir, Exec, Prepared};
+use crate::nvme::sqe::Psdt;
+use crate::nvme::{Cqe, SglDescriptor, SglKind, Sqe, Status};
+use crate::pool::{Buf, BufferPool};
+use crate::subsys::{Limits, ListenerInfo, Namespace, NsTable, Target};
+use crate::tcp::digest::{self, DataDigest, DIGEST_LEN};
+use crate::tcp::pdu::{
+    self, C2hData, CapsuleResp, CommonHeader, Digests, Fatal, IcReq, IcResp, Pdu, R2t, Role, TermReq, COMMON_HEADER_LEN,
+};
+
+/// Data at least this large that is not yet in the staging buffer is received straight into
+/// its destination; smaller pieces come through the staging buffer with what follows them.
+const DIRECT_RECV_MIN: u32 = 2048;
+/// PDUs parsed per receive completion before the reactor gets a turn.
+const RX_BUDGET: usize = 256;
+/// R2Ts outstanding per command, whatever larger number the host's MAXR2T allows.
+const MAX_R2T_PER_COMMAND: u32 = 4;
+
+/// What the reactor lends a queue for one call.
+pub struct Io<'a> {
+    pub pool: &'a mut BufferPool,
+    /// Backend submissions to make, by slot (the reactor adds the completion token).
+    pub ops: &'a mut Vec<(u16, squeue::Entry)>,
+    pub reactor: usize,
+    /// Whether the pool's regions are registered with this reactor's ring.
+    pub fixed_buffers: bool,
+    pub now: Instant,
+    /// Set to make every reactor poll its queues (a controller went away, an event is due).
+    pub poke_all: &'a mut bool,
+    /// The daemon is stopping: take no new commands, finish, close.
+    pub stopping: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The first PDU must be an ICReq.
+    AwaitIcReq,
+    /// Initialized: capsules and data flow.
+    Live,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    No,
+    /// Close once the send queue is empty (after a C2HTermReq or a Disconnect's response).
+    AfterSend,
+    /// Close at once (peer gone, controller torn down).
+    Now,
+}
+
+/// Where the data of the PDU being received goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DataTo {
+    /// In-capsule data of a command.
+    Icd { slot: u16 },
+    /// An H2CData PDU answering a command's R2T.
+    H2c { slot: u16, last: bool },
+    /// In-capsule data of a command that already failed: received and dropped.
+    Drop { slot: u16 },
+}
+
+impl DataTo {
+    fn slot(self) -> u16 {
+        match self {
+            DataTo::Icd { slot } | DataTo::H2c { slot, .. } | DataTo::Drop { slot } => slot,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Incoming {
+    to: DataTo,
+    dest: *mut u8,
+    len: u32,
+    done: u32,
+    digest: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Rx {
+    /// The next bytes start a PDU.
+    Header,
+    /// The data of a PDU whose header was taken.
+    Data(Incoming),
+    /// Receiving stopped (fatal error, close, stop).
+    Stopped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotState {
+    Free,
+    /// Needs a data buffer and the pool is empty; moved on when a buffer comes back.
+    WaitBuffer,
+    /// R2T queued or sent; moved on by H2CData.
+    WaitData,
+    /// Executing: backend operations in flight, moved on by their completions.
+    Executing,
+    /// An Asynchronous Event Request; moved on by an event.
+    AwaitEvent,
+    /// Its PDUs are queued or being sent; freed when the last is sent.
+    Sending,
+}
+
+/// Where a command's data lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Data {
+    None,
+    /// A pool buffer (`Slot::buf`).
+    Buf,
+    /// Received into the reactor's sink (null backend writes).
+    Sink,
+    /// Sent from the pool's zero region (null backend reads).
+    Zeroes,
+}
+
+/// Header bytes of the PDUs a slot sends; boxed so their addresses stay put while queued.
+#[derive(Debug)]
+struct Headers {
+    data: [u8; pdu::HEADER_BUF_LEN],
+    data_len: u8,
+    resp: [u8; 32],
+    resp_len: u8,
+    r2t: [u8; 32],
+    r2t_len: u8,
+    ddgst: [u8; DIGEST_LEN],
+}
+
+#[derive(Debug)]
+struct Slot {
+    state: SlotState,
+    sqe: Sqe,
+    exec: Exec,
+    dir: DataDir,
+    len: u32,
+    data: Data,
+    buf: Option<Buf>,
+    /// Compare reads the media into this one.
+    buf2: Option<Buf>,
+    received: u32,
+    r2t_requested: u32,
+    r2t_outstanding: u32,
+    r2t_queued: bool,
+    ops_pending: u32,
+    /// What each backend op of this command reports on success (bytes, or 0).
+    expect: u32,
+    status: Status,
+    dw0: u32,
+    dw1: u32,
+    out_len: u32,
+    success_flag: bool,
+    /// Which namespace table the command holds (`Tables`), if the queue had one.
+    table_gen: u64,
+    holds_table: bool,
+    close_after: bool,
+    hdr: Box<Headers>,
+}
+
+impl Slot {
+    fn new() -> Slot {
+        Slot {
+            state: SlotState::Free,
+            sqe: Sqe::default(),
+            exec: Exec::None,
+            dir: DataDir::None,
+            len: 0,
+            data: Data::None,
+            buf: None,
+            buf2: None,
+            received: 0,
+            r2t_requested: 0,
+            r2t_outstanding: 0,
+            r2t_queued: false,
+            ops_pending: 0,
+            expect: 0,
+            status: Status::SUCCESS,
+            dw0: 0,
+            dw1: 0,
+            out_len: 0,
+            success_flag: false,
+            table_gen: 0,
+            holds_table: false,
+            close_after: false,
+            hdr: Box::new(Headers {
+                data: [0; pdu::HEADER_BUF_LEN],
+                data_len: 0,
+                resp: [0; 32],
+                resp_len: 0,
+                r2t: [0; 32],
+                r2t_len: 0,
+                ddgst: [0; DIGEST_LEN],
+            }),
+        }
+    }
+
+    fn data_ptr(&self, zeroes: *const u8) -> *const u8 {
+        match self.data {
+            Data::Zeroes => zeroes,
+            _ => self.buf.as_ref().expect("buffer of a command sending data").as_ptr(),
+        }
+    }
+}
+
+/// A PDU waiting to be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tx {
+    /// ICResp or C2HTermReq, from `Queue::control`.
+    Control,
+    R2t(u16),
+    /// C2HData: header, data, data digest.
+    Data(u16),
+    Resp(u16),
+}
+
+/// The namespace tables that commands in flight refer to, the current one last, each with
+/// its number of users: a table changed by the control plane is dropped only when the last
+/// command using it has completed, and the I/O path never touches a shared reference count.
+#[derive(Debug)]
+struct Tables {
+    live: Vec<(Arc<NsTable>, u32)>,
+}
+
+impl Tables {
+    fn current(&self) -> &Arc<NsTable> {
+        &self.live.last().expect("a current table").0
+    }
+
+    fn get(&self, generation: u64) -> &NsTable {
+        &self.live.iter().find(|(t, _)| t.generation == generation).expect("table of a command in flight").0
+    }
+
+    fn refresh(&mut self, latest: Arc<NsTable>) {
+        if latest.generation != self.current().generation {
+            self.live.push((latest, 0));
+            self.prune();
+        }
+    }
+
+    fn hold(&mut self) -> u64 {
+        let last = self.live.last_mut().expect("a current table");
+        last.1 += 1;
+        last.0.generation
+    }
+
+    fn release(&mut self, generation: u64) {
+        if let Some(entry) = self.live.iter_mut().find(|(t, _)| t.generation == generation) {
+            entry.1 -= 1;
+        }
+        self.prune();
+    }
+
+    fn prune(&mut self) {
+        let current = self.current().generation;
+        self.live.retain(|(t, users)| *users > 0 || t.generation == current);
+    }
+}
+
+pub struct Queue {
+    target: Arc<Target>,
+    reactor: usize,
+    listener: ListenerInfo,
+    peer: Option<SocketAddr>,
+    phase: Phase,
+    close: Close,
+    digests: Digests,
+    /// Alignment of C2HData data the host asked for (HPDA).
+    host_alignment: u32,
+    max_r2t: u32,
+    maxh2cdata: u32,
+    staging: Option<Buf>,
+    head: usize,
+    tail: usize,
+    rx: Rx,
+    rx_direct: bool,
+    /// Parsing stopped because a command's in-capsule data needs a buffer the pool lacks.
+    rx_blocked: bool,
+    /// The reactor's sink and zero regions (valid for the reactor's life).
+    sink: *mut u8,
+    zeroes: *const u8,
+    binding: Binding,
+    tables: Option<Tables>,
+    sqsize: u16,
+    sqhd: u16,
+    sq_flow_disabled: bool,
+    slots: Vec<Slot>,
+    free: Vec<u16>,
+    wait_buffer: VecDeque<u16>,
+    aer_slots: Vec<u16>,
+    tx: VecDeque<Tx>,
+    tx_sent: usize,
+    control: [u8; pdu::HEADER_BUF_LEN],
+    control_len: usize,
+    last_keep_alive: Instant,
+    in_flight: u32,
+}
+
+impl Queue {
+    pub fn new(
+        target: Arc<Target>,
+        reactor: usize,
+        listener: ListenerInfo,
+        peer: Option<SocketAddr>,
+        staging: Buf,
+        pool: &BufferPool,
+    ) -> Queue {
+        let maxh2cdata = target.limits.mdts_bytes;
+        let max_data = pool.max_buf_bytes();
+        Queue {
+            target,
+            reactor,
+            listener,
+            peer,
+            phase: Phase::AwaitIcReq,
+            close: Close::No,
+            digests: Digests::NONE,
+            host_alignment: 4,
+            max_r2t: 1,
+            maxh2cdata,
+            staging: Some(staging),
+            head: 0,
+            tail: 0,
+            rx: Rx::Header,
+            rx_direct: false,
+            rx_blocked: false,
+            sink: pool.sink(max_data),
+            zeroes: pool.zeroes(max_data).0,
+            binding: Binding::Unbound,
+            tables: None,
+            sqsize: 1,
+            sqhd: 0,
+            sq_flow_disabled: false,
+            slots: vec![Slot::new()],
+            free: vec![0],
+            wait_buffer: VecDeque::new(),
+            aer_slots: Vec::new(),
+            tx: VecDeque::with_capacity(8),
+            tx_sent: 0,
+            control: [0; pdu::HEADER_BUF_LEN],
+            control_len: 0,
+            last_keep_alive: Instant::now(),
+            in_flight: 0,
+        }
+    }
+
+    /// Who this queue is, for log lines: host NQN, controller id and queue id once bound.
+    pub fn who(&self) -> String {
+        match &self.binding {
+            Binding::Unbound => format!("peer={} unbound", self.peer.map_or(String::from("?"), |p| p.to_string())),
+            Binding::Admin(c) => format!("host={} cntlid={} qid=0", c.hostnqn, c.cntlid),
+            Binding::Io(c, qid) => format!("host={} cntlid={} qid={qid}", c.hostnqn, c.cntlid),
+        }
+    }
+
+    pub fn wants_close(&self) -> bool {
+        match self.close {
+            Close::No => false,
+            Close::AfterSend => self.tx.is_empty(),
+            Close::Now => true,
+        }
+    }
+
+    /// The peer went away or the socket failed: close without sending anything more.
+    pub fn peer_gone(&mut self, why: &str) {
+        if self.close != Close::Now {
+            tracing::debug!(who = %self.who(), why, "connection ends");
+        }
+        self.close = Close::Now;
+        self.rx = Rx::Stopped;
+    }
+
+    fn staged(&self) -> usize {
+        self.tail - self.head
+    }
+
+    fn staging_cap(&self) -> usize {
+        self.staging.as_ref().map_or(0, Buf::capacity)
+    }
+
+    fn staged_bytes(&self) -> &[u8] {
+        let staging = self.staging.as_ref().expect("staging buffer while receiving");
+        &staging.slice(self.tail)[self.head..]
+    }
+
+    // ----- receive side -----
+
+    /// Where the next receive should write, or `None` when receiving is paused.
+    pub fn recv_window(&mut self) -> Option<(*mut u8, usize)> {
+        if self.close != Close::No || self.rx_blocked || matches!(self.rx, Rx::Stopped) {
+            return None;
+        }
+        if let Rx::Data(inc) = self.rx {
+            let remaining = inc.len - inc.done;
+            if self.staged() == 0 && remaining >= DIRECT_RECV_MIN {
+                self.rx_direct = true;
+                // SAFETY: dest is valid for len bytes (a pool buffer or the sink) and done < len.
+                return Some((unsafe { inc.dest.add(inc.done as usize) }, remaining as usize));
+            }
+        }
+        self.rx_direct = false;
+        if self.head == self.tail {
+            self.head = 0;
+            self.tail = 0;
+        } else if self.head > 0 && self.staging_cap() - self.tail < 4096 {
+            let (head, tail) = (self.head, self.tail);
+            self.staging.as_mut()?.slice_mut(tail).copy_within(head..tail, 0);
+            self.tail -= head;
+            self.head = 0;
+        }
+        let cap = self.staging_cap();
+        if self.tail == cap {
+            return None;
+        }
+        let staging = self.staging.as_mut()?;
+        // SAFETY: tail < capacity, so the window lies inside the staging buffer.
+        Some((unsafe { staging.as_mut_ptr().add(self.tail) }, cap - self.tail))
+    }
+
+    /// `n` bytes arrived in the window last handed out.
+    pub fn on_recv(&mut self, n: usize, io: &mut Io<'_>) {
+        if self.rx_direct {
+            if let Rx::Data(ref mut inc) = self.rx {
+                inc.done += n as u32;
+            }
+            self.rx_direct = false;
+        } else {
+            self.tail += n;
+        }
+        self.process(io);
+    }
+
+    fn process(&mut self, io: &mut Io<'_>) {
+        for _ in 0..RX_BUDGET {
+            let progressed = match self.rx {
+                Rx::Stopped => false,
+                Rx::Header => self.parse_pdu(io),
+                Rx::Data(inc) => self.take_data(inc, io),
+            };
+            if !progressed || self.close != Close::No {
+                break;
+            }
+        }
+    }
+
+    /// Takes one PDU header out of the staging buffer; false when it is not all here yet.
+    fn parse_pdu(&mut self, io: &mut Io<'_>) -> bool {
+        if self.staged() < COMMON_HEADER_LEN {
+            return false;
+        }
+        let mut common = [0u8; COMMON_HEADER_LEN];
+        common.copy_from_slice(&self.staged_bytes()[..COMMON_HEADER_LEN]);
+        let digests = if self.phase == Phase::Live { self.digests } else { Digests::NONE };
+        let checked = CommonHeader::decode(&common).and_then(|ch| pdu::check(&ch, Role::Controller, digests, &self.pdu_limits()));
+        let layout = match checked {
+            Ok(layout) => layout,
+            Err(fatal) => return self.fatal(fatal, &common),
+        };
+        let carries_data = matches!(layout.pdu_type, pdu::PduType::CapsuleCmd | pdu::PduType::H2cData) && layout.data_len > 0;
+        let need = if carries_data { usize::from(layout.pdo) } else { layout.plen as usize };
+        if self.staged() < need {
+            return false;
+        }
+        let mut header = [0u8; pdu::HEADER_BUF_LEN];
+        header[..need].copy_from_slice(&self.staged_bytes()[..need]);
+        let hlen = usize::from(layout.hlen);
+        if layout.header_digest_len > 0 {
+            let mut received = [0u8; DIGEST_LEN];
+            received.copy_from_slice(&header[hlen..hlen + DIGEST_LEN]);
+            if let Err(fatal) = digest::check_header_digest(&header[..hlen], received) {
+                return self.fatal(fatal, &header[..hlen]);
+            }
+        }
+        let parsed = match Pdu::decode(&header[..need]) {
+            Ok(p) => p,
+            Err(fatal) => return self.fatal(fatal, &header[..hlen]),
+        };
+        match (self.phase, parsed) {
+            (Phase::AwaitIcReq, Pdu::IcReq(req)) => {
+                self.head += need;
+                self.on_icreq(req);
+                true
+            }
+            (Phase::Live, Pdu::CapsuleCmd(cmd)) => self.on_capsule(&cmd.sqe, layout.data_len, need, &header[..hlen], io),
+            (Phase::Live, Pdu::H2cData(h2c)) => self.on_h2c(h2c, layout.data_len, need, &header[..hlen]),
+            (_, Pdu::TermReq(term)) => {
+                tracing::warn!(who = %self.who(), fes = ?term.fes, fei = term.fei, "host terminated the connection (H2CTermReq)");
+                self.head += need;
+                self.close = Close::Now;
+                self.rx = Rx::Stopped;
+                true
+            }
+            _ => self.fatal(Fatal::sequence(), &header[..hlen]),
+        }
+    }
+
+    fn pdu_limits(&self) -> pdu::Limits {
+        let icd = match self.binding {
+            Binding::Io(..) => self.target.limits.in_capsule_data_bytes,
+            _ => Limits::ADMIN_IN_CAPSULE_DATA_BYTES,
+        };
+        pdu::Limits { max_icd_bytes: icd, max_data_pdu_bytes: self.maxh2cdata, data_alignment: 4 }
+    }
+
+    /// A protocol violation: queue a C2HTermReq quoting the offending header and stop.
+    fn fatal(&mut self, fatal: Fatal, header: &[u8]) -> bool {
+        tracing::warn!(who = %self.who(), fes = ?fatal.fes, fei = fatal.fei, "protocol violation; terminating the connection");
+        let term = TermReq::reply(Role::Controller, fatal, header);
+        self.control_len = term.encode(&mut self.control);
+        self.tx.push_back(Tx::Control);
+        self.close = Close::AfterSend;
+        self.rx = Rx::Stopped;
+        false
+    }
+
+    fn on_icreq(&mut self, req: IcReq) {
+        self.host_alignment = pdu::pda_alignment(req.hpda);
+        self.digests = req.digests;
+        self.max_r2t = req.maxr2t.saturating_add(1).min(MAX_R2T_PER_COMMAND);
+        let resp = IcResp { pfv: 0, cpda: 0, digests: req.digests, maxh2cdata: self.maxh2cdata };
+        self.control_len = resp.encode(&mut self.control);
+        self.tx.push_back(Tx::Control);
+        self.phase = Phase::Live;
+        tracing::debug!(peer = ?self.peer, digests = ?self.digests, hpda = req.hpda, maxr2t = req.maxr2t, "connection initialized");
+    }
+
+    /// A command capsule: `icd` bytes of in-capsule data follow the `hdr_len`-byte header.
+    fn on_capsule(&mut self, raw: &[u8; 64], icd: u32, hdr_len: usize, header: &[u8], io: &mut Io<'_>) -> bool {
+        if io.stopping {
+            self.rx = Rx::Stopped;
+            return false;
+        }
+        let Some(&slot_no) = self.free.last() else {
+            tracing::warn!(who = %self.who(), sqsize = self.sqsize, "host sent more commands than its queue holds");
+            return self.fatal(Fatal::sequence(), header);
+        };
+        let sqe = Sqe::decode(raw);
+        if let (Some(tables), Some(subsys)) = (self.tables.as_mut(), self.binding.subsystem())
+            && subsys.ns_generation() != tables.current().generation {
+                tables.refresh(subsys.namespaces());
+            }
+        let empty = NsTable::default();
+        let table = self.tables.as_ref().map_or(&empty, |t| t.current());
+        let prepared = ctrl::prepare(&sqe, &self.binding, table, &self.target.limits)
+            .and_then(|p| check_sgl(&sqe, &p, icd).map(|()| p));
+        let data = prepared.as_ref().map_or(Data::None, |p| data_kind(p, table));
+        // In-capsule data of a good command needs its buffer before the capsule is taken.
+        let mut icd_buf = None;
+        if icd > 0 && data == Data::Buf {
+            match io.pool.get(icd as usize) {
+                Some(buf) => icd_buf = Some(buf),
+                None => {
+                    self.rx_blocked = true;
+                    return false;
+                }
+            }
+        }
+        self.head += hdr_len;
+        self.free.pop();
+        self.sqhd = if self.sqhd + 1 >= self.sqsize { 0 } else { self.sqhd + 1 };
+        self.in_flight += 1;
+        if let Binding::Admin(_) = self.binding {
+            self.last_keep_alive = io.now;
+        }
+        let held = self.tables.as_mut().map(Tables::hold);
+        let slot = &mut self.slots[usize::from(slot_no)];
+        debug_assert_eq!(slot.state, SlotState::Free);
+        slot.sqe = sqe;
+        slot.table_gen = held.unwrap_or(0);
+        slot.holds_table = held.is_some();
+        slot.status = Status::SUCCESS;
+        (slot.dw0, slot.dw1, slot.out_len, slot.received) = (0, 0, 0, 0);
+        (slot.r2t_requested, slot.r2t_outstanding, slot.r2t_queued) = (0, 0, false);
+        slot.success_flag = false;
+        slot.close_after = false;
+        slot.data = data;
+        slot.buf = icd_buf;
+        slot.state = SlotState::Executing;
+        match prepared {
+            Err(status) => {
+                (slot.exec, slot.dir, slot.len) = (Exec::None, DataDir::None, 0);
+                if icd > 0 {
+                    slot.status = status;
+                    self.receive_data(DataTo::Drop { slot: slot_no }, self.sink, icd);
+                } else {
+                    self.complete(slot_no, status, io);
+                }
+            }
+            Ok(p) => {
+                (slot.exec, slot.dir, slot.len) = (p.exec, p.dir, p.len);
+                if icd > 0 {
+                    let dest = self.dest(slot_no, 0);
+                    self.receive_data(DataTo::Icd { slot: slot_no }, dest, icd);
+                } else if p.dir == DataDir::None {
+                    self.execute(slot_no, io);
+                } else {
+                    self.want_buffer(slot_no, io);
+                }
+            }
+        }
+        true
+    }
+
+    /// Where data for `slot` at byte `offset` goes.
+    fn dest(&mut self, slot_no: u16, offset: u32) -> *mut u8 {
+        let slot = &mut self.slots[usize::from(slot_no)];
+        match (slot.data, slot.buf.as_mut()) {
+            // SAFETY: offset < len <= capacity, checked by the callers.
+            (Data::Buf, Some(buf)) => unsafe { buf.as_mut_ptr().add(offset as usize) },
+            _ => self.sink,
+        }
+    }
+
+    fn receive_data(&mut self, to: DataTo, dest: *mut u8, len: u32) {
+        self.rx = Rx::Data(Incoming { to, dest, len, done: 0, digest: self.digests.data });
+    }
+
+    /// Moves staged bytes into the data's destination; finishes the PDU when all is here.
+    fn take_data(&mut self, mut inc: Incoming, io: &mut Io<'_>) -> bool {
+        let n = ((inc.len - inc.done) as usize).min(self.staged());
+        if n > 0 {
+            let src = self.staged_bytes()[..n].as_ptr();
+            // SAFETY: dest has room for len bytes and done + n <= len; the staging buffer and
+            // the destination (a command buffer or the sink) never overlap.
+            unsafe { std::ptr::copy_nonoverlapping(src, inc.dest.add(inc.done as usize), n) };
+            self.head += n;
+            inc.done += n as u32;
+        }
+        self.rx = Rx::Data(inc);
+        if inc.done < inc.len {
+            return false;
+        }
+        let mut digest_ok = true;
+        if inc.digest {
+            if self.staged() < DIGEST_LEN {
+                return false;
+            }
+            let mut received = [0u8; DIGEST_LEN];
+            received.copy_from_slice(&self.staged_bytes()[..DIGEST_LEN]);
+            self.head += DIGEST_LEN;
+            let mut d = DataDigest::new();
+            // SAFETY: dest holds len bytes just written by the receive or the copy above.
+            d.update(unsafe { std::slice::from_raw_parts(inc.dest, inc.len as usize) });
+            digest_ok = d.check(received).is_ok();
+        }
+        self.rx = Rx::Header;
+        self.data_arrived(inc, digest_ok, io);
+        true
+    }
+
+    fn data_arrived(&mut self, inc: Incoming, digest_ok: bool, io: &mut Io<'_>) {
+        let slot_no = inc.to.slot();
+        if let DataTo::Drop { slot } = inc.to {
+            let status = self.slots[usize::from(slot)].status;
+            return self.complete(slot, status, io);
+        }
+        if !digest_ok {
+            // The NVMe/TCP binding makes a data digest error a command failure, not a
+            // connection failure; the host may retry.
+            tracing::warn!(who = %self.who(), cid = self.slots[usize::from(slot_no)].sqe.cid, "data digest mismatch; failing the command");
+            let slot = &mut self.slots[usize::from(slot_no)];
+            if slot.state == SlotState::WaitData && slot.received + inc.len < slot.len {
+                // More H2CData may still come for this command: swallow it, then fail.
+                slot.status = Status::TRANSIENT_TRANSPORT_ERROR;
+                slot.data = Data::Sink;
+                slot.received += inc.len;
+                return;
+            }
+            return self.complete(slot_no, Status::TRANSIENT_TRANSPORT_ERROR, io);
+        }
+        let slot = &mut self.slots[usize::from(slot_no)];
+        slot.received += inc.len;
+        if slot.received < slot.len {
+            if let DataTo::H2c { last: true, .. } = inc.to {
+                slot.r2t_outstanding -= 1;
+                self.queue_r2t(slot_no);
+            }
+            return;
+        }
+        if !slot.status.is_success() {
+            let status = slot.status;
+            return self.complete(slot_no, status, io);
+        }
+        self.execute(slot_no, io);
+    }
+
+    fn on_h2c(&mut self, h2c: pdu::H2cData, data_len: u32, hdr_len: usize, header: &[u8]) -> bool {
+        let slot_no = h2c.ttag;
+        let Some(slot) = self.slots.get(usize::from(slot_no)).filter(|s| s.state == SlotState::WaitData) else {
+            return self.fatal(Fatal::invalid_field(pdu::offset::TTAG), header);
+        };
+        if slot.sqe.cid != h2c.cccid {
+            return self.fatal(Fatal::invalid_field(pdu::offset::CCCID), header);
+        }
+        // Data arrives in order, inside what the R2Ts asked for.
+        if h2c.datao != slot.received || h2c.datao + data_len > slot.r2t_requested {
+            return self.fatal(Fatal::out_of_range(), header);
+        }
+        self.head += hdr_len;
+        let dest = self.dest(slot_no, h2c.datao);
+        self.receive_data(DataTo::H2c { slot: slot_no, last: h2c.last }, dest, data_len);
+        true
+    }
+
+    // ----- command flow -----
+
+    /// Gets the command's data buffer (or waits for one), then asks for the data or runs it.
+    fn want_buffer(&mut self, slot_no: u16, io: &mut Io<'_>) {
+        let slot = &mut self.slots[usize::from(slot_no)];
+        if slot.data == Data::Buf && slot.buf.is_none() {
+            match io.pool.get(slot.len as usize) {
+                Some(buf) => slot.buf = Some(buf),
+                None => {
+                    slot.state = SlotState::WaitBuffer;
+                    self.wait_buffer.push_back(slot_no);
+                    return;
+                }
+            }
+        }
+        if slot.dir == DataDir::H2c {
+            slot.state = SlotState::WaitData;
+            self.queue_r2t(slot_no);
+        } else {
+            self.execute(slot_no, io);
+        }
+    }
+
+    /// Queues the next R2T of a command if it needs more data and may have another out.
+    fn queue_r2t(&mut self, slot_no: u16) {
+        let slot = &mut self.slots[usize::from(slot_no)];
+        if slot.r2t_queued || slot.r2t_requested >= slot.len || slot.r2t_outstanding >= self.max_r2t {
+            return;
+        }
+        let len = (slot.len - slot.r2t_requested).min(self.maxh2cdata);
+        let r2t = R2t { cccid: slot.sqe.cid, ttag: slot_no, r2to: slot.r2t_requested, r2tl: len };
+        slot.hdr.r2t_len = r2t.encode(&mut slot.hdr.r2t, self.digests) as u8;
+        slot.r2t_requested += len;
+        slot.r2t_outstanding += 1;
+        slot.r2t_queued = true;
+        self.tx.push_back(Tx::R2t(slot_no));
+    }
+
+    fn execute(&mut self, slot_no: u16, io: &mut Io<'_>) {
+        let slot = &mut self.slots[usize::from(slot_no)];
+        slot.state = SlotState::Executing;
+        match slot.exec {
+            Exec::None => self.complete(slot_no, Status::SUCCESS, io),
+            Exec::Connect => self.exec_connect(slot_no, io),
+            Exec::Admin(op) => self.exec_admin(slot_no, op, io),
+            Exec::Io(cmd) => self.exec_io(slot_no, cmd, io),
+        }
+    }
+
+    fn exec_connect(&mut self, slot_no: u16, io: &mut Io<'_>) {
+        let slot = &self.slots[usize::from(slot_no)];
+        let data = slot.buf.as_ref().map_or(&[][..], |b| b.slice(slot.received as usize));
+        match ctrl::connect(&self.target, &self.listener, &slot.sqe, data, self.reactor) {
+            Ok(done) => {
+                tracing::info!(peer = ?self.peer, host = %done.binding.ctrl().map_or("", |c| c.hostnqn.as_str()),
+                    subsystem = %done.binding.subsystem().map_or("", |s| s.nqn.as_str()), qid = done.binding.qid(),
+                    cntlid = done.cntlid, sqsize = done.sqsize, "queue connected");
+                self.bind(done);
+                self.slots[usize::from(slot_no)].dw0 = u32::from(self.binding.ctrl().map_or(0, |c| c.cntlid));
+                self.complete(slot_no, Status::SUCCESS, io);
+            }
+            Err(refused) => {
+                tracing::warn!(peer = ?self.peer, status = ?refused.status, reason = %refused.reason, "connect refused");
+                self.slots[usize::from(slot_no)].dw0 = refused.dw0;
+                self.complete(slot_no, refused.status, io);
+            }
+        }
+    }
+
+    fn bind(&mut self, done: ctrl::Connected) {
+        self.sqsize = done.sqsize;
+        self.sq_flow_disabled = done.sq_flow_disabled;
+        if let Some(subsys) = done.binding.subsystem() {
+            self.tables = Some(Tables { live: vec![(subsys.namespaces(), 0)] });
+        }
+        self.binding = done.binding;
+        // The Connect command holds slot 0; the rest are new and free.
+        self.slots.resize_with(usize::from(done.sqsize), Slot::new);
+        self.free = (1..done.sqsize).rev().collect();
+        self.tx.reserve(3 * usize::from(done.sqsize) + 1);
+        self.sqhd %= self.sqsize;
+    }
+
+    fn exec_admin(&mut self, slot_no: u16, op: ctrl::AdminOp, io: &mut Io<'_>) {
+        let Some(ctrl) = self.binding.ctrl().cloned() else {
+            return self.complete(slot_no, Status::COMMAND_SEQUENCE_ERROR.with_dnr(), io);
+        };
+        let slot = &mut self.slots[usize::from(slot_no)];
+        let len = slot.len as usize;
+        let data = match slot.buf.as_mut() {
+            Some(buf) => {
+                let data = buf.slice_mut(len);
+                if slot.dir == DataDir::C2h {
+                    data.fill(0);
+                }
+                data
+            }
+            None => &mut [][..],
+        };
+        let qid = self.binding.qid();
+        match ctrl.admin(&self.target, qid, &slot.sqe, op, data) {
+            AdminOutcome::Done { status, dw0, dw1, out_len } => {
+                (slot.dw0, slot.dw1, slot.out_len) = (dw0, dw1, out_len);
+                self.complete(slot_no, status, io);
+            }
+            AdminOutcome::Park if self.aer_slots.len() >= ctrl::AER_LIMIT => {
+                self.complete(slot_no, Status::ASYNC_EVENT_REQUEST_LIMIT_EXCEEDED.with_dnr(), io);
+            }
+            AdminOutcome::Park => {
+                slot.state = SlotState::AwaitEvent;
+                self.aer_slots.push(slot_no);
+                self.poll_events(&ctrl, io);
+            }
+            AdminOutcome::Disconnect => {
+                slot.close_after = true;
+                self.complete(slot_no, Status::SUCCESS, io);
+            }
+            AdminOutcome::Flush(namespaces) => {
+                slot.expect = 0;
+                for ns in &namespaces {
+                    submit(slot, slot_no, ns, Op::Flush, (std::ptr::null_mut(), None), false, io);
+                }
+                self.ops_submitted(slot_no, io);
+            }
+        }
+    }
+
+    fn exec_io(&mut self, slot_no: u16, cmd: IoCmd, io: &mut Io<'_>) {
+        let Binding::Io(ctrl, _) = &self.binding else { unreachable!("I/O command on a queue that is not an I/O queue") };
+        let write_through = !ctrl.volatile_write_cache();
+        let Queue { tables, slots, .. } = self;
+        let slot = &mut slots[usize::from(slot_no)];
+        let table = tables.as_ref().expect("an I/O queue has tables").get(slot.table_gen);
+        let ns: &Namespace = &table.namespaces[cmd.ns_index];
+        let (buf_ptr, fixed) = match slot.buf.as_mut() {
+            Some(b) => (b.as_mut_ptr(), io.fixed_buffers.then(|| b.fixed_index())),
+            None => (std::ptr::null_mut(), None),
+        };
+        let none = std::ptr::null_mut();
+        match cmd.op {
+            IoOp::Read { offset, len } => {
+                (slot.expect, slot.out_len) = (len, len);
+                if slot.data != Data::Zeroes {
+                    submit(slot, slot_no, ns, Op::Read { offset, len }, (buf_ptr, fixed), false, io);
+                }
+            }
+            IoOp::Write { offset, len, fua } => {
+                slot.expect = len;
+                if slot.data != Data::Sink {
+                    submit(slot, slot_no, ns, Op::Write { offset, len, fua: fua || write_through }, (buf_ptr, fixed), false, io);
+                }
+            }
+            IoOp::Compare { offset, len } => {
+                slot.expect = len;
+                if ns.backend.kind() != backend::Kind::Null {
+                    match io.pool.get(len as usize) {
+                        Some(mut media) => {
+                            let target = (media.as_mut_ptr(), io.fixed_buffers.then(|| media.fixed_index()));
+                            slot.buf2 = Some(media);
+                            submit(slot, slot_no, ns, Op::Read { offset, len }, target, false, io);
+                        }
+                        None => slot.status = Status::NAMESPACE_NOT_READY,
+                    }
+                }
+            }
+            IoOp::Flush { all } => {
+                slot.expect = 0;
+                let every = if all { &table.namespaces[..] } else { std::slice::from_ref(&table.namespaces[cmd.ns_index]) };
+                for ns in every {
+                    submit(slot, slot_no, ns, Op::Flush, (none, None), false, io);
+                }
+            }
+            IoOp::WriteZeroes { offset, len, deallocate, fua } => {
+                slot.expect = 0;
+                let op = if deallocate { Op::Deallocate { offset, len } } else { Op::WriteZeroes { offset, len } };
+                // Durable before completion: chain a flush after the zeroing.
+                let durable = fua || write_through;
+                submit(slot, slot_no, ns, op, (none, None), durable, io);
+                if durable {
+                    submit(slot, slot_no, ns, Op::Flush, (none, None), false, io);
+                }
+            }
+            IoOp::DatasetManagement { ranges, deallocate } => {
+                slot.expect = 0;
+                if deallocate {
+                    let data = slot.buf.as_ref().map_or(&[][..], |b| b.slice(slot.received as usize));
+                    match ctrl::io::deallocate_ranges(data, ranges, ns) {
+                        Ok(ops) => {
+                            for op in ops {
+                                submit(slot, slot_no, ns, op, (none, None), false, io);
+                            }
+                        }
+                        Err(status) => slot.status = status,
+                    }
+                }
+            }
+        }
+        self.ops_submitted(slot_no, io);
+    }
+
+    /// After a command's operations are queued: when none went to the kernel, finish now.
+    fn ops_submitted(&mut self, slot_no: u16, io: &mut Io<'_>) {
+        if self.slots[usize::from(slot_no)].ops_pending == 0 {
+            self.finish(slot_no, io);
+        }
+    }
+
+    /// A backend operation of `slot` completed with `res` (bytes, or a negative errno).
+    pub fn on_backend(&mut self, slot_no: u16, res: i32, io: &mut Io<'_>) {
+        let who = self.who();
+        let Queue { tables, slots, .. } = self;
+        let slot = &mut slots[usize::from(slot_no)];
+        debug_assert!(slot.ops_pending > 0, "completion for slot {slot_no} with nothing pending");
+        slot.ops_pending -= 1;
+        if res != slot.expect as i32 && res != -libc::ECANCELED {
+            // A short transfer is an error too: the host retries rather than get half the data.
+            let errno = if res < 0 { -res } else { libc::EIO };
+            let op = match slot.exec {
+                Exec::Io(IoCmd { op: IoOp::Read { offset, len } | IoOp::Compare { offset, len }, .. }) => Op::Read { offset, len },
+                _ => Op::Flush,
+            };
+            let status = backend::status_for_errno(&op, errno);
+            tracing::warn!(%who, cid = slot.sqe.cid, res, ?status, "backend operation failed");
+            slot.status = first_error(slot.status, status);
+            if let Some(ns) = namespace_of(tables, slot) {
+                ns.stats.media_error(io.reactor);
+            }
+        }
+        if slot.ops_pending == 0 {
+            self.finish(slot_no, io);
+        }
+    }
+
+    /// Every operation of the command is done: check, count, complete.
+    fn finish(&mut self, slot_no: u16, io: &mut Io<'_>) {
+        let Queue { tables, slots, binding, .. } = self;
+        let slot = &slots[usize::from(slot_no)];
+        let mut status = slot.status;
+        match slot.exec {
+            Exec::Admin(_) => {
+                if let Some(ctrl) = binding.ctrl() {
+                    ctrl.flush_finished();
+                }
+            }
+            Exec::Io(cmd) if status.is_success() => {
+                if let IoOp::Compare { len, .. } = cmd.op {
+                    let host = slot.buf.as_ref().map_or(&[][..], |b| b.slice(len as usize));
+                    let same = match slot.buf2.as_ref() {
+                        Some(media) => media.slice(len as usize) == host,
+                        None => host.iter().all(|&b| b == 0),
+                    };
+                    if !same {
+                        status = Status::COMPARE_FAILURE;
+                    }
+                }
+                if let Some(ns) = namespace_of(tables, slot) {
+                    match cmd.op {
+                        IoOp::Read { len, .. } | IoOp::Compare { len, .. } => ns.stats.read(io.reactor, u64::from(len)),
+                        IoOp::Write { len, .. } => ns.stats.write(io.reactor, u64::from(len)),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.complete(slot_no, status, io);
+    }
+
+    /// Completes a command: queues its C2HData (if it returns data) and its CapsuleResp.
+    fn complete(&mut self, slot_no: u16, status: Status, io: &mut Io<'_>) {
+        if !status.is_success() {
+            self.record_error(slot_no, status);
+        }
+        if self.close == Close::Now {
+            return self.free_slot(slot_no, io);
+        }
+        let qid = self.binding.qid();
+        let (digests, alignment, sq_flow_disabled, sqhd) = (self.digests, self.host_alignment, self.sq_flow_disabled, self.sqhd);
+        let slot = &mut self.slots[usize::from(slot_no)];
+        slot.status = status;
+        slot.state = SlotState::Sending;
+        let sends_data = status.is_success() && slot.dir == DataDir::C2h && slot.out_len > 0;
+        if sends_data {
+            slot.success_flag = sq_flow_disabled;
+            let c2h = C2hData { cccid: slot.sqe.cid, datao: 0, datal: slot.out_len, last: true, success: slot.success_flag };
+            slot.hdr.data_len = c2h.encode(&mut slot.hdr.data, digests, alignment) as u8;
+            if digests.data {
+                let mut d = DataDigest::new();
+                // SAFETY: the data pointer is valid for out_len bytes (a buffer or the zeroes).
+                d.update(unsafe { std::slice::from_raw_parts(slot.data_ptr(self.zeroes), slot.out_len as usize) });
+                slot.hdr.ddgst = digest::to_wire(d.finish());
+            }
+            self.tx.push_back(Tx::Data(slot_no));
+            if slot.success_flag {
+                return;
+            }
+        }
+        let cqe = Cqe { dw0: slot.dw0, dw1: slot.dw1, sqhd, sqid: qid, cid: slot.sqe.cid, status };
+        slot.hdr.resp_len = CapsuleResp { cqe: cqe.encode() }.encode(&mut slot.hdr.resp, digests) as u8;
+        self.tx.push_back(Tx::Resp(slot_no));
+    }
+
+    fn record_error(&self, slot_no: u16, status: Status) {
+        let slot = &self.slots[usize::from(slot_no)];
+        if let Some(ctrl) = self.binding.ctrl() {
+            ctrl.record_error(self.binding.qid(), &slot.sqe, status);
+        }
+    }
+
+    /// Returns a finished command's resources and moves waiting work on.
+    fn free_slot(&mut self, slot_no: u16, io: &mut Io<'_>) {
+        let slot = &mut self.slots[usize::from(slot_no)];
+        if let Some(buf) = slot.buf.take() {
+            io.pool.put(buf);
+        }
+        if let Some(buf) = slot.buf2.take() {
+            io.pool.put(buf);
+        }
+        slot.state = SlotState::Free;
+        slot.exec = Exec::None;
+        let (table_gen, held, close_after) = (slot.table_gen, slot.holds_table, slot.close_after);
+        slot.holds_table = false;
+        if let (Some(tables), true) = (self.tables.as_mut(), held) {
+            tables.release(table_gen);
+        }
+        self.free.push(slot_no);
+        self.in_flight -= 1;
+        if close_after {
+            self.close = Close::AfterSend;
+            self.rx = Rx::Stopped;
+        }
+        if self.close != Close::No {
+            return;
+        }
+        while let Some(&waiting) = self.wait_buffer.front() {
+            let len = self.slots[usize::from(waiting)].len as usize;
+            let Some(buf) = io.pool.get(len) else { break };
+            self.wait_buffer.pop_front();
+            self.slots[usize::from(waiting)].buf = Some(buf);
+            self.want_buffer(waiting, io);
+        }
+        if self.rx_blocked {
+            self.rx_blocked = false;
+            self.process(io);
+        }
+    }
+
+    // ----- send side -----
+
+    fn tx_parts(&self, item: Tx) -> ([(*const u8, usize); 3], usize) {
+        let empty = (std::ptr::null(), 0);
+        match item {
+            Tx::Control => ([(self.control.as_ptr(), self.control_len), empty, empty], 1),
+            Tx::R2t(s) => {
+                let h = &self.slots[usize::from(s)].hdr;
+                ([(h.r2t.as_ptr(), usize::from(h.r2t_len)), empty, empty], 1)
+            }
+            Tx::Resp(s) => {
+                let h = &self.slots[usize::from(s)].hdr;
+                ([(h.resp.as_ptr(), usize::from(h.resp_len)), empty, empty], 1)
+            }
+            Tx::Data(s) => {
+                let slot = &self.slots[usize::from(s)];
+                let h = &slot.hdr;
+                let data = (slot.data_ptr(self.zeroes), slot.out_len as usize);
+                let digest = if self.digests.data { (h.ddgst.as_ptr(), DIGEST_LEN) } else { empty };
+                ([(h.data.as_ptr(), usize::from(h.data_len)), data, digest], if self.digests.data { 3 } else { 2 })
+            }
+        }
+    }
+
+    fn tx_len(&self, item: Tx) -> usize {
+        let (parts, n) = self.tx_parts(item);
+        parts[..n].iter().map(|p| p.1).sum()
+    }
+
+    /// Fills `iov` with what to send next; returns how many entries (0: nothing to send).
+    pub fn gather(&self, iov: &mut [libc::iovec]) -> usize {
+        if self.close == Close::Now {
+            return 0;
+        }
+        let mut n = 0;
+        let mut skip = self.tx_sent;
+        for &item in &self.tx {
+            let (parts, count) = self.tx_parts(item);
+            if n + count > iov.len() {
+                break;
+            }
+            for &(ptr, len) in &parts[..count] {
+                if skip >= len {
+                    skip -= len;
+                    continue;
+                }
+                // SAFETY: ptr is valid for len bytes and skip < len.
+                iov[n] = libc::iovec { iov_base: unsafe { ptr.add(skip) } as *mut libc::c_void, iov_len: len - skip };
+                skip = 0;
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// `n` bytes of what `gather` offered went out.
+    pub fn on_sent(&mut self, mut n: usize, io: &mut Io<'_>) {
+        while let Some(&item) = self.tx.front() {
+            let remaining = self.tx_len(item) - self.tx_sent;
+            if n < remaining {
+                self.tx_sent += n;
+                return;
+            }
+            n -= remaining;
+            self.tx_sent = 0;
+            self.tx.pop_front();
+            self.sent(item, io);
+        }
+        debug_assert_eq!(n, 0, "sent more than was queued");
+    }
+
+    fn sent(&mut self, item: Tx, io: &mut Io<'_>) {
+        match item {
+            Tx::Control => {}
+            Tx::R2t(s) => {
+                self.slots[usize::from(s)].r2t_queued = false;
+                self.queue_r2t(s);
+            }
+            Tx::Data(s) => {
+                if self.slots[usize::from(s)].success_flag {
+                    self.free_slot(s, io);
+                }
+            }
+            Tx::Resp(s) => self.free_slot(s, io),
+        }
+    }
+
+    // ----- timers and events -----
+
+    /// Periodic and event-driven checks: controller gone, keep-alive expired, asynchronous
+    /// events due, daemon stopping.
+    pub fn poll(&mut self, io: &mut Io<'_>) {
+        if self.close == Close::Now {
+            return;
+        }
+        if let Some(ctrl) = self.binding.ctrl().cloned() {
+            if ctrl.is_dead() {
+                tracing::info!(who = %self.who(), "controller torn down; closing its queue");
+                self.close = Close::Now;
+                self.rx = Rx::Stopped;
+                return;
+            }
+            if let Binding::Admin(_) = self.binding {
+                let kato = ctrl.kato_ms();
+                if kato > 0 && io.now.duration_since(self.last_keep_alive) > Duration::from_millis(u64::from(kato)) {
+                    tracing::warn!(who = %self.who(), kato_ms = kato, "keep-alive timer expired; tearing the controller down");
+                    ctrl.kill();
+                    *io.poke_all = true;
+                    self.close = Close::Now;
+                    self.rx = Rx::Stopped;
+                    return;
+                }
+                self.poll_events(&ctrl, io);
+            }
+        }
+        if io.stopping {
+            if let Rx::Header = self.rx {
+                self.rx = Rx::Stopped;
+            }
+            for slot_no in std::mem::take(&mut self.aer_slots) {
+                self.free_slot(slot_no, io);
+            }
+            if self.in_flight == 0 && self.close == Close::No {
+                self.close = Close::AfterSend;
+            }
+        }
+    }
+
+    fn poll_events(&mut self, ctrl: &Arc<ctrl::Controller>, io: &mut Io<'_>) {
+        while !self.aer_slots.is_empty() {
+            let Some(dw0) = ctrl.take_event(&self.target) else { break };
+            let slot_no = self.aer_slots.remove(0);
+            self.slots[usize::from(slot_no)].dw0 = dw0;
+            self.complete(slot_no, Status::SUCCESS, io);
+        }
+    }
+
+    /// The connection is gone and nothing of it is in flight: give everything back.
+    pub fn release(mut self, io: &mut Io<'_>) {
+        if let Some(staging) = self.staging.take() {
+            io.pool.put(staging);
+        }
+        for slot in &mut self.slots {
+            if let Some(buf) = slot.buf.take() {
+                io.pool.put(buf);
+            }
+            if let Some(buf) = slot.buf2.take() {
+                io.pool.put(buf);
+            }
+        }
+        match &self.binding {
+            Binding::Admin(ctrl) => {
+                if !ctrl.is_dead() {
+                    tracing::info!(who = %self.who(), "admin queue closed; tearing the controller down");
+                }
+                ctrl.kill();
+                *io.poke_all = true;
+            }
+            Binding::Io(ctrl, qid) => ctrl.io_queue_gone(*qid),
+            Binding::Unbound => {}
+        }
+    }
+}
+
+/// The namespace an I/O command in `slot` addresses, from the table it started with.
+fn namespace_of<'a>(tables: &'a Option<Tables>, slot: &Slot) -> Option<&'a Namespace> {
+    let Exec::Io(cmd) = slot.exec else { return None };
+    Some(&tables.as_ref()?.get(slot.table_gen).namespaces[cmd.ns_index])
+}
+
+/// Queues one backend operation of a command, or settles it on the spot (null backend: nothing
+/// to do; injected fault: the error). `link` chains the next operation after this one.
+fn submit(slot: &mut Slot, slot_no: u16, ns: &Namespace, op: Op, (buf, fixed): (*mut u8, Option<u16>), link: bool, io: &mut Io<'_>) {
+    if let Some(errno) = ns.backend.injected_errno(&op) {
+        slot.status = first_error(slot.status, backend::status_for_errno(&op, errno));
+        ns.stats.media_error(io.reactor);
+        return;
+    }
+    if let Some(entry) = ns.backend.prep(&op, buf, fixed) {
+        let entry = if link { entry.flags(squeue::Flags::IO_LINK) } else { entry };
+        io.ops.push((slot_no, entry));
+        slot.ops_pending += 1;
+    }
+}
+
+fn first_error(current: Status, new: Status) -> Status {
+    if current.is_success() { new } else { current }
+}
+
+/// Where a prepared command's data lives: a pool buffer, except null-backend reads and writes
+/// (zeroes and the sink: no buffer, no copy).
+fn data_kind(p: &Prepared, table: &NsTable) -> Data {
+    if p.len == 0 {
+        return Data::None;
+    }
+    if let Exec::Io(IoCmd { ns_index, op }) = p.exec {
+        let null = table.namespaces.get(ns_index).is_some_and(|ns| ns.backend.kind() == backend::Kind::Null);
+        match op {
+            IoOp::Read { .. } if null => return Data::Zeroes,
+            IoOp::Write { .. } if null => return Data::Sink,
+            _ => {}
+        }
+    }
+    Data::Buf
+}
+
+/// The NVMe/TCP rules for a command's SGL (transport binding 1.0, 3.4.2): in-capsule data is
+/// described by a Data Block descriptor with the offset subtype, data moved by R2T/H2CData or
+/// C2HData by a Transport SGL Data Block descriptor.
+fn check_sgl(sqe: &Sqe, p: &Prepared, icd: u32) -> Result<(), Status> {
+    if p.dir == DataDir::None && icd == 0 {
+        return Ok(());
+    }
+    if !matches!(sqe.psdt(), Psdt::SglMptrContiguous | Psdt::SglMptrSegment) {
+        return Err(Status::INVALID_FIELD.with_dnr());
+    }
+    let sgl = SglDescriptor::decode(&sqe.dptr);
+    if icd > 0 {
+        if p.dir != DataDir::H2c {
+            return Err(Status::INVALID_FIELD.with_dnr());
+        }
+        if !matches!(sgl.kind, SglKind::DataBlockOffset) {
+            return Err(Status::SGL_DESCRIPTOR_TYPE_INVALID.with_dnr());
+        }
+        if sgl.address != 0 {
+            return Err(Status::INVALID_SGL_OFFSET.with_dnr());
+        }
+        if sgl.length != icd || icd != p.len {
+            return Err(Status::DATA_SGL_LENGTH_INVALID.with_dnr());
+        }
+        return Ok(());
+    }
+    match sgl.kind {
+        SglKind::TransportDataBlock if sgl.length >= p.len => Ok(()),
+        SglKind::TransportDataBlock | SglKind::DataBlockOffset => Err(Status::DATA_SGL_LENGTH_INVALID.with_dnr()),
+        _ => Err(Status::SGL_DESCRIPTOR_TYPE_INVALID.with_dnr()),
+    }
+}
