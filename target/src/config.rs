@@ -219,6 +219,23 @@ pub struct Namespace {
     pub uuid: Option<Uuid>,
     /// Namespace Globally Unique Identifier, written as 32 hex digits, non-zero, unique.
     pub nguid: Option<[u8; 16]>,
+    /// Injected faults (`[[subsystem.namespace.fault]]`).
+    pub faults: Vec<Fault>,
+}
+
+/// `[[subsystem.namespace.fault]]`: blocks whose reads or writes fail with an I/O error.
+/// A test and diagnosis facility (how do hosts and applications take a failing disk?), in the
+/// spirit of crucible's fault flags; production configurations have none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fault {
+    /// First logical block of the range.
+    pub lba: u64,
+    /// Blocks in the range, at least 1.
+    pub blocks: u64,
+    /// Reads touching the range fail (Unrecovered Read Error).
+    pub reads: bool,
+    /// Writes (and Write Zeroes, deallocation) touching the range fail (Write Fault).
+    pub writes: bool,
 }
 
 /// `backend = "file" | "null" | "mem"` and the keys that go with it.
@@ -483,6 +500,7 @@ impl Config {
                     block_size: DEFAULT_BLOCK_SIZE,
                     uuid: None,
                     nguid: None,
+                    faults: Vec::new(),
                 }],
             }],
         }
@@ -591,6 +609,17 @@ fn namespace_table(ns: &Namespace) -> toml::Value {
         let hex: String = nguid.iter().map(|b| format!("{b:02x}")).collect();
         table.insert("nguid".into(), Value::from(hex));
     }
+    if !ns.faults.is_empty() {
+        let faults = ns.faults.iter().map(|f| {
+            let mut t = toml::Table::new();
+            t.insert("lba".into(), int(f.lba));
+            t.insert("blocks".into(), int(f.blocks));
+            t.insert("reads".into(), Value::from(f.reads));
+            t.insert("writes".into(), Value::from(f.writes));
+            Value::Table(t)
+        });
+        table.insert("fault".into(), Value::Array(faults.collect()));
+    }
     Value::Table(table)
 }
 
@@ -665,6 +694,17 @@ struct RawNamespace {
     block_size: Option<Spanned<Int>>,
     uuid: Option<Spanned<String>>,
     nguid: Option<Spanned<String>>,
+    #[serde(default)]
+    fault: Vec<Spanned<RawFault>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFault {
+    lba: Option<Spanned<Int>>,
+    blocks: Option<Spanned<Int>>,
+    reads: Option<Spanned<bool>>,
+    writes: Option<Spanned<bool>>,
 }
 
 /// A TOML integer; its own type so that a wrong type reads "expected an integer",
@@ -1383,13 +1423,32 @@ impl Checker<'_> {
         let backend = self.backend(item, prefix, size_bytes)?;
         let uuid = self.uuid(raw.uuid.as_ref(), prefix, ids)?;
         let nguid = self.nguid(raw.nguid.as_ref(), prefix, ids)?;
+        let faults = raw
+            .fault
+            .iter()
+            .enumerate()
+            .map(|(i, f)| self.fault(f, &format!("{prefix}.fault[{i}]")))
+            .collect::<Result<_, _>>()?;
         Ok(Namespace {
             nsid,
             backend,
             block_size,
             uuid,
             nguid,
+            faults,
         })
+    }
+
+    fn fault(&self, item: &Spanned<RawFault>, prefix: &str) -> Result<Fault, ConfigError> {
+        let raw = item.get_ref();
+        let Some(lba) = &raw.lba else {
+            return Err(self.invalid(item.span(), format!("{prefix}.lba"), Problem::Missing("the first block of the faulty range")));
+        };
+        let lba = self.int(Some(lba), &format!("{prefix}.lba"), 0i64, i64::MAX, 0)? as u64;
+        let blocks = self.int(raw.blocks.as_ref(), &format!("{prefix}.blocks"), 1i64, i64::MAX, 1)? as u64;
+        let reads = raw.reads.as_ref().is_none_or(|v| *v.get_ref());
+        let writes = raw.writes.as_ref().is_none_or(|v| *v.get_ref());
+        Ok(Fault { lba, blocks, reads, writes })
     }
 
     fn backend(

@@ -69,7 +69,9 @@ fn build_target(config: &Config, listeners: Vec<ListenerInfo>) -> Result<Target,
         let hosts: BTreeSet<String> = s.hosts.iter().cloned().collect();
         let subsys = Subsystem::new(nqn, SubsystemKind::Nvm, serial, model, s.allow_any_host, hosts);
         for n in &s.namespaces {
-            let backend = open_backend(&n.backend, n.block_size).map_err(|source| StartError::Backend { nqn: s.nqn.clone(), nsid: n.nsid, source })?;
+            let backend = open_backend(&n.backend, n.block_size)
+                .map_err(|source| StartError::Backend { nqn: s.nqn.clone(), nsid: n.nsid, source })?
+                .with_faults(n.faults.iter().map(|f| fault(f, n.block_size)).collect());
             let nsid = Nsid::new(n.nsid).ok_or_else(|| err(format!("invalid NSID {}", n.nsid)))?;
             let uuid = n.uuid.unwrap_or_else(|| derived_uuid(&s.nqn, n.nsid));
             let nguid = n.nguid.unwrap_or(*uuid.as_bytes());
@@ -79,6 +81,11 @@ fn build_target(config: &Config, listeners: Vec<ListenerInfo>) -> Result<Target,
         target.add_subsystem(subsys).map_err(|_| err(String::from("duplicate subsystem")))?;
     }
     Ok(target)
+}
+
+fn fault(f: &config::Fault, block_size: u32) -> crate::backend::Fault {
+    let bs = u64::from(block_size);
+    crate::backend::Fault { reads: f.reads, writes: f.writes, offset: f.lba.saturating_mul(bs), len: f.blocks.saturating_mul(bs) }
 }
 
 fn open_backend(b: &config::Backend, block_size: u32) -> Result<Backend, BackendError> {

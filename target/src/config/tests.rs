@@ -78,6 +78,7 @@ fn issue_example_parses() {
                     block_size: 4096,
                     uuid: None,
                     nguid: None,
+                    faults: Vec::new(),
                 }],
             }],
         }
@@ -176,6 +177,7 @@ size = 1048576
                 0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
                 0xee, 0xff
             ]),
+            faults: Vec::new(),
         }
     );
     assert_eq!(ns[1].nsid, 0xFFFF_FFFE);
@@ -227,6 +229,7 @@ fn embedded_default_is_as_documented_and_round_trips() {
             block_size: 4096,
             uuid: None,
             nguid: None,
+            faults: Vec::new(),
         }]
     );
     let text = config.to_toml();
@@ -266,7 +269,7 @@ fn unknown_field_is_refused() {
             "[[subsystem.namespace]]\nnsid = 1\nbackend = \"mem\"\nsize = \"1MiB\"\nblok_size = 512\n"
         )),
         "t.toml:9:1: field `subsystem[0].namespace[0].blok_size`: unknown field `blok_size`, expected one of \
-         `nsid`, `backend`, `path`, `size`, `direct`, `block_size`, `uuid`, `nguid`"
+         `nsid`, `backend`, `path`, `size`, `direct`, `block_size`, `uuid`, `nguid`, `fault`"
     );
     assert_eq!(
         error("[target]\nreactorz = 2\n"),
@@ -850,8 +853,45 @@ proptest! {
             block_size,
             uuid: uuid.map(Uuid::from_u128),
             nguid: nguid.map(u128::to_be_bytes),
+            faults: Vec::new(),
         }];
         let text = config.to_toml();
         prop_assert_eq!(Config::parse(&text, "generated.toml").map_err(|e| e.to_string()), Ok(config));
     }
+}
+
+#[test]
+fn faults_parse_with_defaults_and_round_trip() {
+    let text = r#"
+[[listener]]
+transport = "tcp"
+address = "127.0.0.1:4420"
+[[subsystem]]
+nqn = "nqn.2026-11.dev.fabriq:f"
+allow_any_host = true
+  [[subsystem.namespace]]
+  nsid = 1
+  backend = "mem"
+  size = "1MiB"
+  block_size = 512
+    [[subsystem.namespace.fault]]
+    lba = 8
+    blocks = 4
+    writes = false
+    [[subsystem.namespace.fault]]
+    lba = 100
+"#;
+    let config = Config::parse(text, "f.toml").unwrap();
+    let faults = &config.subsystems[0].namespaces[0].faults;
+    assert_eq!(
+        faults,
+        &vec![
+            Fault { lba: 8, blocks: 4, reads: true, writes: false },
+            Fault { lba: 100, blocks: 1, reads: true, writes: true },
+        ]
+    );
+    assert_eq!(Config::parse(&config.to_toml(), "again.toml").unwrap(), config);
+    let bad = text.replace("lba = 100", "blocks = 0");
+    let err = Config::parse(&bad, "f.toml").unwrap_err().to_string();
+    assert!(err.contains("subsystem[0].namespace[0].fault[1].lba"), "{err}");
 }
