@@ -148,20 +148,25 @@ impl Backend {
         }
         let file = OpenOptions::new().read(true).write(true).create(!block_device).open(path).map_err(open_err)?;
         let actual = if block_device { device_size(&file).map_err(open_err)? } else { file.metadata().map_err(open_err)?.len() };
-        let size_bytes = match size_bytes {
-            Some(want) if block_device && want > actual => {
+        let size_bytes = match (size_bytes, block_device, meta.is_some()) {
+            (Some(want), true, _) if want > actual => {
                 return Err(BackendError::DeviceTooSmall { path: path.to_owned(), device_bytes: actual, size_bytes: want });
             }
-            Some(want) => {
-                if !block_device && actual < want {
-                    // Sparse: growing a file never touches existing data.
-                    file.set_len(want).map_err(open_err)?;
-                } else if actual > want {
-                    tracing::warn!(path = %path.display(), actual, configured = want, "backend is larger than configured; exporting the configured size");
-                }
+            // A device may export less than it holds.
+            (Some(want), true, _) => want,
+            // A missing file is created sparse at the configured size.
+            (Some(want), false, false) => {
+                file.set_len(want).map_err(open_err)?;
                 want
             }
-            None => actual,
+            // An existing file keeps its own size: a configuration never resizes data.
+            (Some(want), false, true) => {
+                if want != actual {
+                    tracing::warn!(path = %path.display(), actual, configured = want, "existing file keeps its own size");
+                }
+                actual
+            }
+            (None, _, _) => actual,
         };
         if size_bytes == 0 || size_bytes % u64::from(block_size) != 0 {
             return Err(BackendError::Unaligned { path: path.to_owned(), what: "the size", actual: size_bytes, block_size });
@@ -341,14 +346,14 @@ mod tests {
     }
 
     #[test]
-    fn existing_file_keeps_its_data_when_grown() {
+    fn existing_file_keeps_its_size_and_data() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ns.img");
         std::fs::write(&path, vec![7u8; 4096]).unwrap();
-        Backend::open_file(&path, Some(8192), 512, DirectIo::Off).unwrap();
+        let b = Backend::open_file(&path, Some(8192), 512, DirectIo::Off).unwrap();
+        assert_eq!(b.size_bytes(), 4096);
         let data = std::fs::read(&path).unwrap();
-        assert_eq!(data.len(), 8192);
-        assert!(data[..4096].iter().all(|&b| b == 7));
+        assert_eq!(data, vec![7u8; 4096]);
     }
 
     #[test]

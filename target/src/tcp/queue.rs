@@ -730,7 +730,8 @@ impl Queue {
             return self.fatal(Fatal::invalid_field(pdu::offset::CCCID), header);
         }
         // Data arrives in order, inside what the R2Ts asked for.
-        if h2c.datao != slot.received || h2c.datao + data_len > slot.r2t_requested {
+        let end = h2c.datao.checked_add(data_len);
+        if h2c.datao != slot.received || end.is_none_or(|end| end > slot.r2t_requested) {
             return self.fatal(Fatal::out_of_range(), header);
         }
         self.head += hdr_len;
