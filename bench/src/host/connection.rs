@@ -341,13 +341,14 @@ impl Connection {
     }
 
     fn allocate_cid(&mut self) -> u16 {
-        loop {
+        for _ in 0..=u16::MAX {
             let cid = self.next_cid;
             self.next_cid = self.next_cid.wrapping_add(1);
             if !self.outstanding.contains_key(&cid) && !self.finished.contains_key(&cid) {
                 return cid;
             }
         }
+        panic!("all 65536 CIDs are outstanding or completed and never waited for");
     }
 
     /// Submits a command and waits for its completion.
