@@ -1,0 +1,128 @@
+//! Shared by the integration tests: a real `fabriq-target` process on loopback, started
+//! from a generated configuration and stopped with SIGTERM (its exit status checked) when
+//! the handle drops.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port nobody listens on right now (the kernel's choice, released at once).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The NQN of the subsystem most tests use.
+pub const NQN: &str = "nqn.2026-11.dev.fabriq:it";
+
+pub struct Target {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    /// The NVMe/TCP listener.
+    pub addr: SocketAddr,
+    /// The discovery-only listener.
+    pub discovery: SocketAddr,
+    log: PathBuf,
+}
+
+impl Target {
+    /// Starts the daemon with `subsystems` (TOML `[[subsystem]]` tables; `{dir}` is replaced
+    /// by the test's temporary directory) and `target` (the `[target]` table's body).
+    pub fn start(target: &str, subsystems: &str) -> Target {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, dport) = (free_port(), free_port());
+        let config = format!(
+            "[target]\n{target}\n\n[[listener]]\ntransport = \"tcp\"\naddress = \"127.0.0.1:{port}\"\n\n\
+             [[listener]]\ntransport = \"tcp\"\naddress = \"127.0.0.1:{dport}\"\ndiscovery_only = true\n\n{}",
+            subsystems.replace("{dir}", &dir.path().display().to_string())
+        );
+        let path = dir.path().join("target.toml");
+        std::fs::write(&path, config).unwrap();
+        let log = dir.path().join("target.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_fabriq-target"))
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut t = Target { child: Some(child), dir, addr: ([127, 0, 0, 1], port).into(), discovery: ([127, 0, 0, 1], dport).into(), log };
+        t.wait_listening();
+        t
+    }
+
+    /// One subsystem `NQN` open to any host, with a 64 MiB `mem` namespace of 512-byte blocks.
+    pub fn simple() -> Target {
+        Target::start("", &format!(
+            "[[subsystem]]\nnqn = \"{NQN}\"\nallow_any_host = true\n  [[subsystem.namespace]]\n  nsid = 1\n  backend = \"mem\"\n  size = \"64MiB\"\n  block_size = 512\n"
+        ))
+    }
+
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(self.addr).is_err() || TcpStream::connect(self.discovery).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("fabriq-target exited with {status} before listening:\n{}", self.log_text());
+            }
+            assert!(Instant::now() < deadline, "fabriq-target not listening after 10 s:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        let mut s = String::new();
+        std::fs::File::open(&self.log).and_then(|mut f| f.read_to_string(&mut s)).ok();
+        s
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends SIGTERM and waits for a clean exit (status 0) within `limit`.
+    pub fn stop(&mut self, limit: Duration) {
+        let Some(mut child) = self.child.take() else { return };
+        // SAFETY: kill with a valid signal on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "fabriq-target exited with {status}:\n{}", self.log_text());
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("fabriq-target did not stop within {limit:?} of SIGTERM:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+                eprintln!("--- fabriq-target log ---\n{}", self.log_text());
+            }
+            return;
+        }
+        self.stop(Duration::from_secs(20));
+    }
+}
+
