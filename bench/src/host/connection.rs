@@ -120,6 +120,31 @@ enum Transfer {
     },
 }
 
+/// What a connected queue hands over when another driver (the load
+/// generator's io_uring engine) takes its socket: the socket at a PDU
+/// boundary and everything negotiated on it.
+#[derive(Debug)]
+pub struct QueueParts {
+    /// The socket, blocking, with no time-outs set and nothing buffered on
+    /// the host's side (the wire reads unbuffered).
+    pub stream: TcpStream,
+    /// Digests and the controller's CPDA.
+    pub framing: Framing,
+    /// The host's own HPDA in bytes: where C2HData payloads start.
+    pub hpda_alignment: u32,
+    /// Most data per H2CData PDU (the ICResp's MAXH2CDATA).
+    pub maxh2cdata: u32,
+    /// Most host-to-controller data that goes in a capsule.
+    pub icd_limit: u32,
+    /// The queue's QID.
+    pub qid: u16,
+    /// Commands the queue may hold outstanding (SQSIZE + 1).
+    pub queue_depth: usize,
+    /// Whether the host disabled SQ flow control, so that reads may end with
+    /// a C2HData SUCCESS flag and no CapsuleResp.
+    pub sq_flow_control_disabled: bool,
+}
+
 /// One NVMe/TCP connection, host side: a queue pair once connected.
 #[derive(Debug)]
 pub struct Connection {
@@ -538,6 +563,35 @@ impl Connection {
         }
         self.wire.stream().set_read_timeout(Some(remaining))?;
         self.wire.recv(timeout)
+    }
+
+    /// Takes the socket and the negotiated framing out of a connected,
+    /// idle queue, for a driver of its own.
+    ///
+    /// # Panics
+    /// When the queue is not connected, has commands outstanding or
+    /// completions not yet waited for, or its stream is out of step.
+    pub fn into_queue_parts(self) -> Result<QueueParts, HostError> {
+        let qid = self.qid.expect("into_queue_parts of a queue that is not connected");
+        let ic_resp = self.ic_resp.expect("connected, so initialized");
+        assert!(
+            self.outstanding.is_empty() && self.finished.is_empty(),
+            "into_queue_parts with commands outstanding"
+        );
+        let framing = self.wire.framing();
+        let stream = self.wire.into_stream();
+        stream.set_read_timeout(None)?;
+        stream.set_write_timeout(None)?;
+        Ok(QueueParts {
+            stream,
+            framing,
+            hpda_alignment: pdu::pda_alignment(self.opts.hpda),
+            maxh2cdata: ic_resp.maxh2cdata,
+            icd_limit: self.icd_limit,
+            qid,
+            queue_depth: self.queue_depth,
+            sq_flow_control_disabled: self.sq_flow_control_disabled,
+        })
     }
 
     /// Sends any bytes as they are.

@@ -46,7 +46,7 @@ pub mod wire;
 
 pub use admin::DiscoveryLogPage;
 pub use command::{Capsule, Command, Data, Placement, connect_data};
-pub use connection::{Completion, Connection, icd_limit_from_ioccsz};
+pub use connection::{Completion, Connection, QueueParts, icd_limit_from_ioccsz};
 pub use error::{DigestKind, HostError, Violation};
 pub use options::{HostOptions, generate_host_identity};
 pub use wire::{Framing, ReceivedPdu, refresh_header_digest};

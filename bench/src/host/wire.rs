@@ -225,6 +225,16 @@ impl<S: Read + Write> Wire<S> {
         &self.stream
     }
 
+    /// Gives the stream back, for a caller that drives the connection on its
+    /// own from here on (the load generator's engine).
+    ///
+    /// # Panics
+    /// When the wire is broken: the stream is not at a PDU boundary.
+    pub fn into_stream(self) -> S {
+        assert!(!self.broken, "a broken wire is not at a PDU boundary");
+        self.stream
+    }
+
     /// Whether an earlier failure left the stream out of step.
     pub fn is_broken(&self) -> bool {
         self.broken
