@@ -16,7 +16,9 @@
 //! - the verify map only ever goes from "not written" to "written": every
 //!   write of a unit carries the same pattern (same seed, same LBA), so a
 //!   unit marked written reads back that pattern whatever writes race with
-//!   the read, and a unit not yet marked is not checked.
+//!   the read, and a unit not yet marked is not checked. A read is checked
+//!   only if its unit was marked when the read was *issued* (a read issued
+//!   before the first write of its unit completed may see the old data).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

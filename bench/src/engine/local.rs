@@ -35,6 +35,8 @@ struct Slot {
     unit: u64,
     byte: u64,
     issued: Instant,
+    /// A read of a unit written (verify) when it was issued.
+    check: bool,
 }
 
 /// One queue of slots over a shared file.
@@ -77,7 +79,7 @@ impl LocalQueue {
             offset: workload.offset,
             seed: workload.seed,
             verify: workload.verify,
-            slots: vec![Slot { busy: false, dir: Dir::Read, unit: 0, byte: 0, issued: now }; qd].into_boxed_slice(),
+            slots: vec![Slot { busy: false, dir: Dir::Read, unit: 0, byte: 0, issued: now, check: false }; qd].into_boxed_slice(),
             free: (0..qd as u16).rev().collect(),
             bufs,
             generator,
@@ -101,14 +103,15 @@ impl LocalQueue {
         self.fixed_file = Some(index);
     }
 
-    fn issue(&mut self, cid: u16, dir: Dir, unit: u64, now: Instant, ring: &mut Ring) -> Result<(), EngineError> {
+    fn issue(&mut self, cid: u16, dir: Dir, unit: u64, ctx: &Ctx<'_>, ring: &mut Ring) -> Result<(), EngineError> {
         let byte = self.offset + unit * u64::from(self.bs);
         let bs = self.bs as usize;
         if dir == Dir::Write && self.verify {
             let lba = byte / u64::from(LOCAL_BLOCK);
             pattern::fill(self.bufs.slice_mut(usize::from(cid), bs), LOCAL_BLOCK as usize, lba, self.seed);
         }
-        self.slots[usize::from(cid)] = Slot { busy: true, dir, unit, byte, issued: now };
+        let check = dir == Dir::Read && ctx.verify.is_some_and(|map| map.is_written(unit));
+        self.slots[usize::from(cid)] = Slot { busy: true, dir, unit, byte, issued: ctx.now, check };
         let ptr = self.bufs.ptr(usize::from(cid));
         let entry = match (self.fixed_file, self.buf_base, dir) {
             (Some(f), Some(base), Dir::Read) => {
@@ -147,7 +150,7 @@ impl Driver for LocalQueue {
         if let Some(map) = ctx.verify {
             match slot.dir {
                 Dir::Write => map.mark(slot.unit),
-                Dir::Read if map.is_written(slot.unit) => {
+                Dir::Read if slot.check => {
                     let data = self.bufs.slice(usize::from(cid), self.bs as usize);
                     let lba = slot.byte / u64::from(LOCAL_BLOCK);
                     pattern::check(data, LOCAL_BLOCK as usize, lba, map.seed())
@@ -171,7 +174,7 @@ impl Driver for LocalQueue {
             }
             let Some((dir, unit)) = self.generator.next_command() else { break };
             self.free.pop();
-            self.issue(cid, dir, unit, ctx.now, ring)?;
+            self.issue(cid, dir, unit, ctx, ring)?;
         }
         Ok(())
     }

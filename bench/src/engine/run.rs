@@ -125,8 +125,10 @@ pub struct Outcome {
     pub registered_buffers: Option<bool>,
     /// Everything measured, all jobs merged.
     pub stats: Stats,
-    /// The measured window.
+    /// The measured window, as the jobs saw it (the longest of theirs).
     pub window: Duration,
+    /// The window over which the main thread sampled CPU times.
+    pub cpu_window: Duration,
     /// The bench process's CPU time in the window.
     pub bench_cpu: Duration,
     /// The target's CPU time in the window.
@@ -354,7 +356,8 @@ where
         namespace: None,
         registered_buffers: registered,
         stats,
-        window: watched.window,
+        window: jobs.iter().map(|j| j.window).max().unwrap_or(watched.window),
+        cpu_window: watched.window,
         bench_cpu: watched.bench_cpu,
         target_cpu: watched.target_cpu,
         jobs: jobs.iter().map(|j| (j.cpu, j.window)).collect(),

@@ -103,6 +103,9 @@ struct Slot {
     received: u32,
     last_seen: bool,
     ddgst_bad: bool,
+    /// A read whose unit was written (verify) when it was issued: its data
+    /// must match the pattern.
+    check: bool,
     /// R2T bytes asked for.
     r2t_requested: u32,
     h2c: Option<H2cWork>,
@@ -324,7 +327,7 @@ impl TcpQueue {
         self.slots[usize::from(slot)].send_refs += 1;
     }
 
-    fn issue(&mut self, cid: u16, dir: Dir, unit: u64, now: Instant) {
+    fn issue(&mut self, cid: u16, dir: Dir, unit: u64, ctx: &Ctx<'_>) {
         let byte = self.offset + unit * u64::from(self.bs);
         let slba = byte / u64::from(self.target.lba_size);
         self.patch(cid, dir, slba);
@@ -339,7 +342,8 @@ impl TcpQueue {
         slot.dir = dir;
         slot.unit = unit;
         slot.slba = slba;
-        slot.issued = now;
+        slot.issued = ctx.now;
+        slot.check = dir == Dir::Read && ctx.verify.is_some_and(|map| map.is_written(unit));
         slot.received = 0;
         slot.last_seen = false;
         slot.ddgst_bad = false;
@@ -691,9 +695,9 @@ impl TcpQueue {
     }
 
     fn complete_slot(&mut self, cid: u16, status: Status, ctx: &mut Ctx<'_>) -> Result<(), EngineError> {
-        let (dir, slba, unit, issued, ddgst_bad) = {
+        let (dir, slba, unit, issued, ddgst_bad, check) = {
             let s = &self.slots[usize::from(cid)];
-            (s.dir, s.slba, s.unit, s.issued, s.ddgst_bad)
+            (s.dir, s.slba, s.unit, s.issued, s.ddgst_bad, s.check)
         };
         if !status.is_success() {
             return Err(EngineError::Status { qid: self.qid, slba, write: dir == Dir::Write, status });
@@ -704,7 +708,7 @@ impl TcpQueue {
         if let Some(map) = ctx.verify {
             match dir {
                 Dir::Write => map.mark(unit),
-                Dir::Read if map.is_written(unit) => {
+                Dir::Read if check => {
                     let data = self.bufs.slice(usize::from(cid), self.bs as usize);
                     pattern::check(data, map.block() as usize, slba, map.seed())
                         .map_err(|mismatch| EngineError::Verify { qid: self.qid, mismatch })?;
@@ -779,6 +783,7 @@ impl Slot {
             received: 0,
             last_seen: false,
             ddgst_bad: false,
+            check: false,
             r2t_requested: 0,
             h2c: None,
             read_capsule: [0; HEADER_ROOM],
@@ -882,7 +887,7 @@ impl Driver for TcpQueue {
             }
             let Some((dir, unit)) = self.generator.next_command() else { break };
             self.free.pop();
-            self.issue(cid, dir, unit, ctx.now);
+            self.issue(cid, dir, unit, ctx);
         }
         let fd = types::Fd(self.stream.as_raw_fd());
         if !self.send_inflight && self.seg_len > 0 {
