@@ -1,0 +1,95 @@
+//! The `fabriq-bench` binary end to end in `local` mode on a temporary file:
+//! a verify run, its JSON report and plots, a sweep and a comparison.
+//! Correctness of the output only; no speed is asserted.
+
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::process::Command;
+
+fn bench(args: &[&str]) -> std::process::Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_fabriq-bench")).args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "fabriq-bench {args:?} failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn local_randrw_verify_with_json_and_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("disk.img");
+    let json = dir.path().join("out.json");
+    let plots = dir.path().join("plots");
+    // A temporary directory may live on tmpfs, which refuses O_DIRECT.
+    let direct = if tmpfs(dir.path()) { "--buffered" } else { "--direct" };
+    let out = bench(&[
+        "local", "--file", path(&file), "--file-size", "8m", direct, "--rw", "randrw", "--bs", "4k", "--qd", "8",
+        "--queues", "2", "--jobs", "2", "--runtime", "1s", "--verify", "--range", "1m", "--json", path(&json),
+        "--plot", path(&plots), "--label", "test",
+    ]);
+    let summary = String::from_utf8(out.stdout).unwrap();
+    assert!(summary.contains("IOPS") && summary.contains("no mismatch"), "{summary}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(report["results"]["ios"].as_u64().unwrap() > 0);
+    assert!(report["results"]["verified_reads"].as_u64().unwrap() > 0);
+    assert_eq!(report["mode"], "local");
+    assert_eq!(report["label"], "test");
+    assert_eq!(report["params"]["rw"], "randrw");
+    assert!(!report["series"].as_array().unwrap().is_empty());
+    for name in ["iops.svg", "latency.svg", "latency_cdf.svg"] {
+        let svg = std::fs::read_to_string(plots.join(name)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("polyline"), "{name}");
+    }
+}
+
+#[test]
+fn local_sweep_and_compare() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("disk.img");
+    let plots = dir.path().join("plots");
+    let mode = if tmpfs(dir.path()) { "--buffered" } else { "--direct" };
+    let out = bench(&[
+        "local", "--file", path(&file), "--file-size", "4m", mode, "--runtime", "300ms", "--sweep", "iodepth=1,4",
+        "--plot", path(&plots), "--no-progress",
+    ]);
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(table.lines().count(), 3, "{table}");
+    assert!(std::fs::read_to_string(plots.join("scaling.svg")).unwrap().starts_with("<svg"));
+    let args = format!("local --file {} {mode} --runtime 300ms --qd 2", path(&file));
+    let out = bench(&["compare", "--rounds", "2", "--a", &args, "--b", &args]);
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.contains("B/A per round") && table.contains("IOPS"), "{table}");
+}
+
+#[test]
+fn verify_mismatch_fails_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("disk.img");
+    let mode = if tmpfs(dir.path()) { "--buffered" } else { "--direct" };
+    bench(&["local", "--file", path(&file), "--file-size", "1m", mode, "--rw", "write", "--size", "1m", "--bs", "64k", "--verify", "--seed", "3"]);
+    bench(&["local", "--file", path(&file), mode, "--rw", "read", "--runtime", "200ms", "--verify", "--assume-written", "--seed", "3"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_fabriq-bench"))
+        .args(["local", "--file", path(&file), mode, "--rw", "read", "--runtime", "200ms", "--verify", "--assume-written", "--seed", "4"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("verify failed"));
+}
+
+fn tmpfs(dir: &Path) -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(dir.join(".direct-probe"))
+        .is_err()
+}
