@@ -37,7 +37,7 @@ struct Line<'a> {
 }
 
 /// Draws `lines` on one chart with a linear x axis.
-fn chart(path: &Path, title: &str, x_desc: &str, y_desc: &str, lines: &[Line<'_>], x_nines: bool) -> Result<(), PlotError> {
+fn chart(path: &Path, title: &str, x_desc: &str, y_desc: &str, lines: &[Line<'_>]) -> Result<(), PlotError> {
     let err = fail(path);
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
@@ -52,15 +52,8 @@ fn chart(path: &Path, title: &str, x_desc: &str, y_desc: &str, lines: &[Line<'_>
         .y_label_area_size(80)
         .build_cartesian_2d(x_min..x_max, 0f64..y_max)
         .map_err(|e| err(e.to_string()))?;
-    let nines_label = |x: &f64| {
-        let p = 100.0 * (1.0 - 10f64.powf(-x));
-        if *x < 0.5 { format!("{p:.0}%") } else { format!("{p:.*}%", (x.round() as usize).saturating_sub(2)) }
-    };
     let mut mesh = chart.configure_mesh();
-    mesh.x_desc(x_desc).y_desc(y_desc);
-    if x_nines {
-        mesh.x_label_formatter(&nines_label).x_labels(6);
-    }
+    mesh.x_desc(x_desc).y_desc(y_desc).y_label_formatter(&compact);
     mesh.draw().map_err(|e| err(e.to_string()))?;
     for line in lines {
         let color = line.color;
@@ -80,6 +73,20 @@ fn chart(path: &Path, title: &str, x_desc: &str, y_desc: &str, lines: &[Line<'_>
     root.present().map_err(|e| err(e.to_string()))
 }
 
+/// An axis label: `412k`, `1.2M`, `17.5`.
+fn compact(v: &f64) -> String {
+    let a = v.abs();
+    if a >= 1e6 {
+        format!("{:.1}M", v / 1e6)
+    } else if a >= 1e4 {
+        format!("{:.0}k", v / 1e3)
+    } else if a >= 100.0 || *v == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
 fn title(report: &Report, what: &str) -> String {
     let p = &report.params;
     let rw = serde_json::to_value(p.rw).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
@@ -94,14 +101,18 @@ pub fn plot_run(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, PlotError> 
     let iops = dir.join("iops.svg");
     chart(
         &iops,
-        &title(report, "throughput"),
+        &title(report, "IOPS per second"),
         "time (s)",
-        "IOPS  /  MB/s",
-        &[
-            Line { name: "IOPS", color: BLUE, points: report.series.iter().map(|r| (t(r), r.iops as f64)).collect() },
-            Line { name: "MB/s", color: RED, points: report.series.iter().map(|r| (t(r), r.mb_per_s)).collect() },
-        ],
-        false,
+        "IOPS",
+        &[Line { name: "IOPS", color: BLUE, points: report.series.iter().map(|r| (t(r), r.iops as f64)).collect() }],
+    )?;
+    let bandwidth = dir.join("bandwidth.svg");
+    chart(
+        &bandwidth,
+        &title(report, "bandwidth per second"),
+        "time (s)",
+        "MB/s",
+        &[Line { name: "MB/s", color: RED, points: report.series.iter().map(|r| (t(r), r.mb_per_s)).collect() }],
     )?;
     let latency = dir.join("latency.svg");
     chart(
@@ -113,24 +124,51 @@ pub fn plot_run(report: &Report, dir: &Path) -> Result<Vec<PathBuf>, PlotError> 
             Line { name: "mean", color: BLUE, points: report.series.iter().map(|r| (t(r), r.lat_mean_us)).collect() },
             Line { name: "p99", color: RED, points: report.series.iter().map(|r| (t(r), r.lat_p99_us)).collect() },
         ],
-        false,
     )?;
     let cdf = dir.join("latency_cdf.svg");
-    let points = report
+    let points: Vec<(f64, f64)> = report
         .latency_cdf
         .iter()
         .filter(|p| p.percentile < 100.0)
-        .map(|p| (-(1.0 - p.percentile / 100.0).log10(), p.lat_us))
+        .map(|p| (-(1.0 - p.percentile / 100.0).log10(), p.lat_us.max(0.1)))
         .collect();
-    chart(
-        &cdf,
-        &title(report, "latency distribution"),
-        "percentile",
-        "latency (µs)",
-        &[Line { name: "latency", color: BLUE, points }],
-        true,
-    )?;
-    Ok(vec![iops, latency, cdf])
+    cdf_chart(&cdf, &title(report, "latency distribution"), &points)?;
+    Ok(vec![iops, bandwidth, latency, cdf])
+}
+
+/// The latency distribution: "nines" on x, log latency on y.
+fn cdf_chart(path: &Path, title: &str, points: &[(f64, f64)]) -> Result<(), PlotError> {
+    let err = fail(path);
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+    let x_max = points.iter().map(|p| p.0).fold(1.0f64, f64::max);
+    let y_min = points.iter().map(|p| p.1).fold(f64::MAX, f64::min).min(1.0);
+    let y_max = points.iter().map(|p| p.1).fold(10.0f64, f64::max) * 1.5;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(80)
+        .margin_right(45)
+        .build_cartesian_2d(0f64..x_max, (y_min..y_max).log_scale())
+        .map_err(|e| err(e.to_string()))?;
+    let nines_label = |x: &f64| {
+        let p = 100.0 * (1.0 - 10f64.powf(-x));
+        format!("{p:.*}%", (x.round() as usize).saturating_sub(2))
+    };
+    chart
+        .configure_mesh()
+        .x_desc("percentile")
+        .y_desc("latency (µs, log)")
+        .x_label_formatter(&nines_label)
+        .x_labels(6)
+        .y_label_formatter(&compact)
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
+    chart
+        .draw_series(LineSeries::new(points.iter().copied(), BLUE.stroke_width(2)))
+        .map_err(|e| err(e.to_string()))?;
+    root.present().map_err(|e| err(e.to_string()))
 }
 
 /// One point of a sweep.
@@ -176,6 +214,7 @@ pub fn plot_scaling(points: &[ScalingPoint], key: &str, label: Option<&str>, dir
             .x_desc(key)
             .y_desc(y_desc)
             .x_label_formatter(&x_fmt)
+            .y_label_formatter(&compact)
             .draw()
             .map_err(|e| err(e.to_string()))?;
         let series: Vec<(f64, f64)> = points.iter().map(|p| (x(p.value), get(p))).collect();
