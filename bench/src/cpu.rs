@@ -12,12 +12,12 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum CpuError {
     /// `/proc/PID/stat` could not be read (no such process?).
-    #[error("reading /proc/{pid}/stat: {source}")]
+    #[error("reading /proc/{pid}/stat: {error}")]
     Read {
         /// The process.
         pid: u32,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// Its text did not have the fields expected.
     #[error("/proc/{pid}/stat does not parse")]
@@ -30,7 +30,7 @@ pub enum CpuError {
 /// User plus system time of process `pid` so far.
 pub fn process_cpu(pid: u32) -> Result<Duration, CpuError> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map_err(|source| CpuError::Read { pid, source })?;
+        .map_err(|error| CpuError::Read { pid, error })?;
     let ticks = parse_stat_ticks(&text).ok_or(CpuError::Parse { pid })?;
     Ok(ticks_to_duration(ticks))
 }

@@ -19,16 +19,16 @@ use crate::pattern::Mismatch;
 pub enum EngineError {
     /// io_uring could not be set up or entered.
     #[error("io_uring: {0}")]
-    Ring(#[source] io::Error),
+    Ring(io::Error),
     /// A socket operation failed.
-    #[error("queue {qid}: socket {op} failed: {source}")]
+    #[error("queue {qid}: socket {op} failed: {error}")]
     Socket {
         /// The queue.
         qid: u16,
         /// `send` or `recv`.
         op: &'static str,
         /// The error.
-        source: io::Error,
+        error: io::Error,
     },
     /// The controller closed a queue's connection.
     #[error("queue {qid}: the controller closed the connection")]
@@ -93,14 +93,14 @@ pub enum EngineError {
         mismatch: Mismatch,
     },
     /// A local read or write failed.
-    #[error("{} at byte {offset} failed: {source}", if *.write { "write" } else { "read" })]
+    #[error("{} at byte {offset} failed: {error}", if *.write { "write" } else { "read" })]
     LocalIo {
         /// Byte offset.
         offset: u64,
         /// A write (else a read).
         write: bool,
         /// The error.
-        source: io::Error,
+        error: io::Error,
     },
     /// A local read or write moved fewer bytes than asked.
     #[error("{} at byte {offset} moved {done} of {len} bytes", if *.write { "write" } else { "read" })]

@@ -142,7 +142,7 @@ impl Driver for LocalQueue {
         self.free.push(cid);
         let write = slot.dir == Dir::Write;
         if res < 0 {
-            return Err(EngineError::LocalIo { offset: slot.byte, write, source: errno(res) });
+            return Err(EngineError::LocalIo { offset: slot.byte, write, error: errno(res) });
         }
         if res as u32 != self.bs {
             return Err(EngineError::ShortIo { offset: slot.byte, write, done: res as u32, len: self.bs });

@@ -88,12 +88,12 @@ pub enum RunError {
     #[error(transparent)]
     Engine(#[from] EngineError),
     /// The local file could not be opened or sized.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     File {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// `--target-pid` could not be read.
     #[error(transparent)]
@@ -202,7 +202,7 @@ fn run_tcp(spec: &TcpSpec, mut workload: Workload, monitor: &Monitor) -> Result<
 }
 
 fn open_local(spec: &LocalSpec) -> Result<(File, u64), RunError> {
-    let err = |source| RunError::File { path: spec.path.clone(), source };
+    let err = |error| RunError::File { path: spec.path.clone(), error };
     if let Some(size) = spec.file_size {
         let file = OpenOptions::new().write(true).create(true).truncate(false).open(&spec.path).map_err(err)?;
         if file.metadata().map_err(err)?.len() < size {

@@ -29,12 +29,12 @@ pub enum SetupError {
     #[error("`{0}` is not tcp://HOST:PORT")]
     BadAddress(String),
     /// A step of the host library failed.
-    #[error("{step}: {source}")]
+    #[error("{step}: {error}")]
     Host {
         /// What was being done.
         step: String,
         /// Why it failed.
-        source: HostError,
+        error: HostError,
     },
     /// The controller has no active namespace.
     #[error("the controller has no active namespace")]
@@ -72,7 +72,7 @@ pub enum SetupError {
 
 fn step(step: impl Into<String>) -> impl FnOnce(HostError) -> SetupError {
     let step = step.into();
-    move |source| SetupError::Host { step, source }
+    move |error| SetupError::Host { step, error }
 }
 
 /// Parses `tcp://HOST:PORT` (or plain `HOST:PORT`) and resolves it.
@@ -213,7 +213,9 @@ impl Controller {
     pub fn open_io_queue(&self, qid: u16, depth: u32) -> Result<QueueParts, SetupError> {
         let addr = self.endpoint.addr;
         let mut io = Connection::open(addr, &self.host).map_err(step(format!("connecting I/O queue {qid}")))?;
-        let sqsize = u16::try_from(depth.saturating_sub(1)).unwrap_or(u16::MAX);
+        // SQSIZE is 0's based and at least 1 (NVMe-oF 1.1, Connect): a
+        // depth of 1 still asks for two entries.
+        let sqsize = u16::try_from(depth.max(2) - 1).unwrap_or(u16::MAX);
         io.connect_io(&self.endpoint.nqn, self.cntlid, qid, sqsize)
             .map_err(step(format!("Connect of I/O queue {qid}")))?;
         io.set_icd_limit(self.info.icd_limit);

@@ -14,7 +14,11 @@
 //!   |               v  SUCCESS      slot data and inline H2CData C2HData payloads >= 8 KiB
 //!   +--(sends of--Retired           headers; one sendmsg in      that are not staged yet are
 //!       it done)                    flight, up to 1024 iovecs    received straight into the
-//!                                                                slot's buffer
+//!                                                                slot's buffer; with such
+//!                                                                large reads the staging
+//!                                                                window is 1 KiB, so only
+//!                                                                the first bytes of a payload
+//!                                                                are ever copied
 //! ```
 //!
 //! Invariants:
@@ -56,6 +60,10 @@ pub const STAGING_BYTES: usize = 256 * 1024;
 /// C2HData payload still to come that is at least this large, with nothing
 /// staged, is received straight into the slot's buffer.
 pub const DIRECT_RECV_MIN: u32 = 8192;
+/// Staging window of a queue whose reads are large (bs >= DIRECT_RECV_MIN):
+/// room for a few PDU headers, so that little of a payload lands in the
+/// staging buffer (to be copied) before it can be received in place.
+pub const LARGE_IO_WINDOW: usize = 1024;
 /// Most iovecs one `sendmsg` gathers (Linux's UIO_MAXIOV).
 pub const SEND_IOVECS: usize = 1024;
 /// Room for any PDU header before data: 128-byte CPDA alignment at most.
@@ -210,6 +218,8 @@ pub struct TcpQueue {
     rx: Rx,
     recv_inflight: bool,
     recv_direct: bool,
+    /// Most bytes one receive into the staging buffer asks for.
+    staging_window: usize,
     shut: bool,
 }
 
@@ -263,6 +273,7 @@ impl TcpQueue {
             rx: Rx::Header,
             recv_inflight: false,
             recv_direct: false,
+            staging_window: if bs >= DIRECT_RECV_MIN { LARGE_IO_WINDOW } else { STAGING_BYTES },
             shut: false,
         };
         for slot in 0..qd {
@@ -751,7 +762,7 @@ impl TcpQueue {
         // SAFETY: tail < len (a staged PDU header is at most 256 bytes, far
         // below the buffer), so the window is inside the staging buffer.
         let ptr = unsafe { self.staging.as_mut_ptr().add(self.tail) };
-        (ptr, self.staging.len() - self.tail, false)
+        (ptr, (self.staging.len() - self.tail).min(self.staging_window), false)
     }
 
     fn on_recv(&mut self, n: usize, ctx: &mut Ctx<'_>) -> Result<(), EngineError> {
@@ -859,7 +870,7 @@ impl Driver for TcpQueue {
                 return Err(EngineError::Closed { qid: self.qid });
             }
             if res < 0 {
-                return Err(EngineError::Socket { qid: self.qid, op: "recv", source: errno(res) });
+                return Err(EngineError::Socket { qid: self.qid, op: "recv", error: errno(res) });
             }
             self.on_recv(res as usize, ctx)
         } else {
@@ -868,7 +879,7 @@ impl Driver for TcpQueue {
                 if self.shut {
                     return Ok(());
                 }
-                return Err(EngineError::Socket { qid: self.qid, op: "send", source: errno(res) });
+                return Err(EngineError::Socket { qid: self.qid, op: "send", error: errno(res) });
             }
             self.on_sent(res as usize);
             Ok(())
