@@ -62,7 +62,7 @@ pub struct Workload {
     pub bs: u32,
     /// Commands outstanding per queue.
     pub iodepth: u32,
-    /// I/O queues per controller (local mode: per job... see `queues_total`).
+    /// I/O queues per controller (in `local` mode: in all).
     pub queues: u32,
     /// Threads, each with its own io_uring; queues are spread over them.
     pub jobs: u32,

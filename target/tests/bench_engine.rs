@@ -49,7 +49,7 @@ fn check_run(target: &Target, host: HostOptions, w: Workload) {
     let monitor = Monitor { target_pid: Some(target.pid()), progress: false };
     let outcome = run(&device(target, host), w, &monitor).unwrap_or_else(|e| panic!("run failed: {e}\n{}", target.log_text()));
     let stats = &outcome.stats;
-    assert!(stats.reads.len() > 0 && stats.writes.len() > 0, "reads {} writes {}", stats.reads.len(), stats.writes.len());
+    assert!(!stats.reads.is_empty() && !stats.writes.is_empty(), "reads {} writes {}", stats.reads.len(), stats.writes.len());
     assert!(stats.verified_reads > 0, "no read was verified");
     assert!(outcome.target_cpu.is_some());
     assert_eq!(outcome.namespace.unwrap().lba_size, 512);
