@@ -221,9 +221,9 @@ pub enum OutputFormat {
 /// `compare`.
 #[derive(Debug, Args)]
 pub struct CompareArgs {
-    /// Rounds of A then B.
-    #[arg(long, default_value_t = 5)]
-    pub rounds: u32,
+    /// Rounds of A then B (default: the scenario's `rounds`, else 5).
+    #[arg(long)]
+    pub rounds: Option<u32>,
     /// Arguments of configuration A: a `run ...` or `local ...` command line
     /// (without the program name; `run` may be left out).
     #[arg(long, value_name = "ARGS", required_unless_present = "scenario")]

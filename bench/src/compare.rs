@@ -50,6 +50,9 @@ pub enum CompareError {
     },
 }
 
+/// Rounds when neither the command line nor the scenario says.
+pub const DEFAULT_ROUNDS: u32 = 5;
+
 /// One side of a comparison.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Side {
@@ -99,14 +102,18 @@ impl Scenario {
         Ok(Scenario { rounds: rounds.max(1), a: side("A", None, a)?, b: side("B", None, b)? })
     }
 
-    /// From a TOML scenario file.
-    pub fn load(path: &Path, default_rounds: u32) -> Result<Scenario, CompareError> {
+    /// From a TOML scenario file; `rounds` overrides the file's.
+    pub fn load(path: &Path, rounds: Option<u32>) -> Result<Scenario, CompareError> {
         let err = |message: String| CompareError::Scenario { path: path.display().to_string(), message };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        Scenario::parse(&text, default_rounds).map_err(|e| match e {
+        let mut scenario = Scenario::parse(&text, DEFAULT_ROUNDS).map_err(|e| match e {
             CompareError::Scenario { message, .. } => err(message),
             other => other,
-        })
+        })?;
+        if let Some(rounds) = rounds {
+            scenario.rounds = rounds.max(1);
+        }
+        Ok(scenario)
     }
 
     /// From the text of a TOML scenario.

@@ -78,7 +78,7 @@ fn bench(device: &Device, workload_args: &WorkloadArgs, output: &OutputArgs) -> 
 fn compare_cmd(args: &fabriq_bench::cli::CompareArgs) -> anyhow::Result<()> {
     let scenario = match (&args.scenario, &args.a, &args.b) {
         (Some(path), _, _) => Scenario::load(path, args.rounds)?,
-        (None, Some(a), Some(b)) => Scenario::from_args(args.rounds, a, b)?,
+        (None, Some(a), Some(b)) => Scenario::from_args(args.rounds.unwrap_or(compare::DEFAULT_ROUNDS), a, b)?,
         _ => anyhow::bail!("give --a and --b, or --scenario"),
     };
     let exe = std::env::current_exe().context("finding this program's path")?;

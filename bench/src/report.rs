@@ -261,10 +261,10 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "  IOPS       {:>12}   (reads {}, writes {}, over {:.2} s)",
+            "  IOPS       {:>12}   ({} reads and {} writes in {:.2} s)",
             thousands(r.iops),
-            r.reads,
-            r.writes,
+            thousands(r.reads as f64),
+            thousands(r.writes as f64),
             r.seconds
         );
         let _ = writeln!(out, "  bandwidth  {:>12.1} MB/s", r.mb_per_s);
