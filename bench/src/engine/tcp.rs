@@ -954,6 +954,12 @@ impl Driver for TcpQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Ctx;
+    use crate::stats::Stats;
+    use crate::workload::{Pattern, VerifyMap};
+    use fabriq_target::nvme::Cqe;
+    use fabriq_target::tcp::pdu::{CapsuleResp, Fes, TermData};
+    use std::net::TcpListener;
 
     #[test]
     fn segment_capacity_bounds() {
@@ -961,5 +967,293 @@ mod tests {
         assert_eq!(segment_capacity(16, 131072, 32768), 16 * 5 + 1);
         assert_eq!(segment_capacity(1, 1 << 20, 4096), 258);
         assert_eq!(segment_capacity(1024, 1 << 20, 4096), MAX_SEGMENTS);
+    }
+
+    /// A queue over a real (idle) loopback socket, driven by hand: bytes
+    /// "received" are written into the window the queue names.
+    struct Harness {
+        queue: TcpQueue,
+        stats: Stats,
+        verify: Option<VerifyMap>,
+        completed: u64,
+        _peer: std::net::TcpStream,
+    }
+
+    fn harness(bs: u32, qd: u32, digests: Digests, sqfc_disabled: bool, icd_limit: u32) -> Harness {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (peer, _) = listener.accept().unwrap();
+        let parts = QueueParts {
+            stream,
+            framing: Framing { digests, cpda_alignment: 4 },
+            hpda_alignment: 4,
+            maxh2cdata: 8192,
+            icd_limit,
+            qid: 1,
+            queue_depth: qd as usize,
+            sq_flow_control_disabled: sqfc_disabled,
+        };
+        let mut workload = crate::workload::tests::workload(Pattern::Randrw);
+        workload.bs = bs;
+        workload.iodepth = qd;
+        workload.fit(1 << 30, 512).unwrap();
+        let generator = Generator::new(&workload, 0, 1);
+        let queue = TcpQueue::new(0, parts, Target { nsid: 1, lba_size: 512 }, &workload, generator);
+        Harness { queue, stats: Stats::new(1), verify: None, completed: 0, _peer: peer }
+    }
+
+    impl Harness {
+        fn issue(&mut self, cid: u16, dir: Dir, unit: u64) {
+            let pos = self.queue.free.iter().position(|&c| c == cid).expect("slot free");
+            self.queue.free.remove(pos);
+            let ctx = Ctx {
+                now: Instant::now(),
+                issuing: true,
+                measuring: true,
+                second: 0,
+                stats: &mut self.stats,
+                bucket: None,
+                verify: self.verify.as_ref(),
+                completed: self.completed,
+                bytes: 0,
+            };
+            self.queue.issue(cid, dir, unit, &ctx);
+        }
+
+        /// Feeds `bytes` in pieces of `chunk`, as receives would.
+        fn feed(&mut self, bytes: &[u8], chunk: usize) -> Result<(), EngineError> {
+            let mut at = 0;
+            while at < bytes.len() {
+                let (ptr, len, direct) = self.queue.recv_window();
+                let n = len.min(chunk).min(bytes.len() - at);
+                // SAFETY: the window is writable for len >= n bytes and no
+                // kernel operation is in flight in these tests.
+                unsafe { std::ptr::copy_nonoverlapping(bytes[at..].as_ptr(), ptr, n) };
+                self.queue.recv_direct = direct;
+                let mut ctx = Ctx {
+                    now: Instant::now(),
+                    issuing: true,
+                    measuring: true,
+                    second: 0,
+                    stats: &mut self.stats,
+                    bucket: None,
+                    verify: self.verify.as_ref(),
+                    completed: self.completed,
+                    bytes: 0,
+                };
+                let result = self.queue.on_recv(n, &mut ctx);
+                self.completed = ctx.completed;
+                result?;
+                at += n;
+            }
+            Ok(())
+        }
+
+        /// Everything queued for sending, as bytes.
+        fn sent(&mut self) -> Vec<u8> {
+            let n = self.queue.gather();
+            let mut out = Vec::new();
+            for iov in &self.queue.iov[..n] {
+                // SAFETY: the iovecs point at the queue's own live memory.
+                out.extend_from_slice(unsafe { std::slice::from_raw_parts(iov.iov_base as *const u8, iov.iov_len) });
+            }
+            let len = out.len();
+            self.queue.on_sent(len);
+            out
+        }
+    }
+
+    fn resp(cid: u16, status: Status, digests: Digests) -> Vec<u8> {
+        let mut cqe = [0u8; 16];
+        cqe.copy_from_slice(&Cqe { cid, status, sqid: 1, ..Cqe::default() }.encode());
+        let mut out = [0u8; pdu::HEADER_BUF_LEN];
+        let len = CapsuleResp { cqe }.encode(&mut out, digests);
+        out[..len].to_vec()
+    }
+
+    fn c2h(cid: u16, datao: u32, data: &[u8], last: bool, success: bool, digests: Digests) -> Vec<u8> {
+        let header = C2hData { cccid: cid, datao, datal: data.len() as u32, last, success };
+        let mut out = [0u8; pdu::HEADER_BUF_LEN];
+        let start = header.encode(&mut out, digests, 4);
+        let mut bytes = out[..start].to_vec();
+        bytes.extend_from_slice(data);
+        if digests.data {
+            bytes.extend_from_slice(&data_digest(data));
+        }
+        bytes
+    }
+
+    const NONE: Digests = Digests::NONE;
+    const BOTH: Digests = Digests { header: true, data: true };
+
+    #[test]
+    fn reads_complete_whatever_the_receive_boundaries() {
+        for chunk in [1, 7, 100, 5000, STAGING_BYTES] {
+            let mut h = harness(4096, 4, BOTH, false, 8192);
+            h.issue(0, Dir::Read, 3);
+            h.issue(1, Dir::Read, 5);
+            let sent = h.sent();
+            assert_eq!(sent.len(), 2 * (72 + 4), "two capsules with header digests");
+            let data = vec![0x5A; 4096];
+            let mut bytes = c2h(1, 0, &data[..1024], false, false, BOTH);
+            bytes.extend(c2h(1, 1024, &data[1024..], true, false, BOTH));
+            bytes.extend(resp(1, Status::SUCCESS, BOTH));
+            bytes.extend(c2h(0, 0, &data, true, false, BOTH));
+            bytes.extend(resp(0, Status::SUCCESS, BOTH));
+            h.feed(&bytes, chunk).unwrap();
+            assert_eq!(h.completed, 2, "chunk {chunk}");
+            assert_eq!(h.queue.outstanding, 0);
+            assert_eq!(h.queue.free.len(), 4);
+            assert_eq!(h.queue.bufs.slice(1, 4096), &data[..]);
+        }
+    }
+
+    #[test]
+    fn a_slot_is_reused_only_after_its_capsule_was_sent() {
+        let mut h = harness(4096, 1, NONE, false, 0);
+        h.issue(0, Dir::Read, 0);
+        let mut bytes = c2h(0, 0, &[0; 4096], true, false, NONE);
+        bytes.extend(resp(0, Status::SUCCESS, NONE));
+        h.feed(&bytes, 1 << 20).unwrap();
+        assert_eq!(h.completed, 1);
+        assert!(h.queue.free.is_empty(), "the capsule is still queued for sending");
+        assert_eq!(h.queue.slots[0].state, SlotState::Retired);
+        h.sent();
+        assert_eq!(h.queue.free, [0]);
+    }
+
+    #[test]
+    fn large_payloads_go_straight_into_the_slot() {
+        let mut h = harness(64 * 1024, 2, NONE, true, 0);
+        h.issue(0, Dir::Read, 0);
+        let data: Vec<u8> = (0..65536u32).map(|i| i as u8).collect();
+        let pdu = c2h(0, 0, &data, true, true, NONE);
+        // The header first; then the window is the slot's buffer.
+        h.feed(&pdu[..24 + 100], 1 << 20).unwrap();
+        let (ptr, len, direct) = h.queue.recv_window();
+        assert!(direct);
+        assert_eq!(len, 65536 - 100);
+        assert_eq!(ptr, h.queue.bufs.ptr(0).wrapping_add(100));
+        h.feed(&pdu[24 + 100..], 1 << 20).unwrap();
+        assert_eq!(h.completed, 1, "SUCCESS flag, no CapsuleResp");
+        assert_eq!(h.queue.bufs.slice(0, 65536), &data[..]);
+    }
+
+    #[test]
+    fn success_flag_needs_sq_flow_control_off() {
+        let mut h = harness(4096, 2, NONE, false, 0);
+        h.issue(0, Dir::Read, 0);
+        let err = h.feed(&c2h(0, 0, &[0; 4096], true, true, NONE), 1 << 20).unwrap_err();
+        assert!(matches!(err, EngineError::Protocol { violation: Violation::SuccessWithFlowControl { cid: 0 }, .. }), "{err}");
+    }
+
+    #[test]
+    fn r2t_is_answered_with_h2c_data_as_the_host_library_frames_it() {
+        for digests in [NONE, BOTH] {
+            let mut h = harness(20 * 1024, 2, digests, false, 8192);
+            h.issue(1, Dir::Write, 2);
+            let capsule = h.sent();
+            assert_eq!(capsule.len(), 72 + usize::from(digests.header_len()), "no data in the capsule");
+            let mut out = [0u8; pdu::HEADER_BUF_LEN];
+            let len = R2t { cccid: 1, ttag: 7, r2to: 0, r2tl: 20 * 1024 }.encode(&mut out, digests);
+            h.feed(&out[..len], 1 << 20).unwrap();
+            h.queue.emit_h2c();
+            let sent = h.sent();
+            let framing = Framing { digests, cpda_alignment: 4 };
+            let data = h.queue.bufs.slice(1, 20 * 1024).to_vec();
+            let mut expected = Vec::new();
+            for (datao, datal) in [(0u32, 8192u32), (8192, 8192), (16384, 4096)] {
+                let header = H2cData { cccid: 1, ttag: 7, datao, datal, last: datao + datal == 20 * 1024 };
+                expected.extend(framing.h2c_data(&header, &data[datao as usize..(datao + datal) as usize]));
+            }
+            assert_eq!(sent, expected, "{digests:?}");
+            h.feed(&resp(1, Status::SUCCESS, digests), 3).unwrap();
+            assert_eq!(h.completed, 1);
+        }
+    }
+
+    #[test]
+    fn r2t_for_a_read_or_beyond_the_data_is_a_violation() {
+        let mut h = harness(8192, 2, NONE, false, 0);
+        h.issue(0, Dir::Read, 0);
+        h.issue(1, Dir::Write, 1);
+        let r2t = |cccid, r2to, r2tl| {
+            let mut out = [0u8; pdu::HEADER_BUF_LEN];
+            let len = R2t { cccid, ttag: 1, r2to, r2tl }.encode(&mut out, NONE);
+            out[..len].to_vec()
+        };
+        let err = h.feed(&r2t(0, 0, 4096), 64).unwrap_err();
+        assert!(matches!(err, EngineError::Protocol { violation: Violation::R2tWithoutData { cid: 0 }, .. }), "{err}");
+        let mut h = harness(8192, 2, NONE, false, 0);
+        h.issue(1, Dir::Write, 1);
+        let err = h.feed(&r2t(1, 4096, 8192), 64).unwrap_err();
+        assert!(matches!(err, EngineError::Protocol { violation: Violation::R2tOutOfRange { .. }, .. }), "{err}");
+    }
+
+    #[test]
+    fn unknown_cids_digests_statuses_and_term_reqs_stop_the_run() {
+        let mut h = harness(4096, 2, NONE, false, 0);
+        let err = h.feed(&resp(1, Status::SUCCESS, NONE), 64).unwrap_err();
+        assert!(matches!(err, EngineError::Protocol { violation: Violation::UnknownCid { cid: 1, .. }, .. }), "{err}");
+
+        let mut h = harness(4096, 2, BOTH, false, 0);
+        h.issue(0, Dir::Read, 0);
+        let mut pdu = c2h(0, 0, &[1; 4096], true, false, BOTH);
+        let last = pdu.len() - 1;
+        pdu[last] ^= 0xFF;
+        pdu.extend(resp(0, Status::SUCCESS, BOTH));
+        let err = h.feed(&pdu, 512).unwrap_err();
+        assert!(matches!(err, EngineError::DataDigest { slba: 0, .. }), "{err}");
+
+        let mut h = harness(4096, 2, BOTH, false, 0);
+        let mut bad = resp(0, Status::SUCCESS, BOTH);
+        bad[9] ^= 1;
+        assert!(matches!(h.feed(&bad, 64).unwrap_err(), EngineError::HeaderDigest { .. }));
+
+        let mut h = harness(4096, 2, NONE, false, 0);
+        h.issue(0, Dir::Write, 9);
+        let err = h.feed(&resp(0, Status::LBA_OUT_OF_RANGE, NONE), 64).unwrap_err();
+        assert!(matches!(err, EngineError::Status { write: true, slba: 72, .. }), "{err}");
+
+        let mut h = harness(4096, 2, NONE, false, 0);
+        let term = TermReq { direction: pdu::Direction::C2h, fes: Fes::PduSequenceError, fei: 0, data: TermData::new(&[4; 8]) };
+        let mut out = [0u8; pdu::HEADER_BUF_LEN];
+        let len = term.encode(&mut out);
+        let err = h.feed(&out[..len], 5).unwrap_err();
+        assert!(matches!(err, EngineError::TermReq { fes: Fes::PduSequenceError, .. }), "{err}");
+    }
+
+    #[test]
+    fn verify_checks_reads_of_written_units_only() {
+        let mut h = harness(4096, 2, NONE, false, 0);
+        h.verify = Some(VerifyMap::new(1 << 18, false, 1, 512));
+        // Unit 4 is not written: a read of zeroes passes unchecked.
+        h.issue(0, Dir::Read, 4);
+        h.sent();
+        let mut bytes = c2h(0, 0, &[0; 4096], true, false, NONE);
+        bytes.extend(resp(0, Status::SUCCESS, NONE));
+        h.feed(&bytes, 1 << 20).unwrap();
+        assert_eq!(h.stats.verified_reads, 0);
+        // Write unit 4 (the slot's buffer gets the pattern), then read it back
+        // wrong.
+        h.issue(1, Dir::Write, 4);
+        h.sent();
+        h.feed(&resp(1, Status::SUCCESS, NONE), 1 << 20).unwrap();
+        let mut good = vec![0u8; 4096];
+        pattern::fill(&mut good, 512, 32, 1);
+        h.issue(0, Dir::Read, 4);
+        h.sent();
+        let mut bytes = c2h(0, 0, &good, true, false, NONE);
+        bytes.extend(resp(0, Status::SUCCESS, NONE));
+        h.feed(&bytes, 1 << 20).unwrap();
+        assert_eq!(h.stats.verified_reads, 1);
+        h.issue(0, Dir::Read, 4);
+        h.sent();
+        let mut bad = good.clone();
+        bad[1000] ^= 1;
+        let mut bytes = c2h(0, 0, &bad, true, false, NONE);
+        bytes.extend(resp(0, Status::SUCCESS, NONE));
+        let err = h.feed(&bytes, 1 << 20).unwrap_err();
+        assert!(matches!(err, EngineError::Verify { mismatch: pattern::Mismatch { lba: 33, offset: 488, .. }, .. }), "{err}");
     }
 }
