@@ -32,7 +32,7 @@ use crate::workload::{Pattern, Workload};
 
 /// An NVMe/TCP load generator that is never the bottleneck.
 #[derive(Debug, Parser)]
-#[command(name = "fabriq-bench", version, about)]
+#[command(name = "fabriq-bench", version, about = "An NVMe/TCP load generator that is never the bottleneck: io_uring, one thread per job")]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]

@@ -370,7 +370,8 @@ fn job_loop<D: Driver>(drivers: &mut [D], ring: &mut Ring, plan: &JobPlan) -> Re
     let (cpu0, t0) = cpu_from.unwrap_or((cpu::thread_cpu(), end));
     let (cpu1, t1) = cpu_to.unwrap_or((cpu::thread_cpu(), end));
     let window = t1.saturating_duration_since(t0);
-    stats.finish(window.as_secs_f64().ceil() as usize);
+    // Rounded: a window a hair over N seconds must not add an empty second.
+    stats.finish(window.as_secs_f64().round() as usize);
     Ok(JobResult { stats, cpu: cpu1.saturating_sub(cpu0), window })
 }
 
