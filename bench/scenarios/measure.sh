@@ -2,7 +2,9 @@
 # The measurement method of bench/README.md, end to end: fabriq-target with a
 # null namespace pinned to core 0, fabriq-bench pinned to core 1, 10 s runs;
 # then the same workloads in local mode on a 2 GiB O_DIRECT file. JSON
-# reports land in $OUT (default ./bench-results), one per run.
+# reports land in $OUT (default ./bench-results), one per run; ROUNDS=N
+# repeats the whole list N times (files NAME-rK.json), for medians on a noisy
+# machine.
 #
 #   cargo build --release -p fabriq-bench -p fabriq-target
 #   bash bench/scenarios/measure.sh [OUT] [LOCAL_FILE]
@@ -13,6 +15,7 @@ FILE=${2:-/var/tmp/fabriq-bench-local.img}
 BIN=build/release
 RUNTIME=${RUNTIME:-10s}
 RAMP=${RAMP:-2s}
+ROUNDS=${ROUNDS:-1}
 mkdir -p "$OUT"
 
 taskset -c 0 "$BIN/fabriq-target" --config bench/scenarios/null-target.toml >"$OUT/target.log" 2>&1 &
@@ -24,24 +27,29 @@ TCP="run --target tcp://127.0.0.1:4420 --nqn nqn.2026-11.dev.fabriq:bench --targ
 COMMON="--runtime $RUNTIME --ramp $RAMP --no-progress"
 run() { # name, args...
   local name=$1; shift
+  [ "$ROUNDS" -gt 1 ] && name="$name-r$ROUND"
   echo "== $name: fabriq-bench $*" | tee -a "$OUT/commands.txt"
   taskset -c 1 "$BIN/fabriq-bench" "$@" $COMMON --json "$OUT/$name.json"
 }
 
+for ROUND in $(seq "$ROUNDS"); do
 run tcp-randread-4k-qd1        $TCP --rw randread --bs 4k --iodepth 1
 run tcp-randread-4k-qd1-poll   $TCP --rw randread --bs 4k --iodepth 1 --busy-poll
 run tcp-randread-4k-qd32       $TCP --rw randread --bs 4k --iodepth 32
 run tcp-randread-4k-qd128      $TCP --rw randread --bs 4k --iodepth 128
 run tcp-read-128k-qd16         $TCP --rw read --bs 128k --iodepth 16
 run tcp-write-128k-qd16        $TCP --rw write --bs 128k --iodepth 16
+done
 
 LOCAL="local --file $FILE"
 if [ ! -f "$FILE" ] || [ "$(stat -c %s "$FILE")" -lt $((2 << 30)) ]; then
   echo "== prefill $FILE (2 GiB, sequential writes)"
   taskset -c 1 "$BIN/fabriq-bench" local --file "$FILE" --file-size 2g --rw write --bs 1m --iodepth 8 --size 2g --no-progress >/dev/null
 fi
+for ROUND in $(seq "$ROUNDS"); do
 run local-randread-4k-qd1      $LOCAL --rw randread --bs 4k --iodepth 1
 run local-randread-4k-qd32     $LOCAL --rw randread --bs 4k --iodepth 32
 run local-randread-4k-qd128    $LOCAL --rw randread --bs 4k --iodepth 128
 run local-read-128k-qd16       $LOCAL --rw read --bs 128k --iodepth 16
 run local-write-128k-qd16      $LOCAL --rw write --bs 128k --iodepth 16
+done
