@@ -62,8 +62,8 @@ impl Chunks {
     #[inline]
     pub fn ptr(&self, i: usize) -> *mut u8 {
         assert!(i < self.count, "chunk {i} of {}", self.count);
-        // SAFETY: i < count, so the offset stays inside the allocation.
-        unsafe { self.ptr.as_ptr().add(i * self.chunk) }
+        // i < count: the offset stays inside the allocation.
+        self.ptr.as_ptr().wrapping_add(i * self.chunk)
     }
 
     /// Chunk `i`'s first `len` bytes.

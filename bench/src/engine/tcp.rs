@@ -398,9 +398,9 @@ impl TcpQueue {
                 }
                 let datal = (work.end - work.next).min(self.maxh2cdata);
                 let header = H2cData { cccid: cid, ttag: work.ttag, datao: work.next, datal, last: work.next + datal == work.end };
-                // SAFETY: next + datal <= bs (checked when the R2T arrived),
-                // so the pointer stays inside the slot's chunk.
-                let data = unsafe { self.bufs.ptr(usize::from(cid)).add(work.next as usize) }.cast_const();
+                // next + datal <= bs (checked when the R2T arrived): inside
+                // the slot's chunk.
+                let data = self.bufs.ptr(usize::from(cid)).wrapping_add(work.next as usize).cast_const();
                 let ddgst = self.digests.data.then(|| {
                     let all = self.bufs.slice(usize::from(cid), self.bs as usize);
                     data_digest(&all[work.next as usize..(work.next + datal) as usize])
@@ -445,8 +445,8 @@ impl TcpQueue {
                     return n;
                 }
                 self.iov[n] = libc::iovec {
-                    // SAFETY: skip < len, inside the part.
-                    iov_base: unsafe { ptr.add(skip) }.cast_mut().cast(),
+                    // skip < len: inside the part.
+                    iov_base: ptr.wrapping_add(skip).cast_mut().cast(),
                     iov_len: len - skip,
                 };
                 skip = 0;
@@ -747,8 +747,8 @@ impl TcpQueue {
             && self.staged() == 0
             && remaining >= DIRECT_RECV_MIN
         {
-            // SAFETY: off + remaining <= bs, inside the slot's chunk.
-            let ptr = unsafe { self.bufs.ptr(usize::from(slot)).add(off as usize) };
+            // off + remaining <= bs: inside the slot's chunk.
+            let ptr = self.bufs.ptr(usize::from(slot)).wrapping_add(off as usize);
             return (ptr, remaining as usize, true);
         }
         if self.head == self.tail {
@@ -759,9 +759,9 @@ impl TcpQueue {
             self.tail -= self.head;
             self.head = 0;
         }
-        // SAFETY: tail < len (a staged PDU header is at most 256 bytes, far
-        // below the buffer), so the window is inside the staging buffer.
-        let ptr = unsafe { self.staging.as_mut_ptr().add(self.tail) };
+        // tail < len (a staged PDU header is at most 256 bytes, far below
+        // the buffer): the window is inside the staging buffer.
+        let ptr = self.staging.as_mut_ptr().wrapping_add(self.tail);
         (ptr, (self.staging.len() - self.tail).min(self.staging_window), false)
     }
 
