@@ -23,15 +23,9 @@ use crate::nvme::{
 };
 use crate::subsys::{Limits, NsTotals, Target};
 
+use super::state::{Action, Event};
 use super::{discovery, AdminOp, AdminOutcome, Controller, DataDir, Exec, Prepared, AER_LIMIT, ERROR_LOG_ENTRIES};
 
-/// CSTS.RDY.
-pub const CSTS_RDY: u32 = 1 << 0;
-/// CSTS.CFS: controller fatal status.
-const CSTS_CFS: u32 = 1 << 1;
-const CSTS_SHST_MASK: u32 = 0b11 << 2;
-const CSTS_SHST_OCCURRING: u32 = 0b01 << 2;
-const CSTS_SHST_COMPLETE: u32 = 0b10 << 2;
 /// Asynchronous Event Configuration: namespace attribute notices.
 pub const AEC_NAMESPACE_ATTRIBUTE: u32 = 1 << 8;
 /// Asynchronous Event Configuration: discovery log page change notices.
@@ -93,11 +87,6 @@ impl ErrorEntry {
 /// The completion dword 0 of a "discovery log page changed" event.
 pub fn discovery_log_change_event() -> u32 {
     AsyncEvent::DISCOVERY_LOG_CHANGED.to_dw0()
-}
-
-/// CSTS once a shutdown's flush is done.
-pub fn shutdown_complete(csts: u32) -> u32 {
-    if csts & CSTS_SHST_MASK == CSTS_SHST_OCCURRING { (csts & !CSTS_SHST_MASK) | CSTS_SHST_COMPLETE } else { csts }
 }
 
 /// What an admin command on `ctrl`'s admin queue moves.
@@ -514,7 +503,7 @@ fn property_get(ctrl: &Controller, target: &Target, sqe: &Sqe) -> AdminOutcome {
         (property::CAP, PropertySize::Eight) => capability(target).to_u64(),
         (property::VS, PropertySize::Four) => u64::from(Vs::FABRIQ.to_u32()),
         (property::CC, PropertySize::Four) => u64::from(s.cc),
-        (property::CSTS, PropertySize::Four) => u64::from(s.csts),
+        (property::CSTS, PropertySize::Four) => u64::from(s.life.csts()),
         _ => return AdminOutcome::status(Status::INVALID_FIELD.with_dnr()),
     };
     AdminOutcome::Done { status: Status::SUCCESS, dw0: value as u32, dw1: (value >> 32) as u32, out_len: 0 }
@@ -533,19 +522,26 @@ fn property_set(ctrl: &Controller, sqe: &Sqe) -> AdminOutcome {
     let mut s = ctrl.state();
     let old = Cc::from_u32(s.cc).unwrap_or_default();
     s.cc = set.value as u32;
-    if new.en && !old.en {
+    let mut events = Vec::with_capacity(2);
+    if new.en != old.en {
         let entry_sizes_ok = ctrl.is_discovery() || (new.iosqes == 6 && new.iocqes == 4);
         let valid = new.css == property::CC_CSS_NVM && new.mps == 0 && entry_sizes_ok;
-        s.csts = if valid { CSTS_RDY } else { CSTS_CFS };
-        if !valid {
+        if new.en && !valid {
             tracing::warn!(cntlid = ctrl.cntlid, cc = set.value, "enable with unsupported CC values; controller fatal status");
         }
-    } else if !new.en && old.en {
-        // Controller reset: not ready, no shutdown state.
-        s.csts = 0;
+        events.push(if new.en { Event::Enable { valid } } else { Event::Disable });
     }
     if new.shn != ShutdownNotification::None && old.shn == ShutdownNotification::None {
-        s.csts = (s.csts & !CSTS_SHST_MASK) | CSTS_SHST_OCCURRING;
+        events.push(Event::Shutdown);
+    }
+    let mut flush = false;
+    for event in events {
+        if let Some((next, action)) = s.life.on(event) {
+            s.life = next;
+            flush |= action == Action::Flush;
+        }
+    }
+    if flush {
         drop(s);
         return AdminOutcome::Flush(ctrl.subsys.namespaces().namespaces.clone());
     }

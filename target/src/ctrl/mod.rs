@@ -15,6 +15,7 @@
 pub mod admin;
 pub mod discovery;
 pub mod io;
+pub mod state;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -255,7 +256,7 @@ pub fn connect(target: &Target, listener: &ListenerInfo, sqe: &Sqe, data: &[u8],
 #[derive(Debug)]
 struct State {
     cc: u32,
-    csts: u32,
+    life: state::State,
     /// I/O queues granted by Set Features (Number of Queues); the limit until then.
     io_queues: u16,
     /// Which I/O queue IDs are connected (index = QID - 1).
@@ -305,7 +306,7 @@ impl Controller {
             kato_ms: AtomicU32::new(kato_ms),
             state: Mutex::new(State {
                 cc: 0,
-                csts: 0,
+                life: state::State::Disabled,
                 io_queues,
                 io_qids: vec![false; usize::from(io_queues)],
                 features: admin::FeatureValues::default(),
@@ -348,7 +349,7 @@ impl Controller {
 
     fn add_io_queue(&self, qid: u16) -> Result<(), Refused> {
         let mut s = self.state();
-        if s.csts & admin::CSTS_RDY == 0 {
+        if !s.life.is_ready() {
             return Err(Refused { status: Status::COMMAND_SEQUENCE_ERROR.with_dnr(), dw0: 0, reason: String::from("controller not enabled") });
         }
         if qid > s.io_queues {
@@ -397,7 +398,9 @@ impl Controller {
     /// The shutdown flush asked by [`AdminOutcome::Flush`] is done.
     pub fn flush_finished(&self) {
         let mut s = self.state();
-        s.csts = admin::shutdown_complete(s.csts);
+        if let Some((next, _)) = s.life.on(state::Event::FlushDone) {
+            s.life = next;
+        }
     }
 
     /// Runs an admin or fabrics command. `data` is the command's data buffer: what the host
