@@ -129,6 +129,8 @@ enum Rx {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SlotState {
     Free,
+    /// Its in-capsule data is arriving; moved on when the last byte (and digest) is in.
+    ReceivingIcd,
     /// Needs a data buffer and the pool is empty; moved on when a buffer comes back.
     WaitBuffer,
     /// R2T queued or sent; moved on by H2CData.
@@ -139,6 +141,24 @@ enum SlotState {
     AwaitEvent,
     /// Its PDUs are queued or being sent; freed when the last is sent.
     Sending,
+}
+
+impl SlotState {
+    /// The transitions a command slot may take (see the module's diagram). Anything else is
+    /// a bug in the queue, caught by [`Slot::go`].
+    fn may_become(self, next: SlotState) -> bool {
+        use SlotState as S;
+        matches!(
+            (self, next),
+            (S::Free, S::ReceivingIcd | S::WaitBuffer | S::WaitData | S::Executing | S::Sending)
+                | (S::ReceivingIcd, S::Executing | S::Sending)
+                | (S::WaitBuffer, S::WaitData | S::Executing)
+                | (S::WaitData, S::Executing | S::Sending)
+                | (S::Executing, S::AwaitEvent | S::Sending)
+                | (S::AwaitEvent, S::Sending | S::Free)
+                | (S::Sending, S::Free)
+        )
+    }
 }
 
 /// Where a command's data lives.
@@ -230,6 +250,12 @@ impl Slot {
                 ddgst: [0; DIGEST_LEN],
             }),
         }
+    }
+
+    /// Moves the slot to `next`, checking the transition is one the state machine has.
+    fn go(&mut self, next: SlotState) {
+        assert!(self.state.may_become(next), "command slot {:?} -> {next:?}", self.state);
+        self.state = next;
     }
 
     fn data_ptr(&self, zeroes: *const u8) -> *const u8 {
@@ -612,11 +638,11 @@ impl Queue {
         slot.close_after = false;
         slot.data = data;
         slot.buf = icd_buf;
-        slot.state = SlotState::Executing;
         match prepared {
             Err(status) => {
                 (slot.exec, slot.dir, slot.len) = (Exec::None, DataDir::None, 0);
                 if icd > 0 {
+                    slot.go(SlotState::ReceivingIcd);
                     slot.status = status;
                     self.receive_data(DataTo::Drop { slot: slot_no }, self.sink, icd);
                 } else {
@@ -626,6 +652,7 @@ impl Queue {
             Ok(p) => {
                 (slot.exec, slot.dir, slot.len) = (p.exec, p.dir, p.len);
                 if icd > 0 {
+                    slot.go(SlotState::ReceivingIcd);
                     let dest = self.dest(slot_no, 0);
                     self.receive_data(DataTo::Icd { slot: slot_no }, dest, icd);
                 } else if p.dir == DataDir::None {
@@ -691,21 +718,15 @@ impl Queue {
             let status = self.slots[usize::from(slot)].status;
             return self.complete(slot, status, io);
         }
+        let who = self.who();
+        let slot = &mut self.slots[usize::from(slot_no)];
         if !digest_ok {
             // The NVMe/TCP binding makes a data digest error a command failure, not a
-            // connection failure; the host may retry.
-            tracing::warn!(who = %self.who(), cid = self.slots[usize::from(slot_no)].sqe.cid, "data digest mismatch; failing the command");
-            let slot = &mut self.slots[usize::from(slot_no)];
-            if slot.state == SlotState::WaitData && slot.received + inc.len < slot.len {
-                // More H2CData may still come for this command: swallow it, then fail.
-                slot.status = Status::TRANSIENT_TRANSPORT_ERROR;
-                slot.data = Data::Sink;
-                slot.received += inc.len;
-                return;
-            }
-            return self.complete(slot_no, Status::TRANSIENT_TRANSPORT_ERROR, io);
+            // connection failure: the rest of the command's data is still taken, then the
+            // command fails and the host may retry it.
+            tracing::warn!(%who, cid = slot.sqe.cid, "data digest mismatch; failing the command");
+            slot.status = first_error(slot.status, Status::TRANSIENT_TRANSPORT_ERROR);
         }
-        let slot = &mut self.slots[usize::from(slot_no)];
         slot.received += inc.len;
         if slot.received < slot.len {
             if let DataTo::H2c { last: true, .. } = inc.to {
@@ -749,14 +770,14 @@ impl Queue {
             match io.pool.get(slot.len as usize) {
                 Some(buf) => slot.buf = Some(buf),
                 None => {
-                    slot.state = SlotState::WaitBuffer;
+                    slot.go(SlotState::WaitBuffer);
                     self.wait_buffer.push_back(slot_no);
                     return;
                 }
             }
         }
         if slot.dir == DataDir::H2c {
-            slot.state = SlotState::WaitData;
+            slot.go(SlotState::WaitData);
             self.queue_r2t(slot_no);
         } else {
             self.execute(slot_no, io);
@@ -780,7 +801,7 @@ impl Queue {
 
     fn execute(&mut self, slot_no: u16, io: &mut Io<'_>) {
         let slot = &mut self.slots[usize::from(slot_no)];
-        slot.state = SlotState::Executing;
+        slot.go(SlotState::Executing);
         match slot.exec {
             Exec::None => self.complete(slot_no, Status::SUCCESS, io),
             Exec::Connect => self.exec_connect(slot_no, io),
@@ -849,7 +870,7 @@ impl Queue {
                 self.complete(slot_no, Status::ASYNC_EVENT_REQUEST_LIMIT_EXCEEDED.with_dnr(), io);
             }
             AdminOutcome::Park => {
-                slot.state = SlotState::AwaitEvent;
+                slot.go(SlotState::AwaitEvent);
                 self.aer_slots.push(slot_no);
                 self.poll_events(&ctrl, io);
             }
@@ -1020,7 +1041,7 @@ impl Queue {
         let (digests, alignment, sq_flow_disabled, sqhd) = (self.digests, self.host_alignment, self.sq_flow_disabled, self.sqhd);
         let slot = &mut self.slots[usize::from(slot_no)];
         slot.status = status;
-        slot.state = SlotState::Sending;
+        slot.go(SlotState::Sending);
         let sends_data = status.is_success() && slot.dir == DataDir::C2h && slot.out_len > 0;
         if sends_data {
             slot.success_flag = sq_flow_disabled;
@@ -1058,7 +1079,12 @@ impl Queue {
         if let Some(buf) = slot.buf2.take() {
             io.pool.put(buf);
         }
-        slot.state = SlotState::Free;
+        if self.close == Close::Now {
+            // Teardown: whatever the command was doing, it is over.
+            slot.state = SlotState::Free;
+        } else {
+            slot.go(SlotState::Free);
+        }
         slot.exec = Exec::None;
         let (table_gen, held, close_after) = (slot.table_gen, slot.holds_table, slot.close_after);
         slot.holds_table = false;
@@ -1323,5 +1349,55 @@ fn check_sgl(sqe: &Sqe, p: &Prepared, icd: u32) -> Result<(), Status> {
         SglKind::TransportDataBlock if sgl.length >= p.len => Ok(()),
         SglKind::TransportDataBlock | SglKind::DataBlockOffset => Err(Status::DATA_SGL_LENGTH_INVALID.with_dnr()),
         _ => Err(Status::SGL_DESCRIPTOR_TYPE_INVALID.with_dnr()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SlotState as S;
+
+    const ALL: [S; 7] = [S::Free, S::ReceivingIcd, S::WaitBuffer, S::WaitData, S::Executing, S::AwaitEvent, S::Sending];
+
+    /// The command slot's whole transition table, written out row by row.
+    #[test]
+    fn slot_transition_table() {
+        let rows: [(S, &[S]); 7] = [
+            (S::Free, &[S::ReceivingIcd, S::WaitBuffer, S::WaitData, S::Executing, S::Sending]),
+            (S::ReceivingIcd, &[S::Executing, S::Sending]),
+            (S::WaitBuffer, &[S::WaitData, S::Executing]),
+            (S::WaitData, &[S::Executing, S::Sending]),
+            (S::Executing, &[S::AwaitEvent, S::Sending]),
+            (S::AwaitEvent, &[S::Sending, S::Free]),
+            (S::Sending, &[S::Free]),
+        ];
+        for (from, allowed) in rows {
+            for to in ALL {
+                assert_eq!(from.may_become(to), allowed.contains(&to), "{from:?} -> {to:?}");
+            }
+        }
+    }
+
+    /// Every state can reach Free again, and Free is reached only through Sending or, for a
+    /// held event request, by a stop: no command is ever lost or completed twice.
+    #[test]
+    fn every_state_returns_to_free() {
+        for start in ALL {
+            let mut seen = vec![start];
+            let mut i = 0;
+            while i < seen.len() {
+                for to in ALL {
+                    if seen[i].may_become(to) && !seen.contains(&to) {
+                        seen.push(to);
+                    }
+                }
+                i += 1;
+            }
+            assert!(seen.contains(&S::Free), "{start:?} never frees");
+        }
+        for from in ALL {
+            if from.may_become(S::Free) {
+                assert!(matches!(from, S::Sending | S::AwaitEvent), "{from:?} frees without a response");
+            }
+        }
     }
 }
