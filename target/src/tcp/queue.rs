@@ -311,7 +311,9 @@ impl Tables {
         if let Some(entry) = self.live.iter_mut().find(|(t, _)| t.generation == generation) {
             entry.1 -= 1;
         }
-        self.prune();
+        if self.live.len() > 1 {
+            self.prune();
+        }
     }
 
     fn prune(&mut self) {
@@ -409,11 +411,7 @@ impl Queue {
 
     /// Who this queue is, for log lines: host NQN, controller id and queue id once bound.
     pub fn who(&self) -> String {
-        match &self.binding {
-            Binding::Unbound => format!("peer={} unbound", self.peer.map_or(String::from("?"), |p| p.to_string())),
-            Binding::Admin(c) => format!("host={} cntlid={} qid=0", c.hostnqn, c.cntlid),
-            Binding::Io(c, qid) => format!("host={} cntlid={} qid={qid}", c.hostnqn, c.cntlid),
-        }
+        describe(&self.binding, self.peer)
     }
 
     pub fn wants_close(&self) -> bool {
@@ -718,13 +716,14 @@ impl Queue {
             let status = self.slots[usize::from(slot)].status;
             return self.complete(slot, status, io);
         }
-        let who = self.who();
-        let slot = &mut self.slots[usize::from(slot_no)];
         if !digest_ok {
             // The NVMe/TCP binding makes a data digest error a command failure, not a
             // connection failure: the rest of the command's data is still taken, then the
             // command fails and the host may retry it.
-            tracing::warn!(%who, cid = slot.sqe.cid, "data digest mismatch; failing the command");
+            tracing::warn!(who = %self.who(), cid = self.slots[usize::from(slot_no)].sqe.cid, "data digest mismatch; failing the command");
+        }
+        let slot = &mut self.slots[usize::from(slot_no)];
+        if !digest_ok {
             slot.status = first_error(slot.status, Status::TRANSIENT_TRANSPORT_ERROR);
         }
         slot.received += inc.len;
@@ -970,8 +969,7 @@ impl Queue {
 
     /// A backend operation of `slot` completed with `res` (bytes, or a negative errno).
     pub fn on_backend(&mut self, slot_no: u16, res: i32, io: &mut Io<'_>) {
-        let who = self.who();
-        let Queue { tables, slots, .. } = self;
+        let Queue { tables, slots, binding, peer, .. } = self;
         let slot = &mut slots[usize::from(slot_no)];
         debug_assert!(slot.ops_pending > 0, "completion for slot {slot_no} with nothing pending");
         slot.ops_pending -= 1;
@@ -983,7 +981,7 @@ impl Queue {
                 _ => Op::Flush,
             };
             let status = backend::status_for_errno(&op, errno);
-            tracing::warn!(%who, cid = slot.sqe.cid, res, ?status, "backend operation failed");
+            tracing::warn!(who = %describe(binding, *peer), cid = slot.sqe.cid, res, ?status, "backend operation failed");
             slot.status = first_error(slot.status, status);
             if let Some(ns) = namespace_of(tables, slot) {
                 ns.stats.media_error(io.reactor);
@@ -1295,6 +1293,14 @@ fn submit(slot: &mut Slot, slot_no: u16, ns: &Namespace, op: Op, (buf, fixed): (
         let entry = if link { entry.flags(squeue::Flags::IO_LINK) } else { entry };
         io.ops.push((slot_no, entry));
         slot.ops_pending += 1;
+    }
+}
+
+fn describe(binding: &Binding, peer: Option<SocketAddr>) -> String {
+    match binding {
+        Binding::Unbound => format!("peer={} unbound", peer.map_or(String::from("?"), |p| p.to_string())),
+        Binding::Admin(c) => format!("host={} cntlid={} qid=0", c.hostnqn, c.cntlid),
+        Binding::Io(c, qid) => format!("host={} cntlid={} qid={qid}", c.hostnqn, c.cntlid),
     }
 }
 
