@@ -20,7 +20,7 @@ use crate::backend::{Backend, BackendError};
 use crate::config::{self, Config};
 use crate::notify::Notifier;
 use crate::nvme::{Nqn, Nsid};
-use crate::pool::Layout;
+use crate::buffers::Layout;
 use crate::reactor::{Inbox, Msg, Reactor, Setup};
 use crate::subsys::{Limits, ListenerInfo, Namespace, Subsystem, SubsystemKind, Target};
 

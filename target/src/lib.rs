@@ -13,7 +13,7 @@ pub mod config;
 pub mod ctrl;
 pub mod daemon;
 pub mod notify;
-pub mod pool;
+pub mod buffers;
 pub mod reactor;
 pub mod subsys;
 pub mod nvme;

@@ -41,7 +41,7 @@ use crate::ctrl::io::{IoCmd, IoOp};
 use crate::ctrl::{self, AdminOutcome, Binding, DataDir, Exec, Prepared};
 use crate::nvme::sqe::Psdt;
 use crate::nvme::{Cqe, SglDescriptor, SglKind, Sqe, Status};
-use crate::pool::{Buf, BufferPool};
+use crate::buffers::{Buf, BufferPool};
 use crate::subsys::{Limits, ListenerInfo, Namespace, NsTable, Target};
 use crate::tcp::digest::{self, DataDigest, DIGEST_LEN};
 use crate::tcp::pdu::{

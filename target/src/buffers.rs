@@ -1,4 +1,4 @@
-//! Per-reactor buffer pool: every data buffer the data plane uses is carved out of a few
+//! Per-reactor buffer pool (the data buffers of the I/O path; storage pools are another thing): every data buffer the data plane uses is carved out of a few
 //! memory regions mapped (and pre-faulted) when the reactor starts, so no I/O allocates.
 //!
 //! The pool has size classes (4 KiB up to the maximum data transfer size). A request takes a
