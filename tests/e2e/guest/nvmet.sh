@@ -52,6 +52,11 @@ nvmet_setup() {
     ln -s "$NVMET/hosts/$OTHER_HOSTNQN" "$s/allowed_hosts/"
     nvmet_namespace "$DENIED" 1 512 16
 
+    # Listening on an address other than the guest's own (the stand-in for fabriq serves
+    # the address the other guest reaches it at) needs that address on eth0.
+    if [ "$ADDR" != 10.0.2.15 ]; then
+        ip addr add "$ADDR/32" dev eth0
+    fi
     p=$NVMET/ports/1
     mkdir "$p"
     echo tcp >"$p/addr_trtype"
