@@ -1,3 +1,4 @@
+# shellcheck shell=dash disable=SC2034 # its variables are used by the files that source it
 # Shared by the guest's init, the nvmet peer and the tests (busybox ash, sourced).
 # Reads the run's parameters from the kernel command line, and holds the helpers the tests
 # are written with: assertions that leave a reason for the E2E-FAIL marker, connecting and
@@ -6,6 +7,7 @@
 # param NAME [DEFAULT]: the value of e2e.NAME on the kernel command line.
 param() {
     local word
+    # shellcheck disable=SC2013 # the command line is words
     for word in $(cat /proc/cmdline); do
         case $word in "e2e.$1="*)
             echo "${word#*=}"
@@ -108,8 +110,8 @@ ctrl_sysfs() { echo "/sys/class/nvme/$(basename "$(ctrl_dev "$@")")"; }
 # N is an instance number, not the nsid). Waits up to 10 s: namespaces are scanned after
 # connect returns.
 ns_dev() {
-    local i d b
-    for i in $(seq 100); do
+    local d b
+    for _ in $(seq 100); do
         if d=$(subsys_dir "$NQN"); then
             for b in "$d"/nvme*n*; do
                 [ -e "$b/nsid" ] && [ "$(cat "$b/nsid")" = "$1" ] && [ -b "/dev/${b##*/}" ] && {

@@ -43,6 +43,7 @@ nvmet_setup() {
     echo 0 >"$s/attr_allow_any_host"
     ln -s "$NVMET/hosts/$HOSTNQN" "$s/allowed_hosts/"
     for spec in $NAMESPACES; do
+        # shellcheck disable=SC2046 # nsid:bs:mib becomes three arguments
         nvmet_namespace "$NQN" $(echo "$spec" | tr ':' ' ')
     done
 

@@ -67,8 +67,7 @@ test_connect() {
         cmp /tmp/data /tmp/back || fail "namespace $n: data read back differs from data written"
     done
     disconnect
-    local i
-    for i in $(seq 50); do
+    for _ in $(seq 50); do
         subsys_dir "$NQN" >/dev/null || return 0
         sleep 0.1
     done
@@ -374,14 +373,14 @@ test_error_log() {
 #     'Connect Invalid Data Parameter, subsysnqn'.
 # No controller is left behind.
 test_refused_host() {
-    local stranger=nqn.2014-08.org.nvmexpress:uuid:7e57e57e-0000-4000-8000-000000000043
+    local stranger=nqn.2014-08.org.nvmexpress:uuid:7e57e57e-0000-4000-8000-000000000043 c
     local missing=nqn.2026-11.dev.fabriq:no-such-subsystem
     refused "$DENIED" "Connect for subsystem $DENIED is not allowed, hostnqn: $HOSTNQN"
     refused "$NQN" "Connect for subsystem $NQN is not allowed, hostnqn: $stranger" --hostnqn "$stranger"
     refused "$missing" "Connect Invalid Data Parameter, subsysnqn \"$missing\""
-    if ls /sys/class/nvme/ | grep -q .; then
-        fail "a controller remains after the refused connects: $(ls /sys/class/nvme/)"
-    fi
+    for c in /sys/class/nvme/nvme*; do
+        [ ! -e "$c" ] || fail "a controller remains after the refused connects: ${c##*/}"
+    done
 }
 
 # refused SUBNQN KERNEL-MESSAGE [NVME-CONNECT-OPTIONS...]: nvme connect must fail and the

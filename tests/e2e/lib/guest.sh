@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by tests/e2e/run and tests/e2e/nvmet-standin: how a guest is put together and
 # started. Needs E2E_DIR set to tests/e2e.
 
