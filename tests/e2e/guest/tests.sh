@@ -115,15 +115,20 @@ test_queues() {
 
 # id_ctrl: Identify Controller matches the connection and what NVMe over Fabrics requires.
 test_id_ctrl() {
+    trace_clear
     connect
-    local dev c f=/tmp/id-ctrl.txt
+    local dev c f=/tmp/id-ctrl.txt connect_res
     dev=$(ctrl_dev) c=$(ctrl_sysfs)
     run nvme id-ctrl "$dev" >$f
     cat $f
     expect_eq subnqn "$(id_field $f subnqn)" "$NQN"
     local cntlid mdts ver
     cntlid=$(($(id_field $f cntlid)))
-    expect_eq "cntlid (Identify vs the Connect response in sysfs)" "$cntlid" "$(cat "$c/cntlid")"
+    # The admin queue's Connect is the first command completed (qid 0, command id 0); its
+    # result's low 16 bits are the controller ID.
+    connect_res=$(trace_events | sed -nE 's/^nvme_complete_rq: nvme[0-9]+: qid=0, cmdid=0, res=(0x[0-9a-f]+),.*/\1/p' | head -n1)
+    [ -n "$connect_res" ] || fail "no Connect completion in the host's trace"
+    expect_eq "cntlid (Identify vs the Connect response)" "$cntlid" $((connect_res & 0xffff))
     # 0xFFF0..0xFFFF are reserved (0xFFFF: dynamic controller model, in Connect only).
     [ "$cntlid" -le $((0xffef)) ] || fail "cntlid $cntlid is in the reserved range"
     # MDTS is a power of two in units of the minimum page size (4 KiB); 0: no limit. The
@@ -222,17 +227,26 @@ fio_regions() {
     ! grep -q 'verify limited' /tmp/fio.txt || fail "fio could not verify every block"
 }
 
-# flush: Flush succeeds on every namespace, through nvme-cli and through the block layer
-# (fsync: the host sends Flush when the controller reports a volatile write cache).
+# flush: Flush succeeds on every namespace, through nvme-cli and through the block layer:
+# when the controller reports a volatile write cache (VWC bit 0), an fsync makes the host
+# send Flush (seen in its trace) and it must succeed.
 test_flush() {
     connect
-    local n dev
+    local n dev vwc
+    run nvme id-ctrl "$(ctrl_dev)" >/tmp/id-ctrl.txt
+    vwc=$(($(id_field /tmp/id-ctrl.txt vwc)))
+    say "vwc $vwc"
     for n in $(nsids); do
         dev=$(ns_dev "$n")
         run nvme flush "$dev" >/tmp/flush.txt
         cat /tmp/flush.txt
         grep -q 'NVMe Flush: success' /tmp/flush.txt || fail "nvme flush on namespace $n did not succeed"
+        trace_clear
         run dd if=/dev/urandom of="$dev" bs=4096 count=4 conv=fsync status=none
+        if [ $((vwc & 1)) -eq 1 ]; then
+            trace_events | grep -q "nsid=$n, .*nvme_cmd_flush" ||
+                fail "namespace $n: fsync sent no Flush although the controller has a volatile write cache"
+        fi
     done
 }
 
