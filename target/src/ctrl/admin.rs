@@ -216,9 +216,10 @@ fn identify_controller(ctrl: &Controller, target: &Target) -> IdentifyController
     id
 }
 
+/// An Identify string field: printable ASCII (spaces included), padded with spaces.
 fn ascii<const N: usize>(s: &str) -> [u8; N] {
     let mut out = [b' '; N];
-    for (o, c) in out.iter_mut().zip(s.bytes().filter(u8::is_ascii_graphic)) {
+    for (o, c) in out.iter_mut().zip(s.bytes().filter(|c| c.is_ascii_graphic() || *c == b' ')) {
         *o = c;
     }
     out
