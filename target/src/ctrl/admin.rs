@@ -370,7 +370,8 @@ fn smart_log(ctrl: &Controller, target: &Target, nsid: u32) -> Result<Vec<u8>, S
 }
 
 fn firmware_log() -> Vec<u8> {
-    let mut frs = [[b' '; 8]; 7];
+    // Slots 2 to 7 are unsupported (FRMW reports one slot): all zeroes, as the log requires.
+    let mut frs = [[0u8; 8]; 7];
     frs[0] = ascii(env!("CARGO_PKG_VERSION"));
     let mut page = vec![0u8; FirmwareSlotLog::SIZE];
     FirmwareSlotLog { afi: 1, frs }.encode(&mut page);
