@@ -292,7 +292,8 @@ pub struct Controller {
 impl Controller {
     #[allow(clippy::too_many_arguments)]
     fn new(cntlid: u16, subsys: Arc<Subsystem>, hostnqn: Nqn, hostid: [u8; 16], port_id: u16, kato_ms: u32, reactor: usize, target: &Target) -> Controller {
-        let io_queues = target.limits.max_io_queues;
+        // A discovery controller supports no I/O queues (NVMe Base 2.0, Discovery controller).
+        let io_queues = if subsys.kind == SubsystemKind::Discovery { 0 } else { target.limits.max_io_queues };
         Controller {
             cntlid,
             subsys,
