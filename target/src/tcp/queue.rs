@@ -1207,7 +1207,9 @@ impl Queue {
             return;
         }
         if let Some(ctrl) = self.binding.ctrl().cloned() {
-            if ctrl.is_dead() {
+            // While the daemon stops, admin queues close first (they are idle) and tear their
+            // controllers down; the I/O queues still finish their commands in flight, below.
+            if ctrl.is_dead() && !io.stopping {
                 tracing::info!(who = %self.who(), "controller torn down; closing its queue");
                 self.close = Close::Now;
                 self.rx = Rx::Stopped;
