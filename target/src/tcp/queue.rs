@@ -587,7 +587,7 @@ impl Queue {
 
     /// A command capsule: `icd` bytes of in-capsule data follow the `hdr_len`-byte header.
     fn on_capsule(&mut self, raw: &[u8; 64], icd: u32, hdr_len: usize, header: &[u8], io: &mut Io<'_>) -> bool {
-        if io.stopping {
+        if io.stopping && !self.awaits_data() {
             self.rx = Rx::Stopped;
             return false;
         }
@@ -602,8 +602,13 @@ impl Queue {
             }
         let empty = NsTable::default();
         let table = self.tables.as_ref().map_or(&empty, |t| t.current());
-        let prepared = ctrl::prepare(&sqe, &self.binding, table, &self.target.limits)
-            .and_then(|p| check_sgl(&sqe, &p, icd).map(|()| p));
+        let prepared = if io.stopping {
+            // Stopping, with the data of commands in flight still to come after this capsule:
+            // refuse it (the host may retry elsewhere) and read on.
+            Err(Status::ABORTED_SQ_DELETION)
+        } else {
+            ctrl::prepare(&sqe, &self.binding, table, &self.target.limits).and_then(|p| check_sgl(&sqe, &p, icd).map(|()| p))
+        };
         let data = prepared.as_ref().map_or(Data::None, |p| data_kind(p, table));
         // In-capsule data of a good command needs its buffer before the capsule is taken.
         let mut icd_buf = None;
@@ -1229,7 +1234,10 @@ impl Queue {
             }
         }
         if io.stopping {
-            if let Rx::Header = self.rx {
+            // Commands waiting for their data (R2T) are in flight too: receive on for them.
+            if let Rx::Header = self.rx
+                && !self.awaits_data()
+            {
                 self.rx = Rx::Stopped;
             }
             for slot_no in std::mem::take(&mut self.aer_slots) {
@@ -1239,6 +1247,12 @@ impl Queue {
                 self.close = Close::AfterSend;
             }
         }
+    }
+
+    /// Whether a command in flight still needs data from the host (H2CData after an R2T, or
+    /// an R2T once a buffer comes back).
+    fn awaits_data(&self) -> bool {
+        self.slots.iter().any(|s| s.state == SlotState::WaitData || (s.state == SlotState::WaitBuffer && s.dir == DataDir::H2c))
     }
 
     fn poll_events(&mut self, ctrl: &Arc<ctrl::Controller>, io: &mut Io<'_>) {
