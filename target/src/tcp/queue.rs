@@ -845,7 +845,8 @@ impl Queue {
         self.slots.resize_with(usize::from(done.sqsize), Slot::new);
         self.free = (1..done.sqsize).rev().collect();
         self.tx.reserve(3 * usize::from(done.sqsize) + 1);
-        self.sqhd %= self.sqsize;
+        // The Connect took the queue's first entry (SQSIZE is at least 1, so entries >= 2).
+        self.sqhd = 1;
     }
 
     fn exec_admin(&mut self, slot_no: u16, op: ctrl::AdminOp, io: &mut Io<'_>) {
