@@ -379,6 +379,32 @@ fn commands_in_the_wrong_queue_state_are_refused() {
 }
 
 #[test]
+fn completions_report_the_submission_queue_head() {
+    let target = Target::simple();
+    let opts = HostOptions::default();
+    // Admin queue of 8 entries (SQSIZE 7): the Connect takes entry 0, so its completion
+    // reports the head at 1; each command after it moves the head on by one, modulo 8.
+    let mut admin = Connection::open(target.addr, &opts).unwrap();
+    let connect = Connect { recfmt: 0, qid: 0, sqsize: 7, cattr: 0, kato_ms: 0 };
+    let c = admin.execute(Command::connect(&connect, connect_data(opts.hostid, 0xFFFF, NQN, &opts.hostnqn))).unwrap().success().unwrap();
+    assert_eq!(c.cqe.sqhd, 1, "SQHD of the admin Connect");
+    let cntlid = c.cqe.dw0 as u16;
+    let mut heads = Vec::new();
+    for _ in 0..10 {
+        heads.push(admin.execute(Command::keep_alive()).unwrap().cqe.sqhd);
+    }
+    assert_eq!(heads, vec![2, 3, 4, 5, 6, 7, 0, 1, 2, 3]);
+    admin.enable().unwrap();
+    // I/O queue of 4 entries (SQSIZE 3).
+    let mut io = Connection::open(target.addr, &opts).unwrap();
+    let connect = Connect { recfmt: 0, qid: 1, sqsize: 3, cattr: 0, kato_ms: 0 };
+    let c = io.execute(Command::connect(&connect, connect_data(opts.hostid, cntlid, NQN, &opts.hostnqn))).unwrap().success().unwrap();
+    assert_eq!((c.cqe.sqhd, c.cqe.sqid), (1, 1), "SQHD of the I/O Connect");
+    let heads: Vec<u16> = (0..6).map(|_| io.execute(Command::read(1, 0, 1, 512)).unwrap().cqe.sqhd).collect();
+    assert_eq!(heads, vec![2, 3, 0, 1, 2, 3]);
+}
+
+#[test]
 fn dynamic_controller_model_gives_each_association_its_own_cntlid() {
     let target = Target::simple();
     let a = HostOptions::default();
