@@ -899,7 +899,13 @@ impl Queue {
         let Queue { tables, slots, .. } = self;
         let slot = &mut slots[usize::from(slot_no)];
         let table = tables.as_ref().expect("an I/O queue has tables").get(slot.table_gen);
-        let ns: &Namespace = &table.namespaces[cmd.ns_index];
+        let Some(ns) = table.namespaces.get(cmd.ns_index) else {
+            // Only the broadcast Flush names no namespace, and a subsystem may have none:
+            // nothing to flush.
+            debug_assert_eq!(cmd.op, IoOp::Flush { all: true });
+            return self.ops_submitted(slot_no, io);
+        };
+        let ns: &Namespace = ns;
         let (buf_ptr, fixed) = match slot.buf.as_mut() {
             Some(b) => (b.as_mut_ptr(), io.fixed_buffers.then(|| b.fixed_index())),
             None => (std::ptr::null_mut(), None),
@@ -1295,7 +1301,7 @@ impl Queue {
 /// The namespace an I/O command in `slot` addresses, from the table it started with.
 fn namespace_of<'a>(tables: &'a Option<Tables>, slot: &Slot) -> Option<&'a Namespace> {
     let Exec::Io(cmd) = slot.exec else { return None };
-    Some(&tables.as_ref()?.get(slot.table_gen).namespaces[cmd.ns_index])
+    tables.as_ref()?.get(slot.table_gen).namespaces.get(cmd.ns_index).map(|ns| &**ns)
 }
 
 /// Queues one backend operation of a command, or settles it on the spot (null backend: nothing
