@@ -248,6 +248,19 @@ fn flush_one_namespace_and_every_namespace() {
 }
 
 #[test]
+fn flush_of_every_namespace_in_a_subsystem_without_namespaces() {
+    let target = Target::start("", &subsystem(&[]));
+    let (mut admin, mut io) = associate(target.addr);
+    assert_eq!(admin.active_namespaces(0).unwrap(), Vec::<u32>::new());
+    assert_status(&io.flush(BROADCAST).unwrap(), Status::SUCCESS, "flush of no namespace at all");
+    assert_status(&io.flush(1).unwrap(), Status::INVALID_NAMESPACE_OR_FORMAT.with_dnr(), "flush NSID 1");
+    let c = io.execute(Command::read(1, 0, 1, 512)).unwrap();
+    assert_status(&c, Status::INVALID_NAMESPACE_OR_FORMAT.with_dnr(), "read NSID 1");
+    assert_status(&io.flush(BROADCAST).unwrap(), Status::SUCCESS, "flush again");
+    assert!(admin.keep_alive().unwrap().is_success());
+}
+
+#[test]
 fn write_zeroes_zeroes_the_range_and_keeps_its_neighbours() {
     let target = mem512();
     let (_admin, mut io) = associate(target.addr);
