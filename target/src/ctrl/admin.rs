@@ -209,11 +209,16 @@ fn identify_controller(ctrl: &Controller, target: &Target) -> IdentifyController
     id.lpa |= idc::LPA_SMART_PER_NAMESPACE | idc::LPA_COMMANDS_EFFECTS;
     id.sqes = 0x66;
     id.cqes = 0x44;
-    id.nn = ctrl.subsys.namespaces().namespaces.last().map_or(0, |ns| ns.nsid.get()).max(MAX_NAMESPACES);
+    id.nn = max_nsid(ctrl);
     id.oncs = idc::ONCS_COMPARE | idc::ONCS_DATASET_MANAGEMENT | idc::ONCS_WRITE_ZEROES;
     // A volatile write cache is present, and Flush accepts the broadcast NSID.
     id.vwc = idc::VWC_PRESENT | VWC_FLUSH_BROADCAST_SUPPORTED;
     id
+}
+
+/// NN: the largest valid NSID, at least [`MAX_NAMESPACES`] and at least the largest one in use.
+fn max_nsid(ctrl: &Controller) -> u32 {
+    ctrl.subsys.namespaces().namespaces.last().map_or(0, |ns| ns.nsid.get()).max(MAX_NAMESPACES)
 }
 
 /// An Identify string field: printable ASCII (spaces included), padded with spaces.
@@ -229,7 +234,7 @@ fn identify_namespace(ctrl: &Controller, nsid: u32, out: &mut [u8]) -> AdminOutc
     let table = ctrl.subsys.namespaces();
     let Some((_, ns)) = table.find(nsid) else {
         // An inactive but valid NSID reads as zeroes; anything else is invalid.
-        return if (1..=MAX_NAMESPACES).contains(&nsid) {
+        return if (1..=max_nsid(ctrl)).contains(&nsid) {
             AdminOutcome::data(IDENTIFY_BYTES)
         } else {
             AdminOutcome::status(Status::INVALID_NAMESPACE_OR_FORMAT.with_dnr())
