@@ -577,6 +577,26 @@ fn identify_namespace_of_inactive_zero_and_broadcast_nsids() {
 }
 
 #[test]
+fn every_nsid_up_to_nn_is_valid() {
+    let target = Target::start("", &format!(
+        "[[subsystem]]\nnqn = \"{NQN}\"\nallow_any_host = true\n  [[subsystem.namespace]]\n  nsid = 1\n  backend = \"mem\"\n  size = \"1MiB\"\n  \
+         [[subsystem.namespace]]\n  nsid = 5000\n  backend = \"mem\"\n  size = \"1MiB\"\n"
+    ));
+    let (mut admin, _) = enabled_admin(target.addr, &HostOptions::default());
+    let nn = admin.identify_controller().unwrap().nn;
+    assert_eq!(nn, 5000, "NN: the largest NSID");
+    for nsid in [2, 1024, 1025, 4999] {
+        let c = admin.identify(cns::NAMESPACE, nsid, 0).unwrap();
+        assert_status(&c, Status::SUCCESS, &format!("inactive NSID {nsid}, below NN"));
+        assert!(c.data.iter().all(|&b| b == 0));
+    }
+    let c = admin.identify(cns::NAMESPACE, 5001, 0).unwrap();
+    assert_status(&c, Status::INVALID_NAMESPACE_OR_FORMAT.with_dnr(), "NSID above NN");
+    assert_eq!(admin.identify_namespace(5000).unwrap().nsze, 256);
+    assert_eq!(admin.active_namespaces(1).unwrap(), vec![5000]);
+}
+
+#[test]
 fn active_namespace_list_is_ascending_after_the_given_nsid() {
     let target = Target::start("", &three_namespaces());
     let (mut admin, _) = enabled_admin(target.addr, &HostOptions::default());
