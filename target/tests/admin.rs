@@ -695,6 +695,20 @@ fn error_log_lists_failed_commands_newest_first() {
 }
 
 #[test]
+fn error_log_keeps_the_newest_64_entries() {
+    let target = Target::simple();
+    let (mut admin, _) = enabled_admin(target.addr, &HostOptions::default());
+    let cids: Vec<u16> = (0..70).map(|_| admin.identify(0x1C, 0, 0).unwrap().cqe.cid).collect();
+    let page = admin.get_log_page(lid::ERROR_INFORMATION, 0, 0, PAGE, false).unwrap().success().unwrap();
+    let entries: Vec<ErrorInformationEntry> = page.data.chunks_exact(ErrorInformationEntry::SIZE).map(|e| ErrorInformationEntry::decode(e).unwrap()).collect();
+    let counts: Vec<u64> = entries.iter().map(|e| e.error_count).collect();
+    assert_eq!(counts, (7..=70).rev().collect::<Vec<u64>>(), "the newest 64 of 70, newest first");
+    let logged: Vec<u16> = entries.iter().map(|e| e.cid).collect();
+    assert_eq!(logged, cids[6..].iter().rev().copied().collect::<Vec<u16>>());
+    assert_eq!(smart(&mut admin, 0).error_log_entries, 70);
+}
+
+#[test]
 fn smart_log_counts_io_per_namespace_and_in_total() {
     let target = Target::start("", &three_namespaces());
     let opts = HostOptions::default();

@@ -101,13 +101,16 @@ fn plain(log: &str) -> String {
 
 #[test]
 fn keep_alive_expiry_tears_down_the_controller_and_its_io_queues() {
-    let target = Target::simple();
+    // Two reactors, so that the I/O queues are not all where the admin queue is.
+    let target = Target::start("reactors = 2", &mem_subsystem());
     let opts = HostOptions::default();
-    let (mut admin, cntlid, mut io) = associate(target.addr, &opts, 1000, 1);
+    let (mut admin, cntlid, mut io) = associate(target.addr, &opts, 1000, 2);
     write_ok(&mut io[0], 0, 8, 1);
-    // No keep-alive from now on: the target closes the admin queue and the I/O queue.
+    write_ok(&mut io[1], 8, 8, 1);
+    // No keep-alive from now on: the target closes the admin queue and the I/O queues.
     assert_closed(&mut admin, "admin queue after KATO");
-    assert_closed(&mut io[0], "I/O queue after KATO");
+    assert_closed(&mut io[0], "I/O queue 1 after KATO");
+    assert_closed(&mut io[1], "I/O queue 2 after KATO");
     assert!(plain(&target.log_text()).contains("keep-alive timer expired"), "{}", target.log_text());
     // The controller is gone.
     match Connection::open(target.addr, &opts).unwrap().connect_io(NQN, cntlid, 1, 31) {
@@ -116,7 +119,7 @@ fn keep_alive_expiry_tears_down_the_controller_and_its_io_queues() {
     }
     // A new association works, and the data is still there.
     let (_admin, _, mut io) = associate(target.addr, &opts, 0, 1);
-    check_pattern(&mut io[0], 0, 8, 1);
+    check_pattern(&mut io[0], 0, 16, 1);
 }
 
 #[test]
