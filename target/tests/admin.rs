@@ -207,6 +207,26 @@ fn connect_refuses_an_unknown_subsystem() {
 }
 
 #[test]
+fn connect_with_malformed_connect_data_is_refused() {
+    let target = Target::simple();
+    let opts = HostOptions::default();
+    let mut conn = Connection::open(target.addr, &opts).unwrap();
+    let connect = Connect { recfmt: 0, qid: 0, sqsize: 31, cattr: 0, kato_ms: 0 };
+    let cases = [
+        (connect_data(opts.hostid, 0xFFFF, "not an nqn", &opts.hostnqn), 256, "a subsystem NQN that is no NQN"),
+        (connect_data(opts.hostid, 0xFFFF, NQN, "nqn.bogus"), 512, "a host NQN that is no NQN"),
+        (connect_data(opts.hostid, 1, NQN, &opts.hostnqn), 16, "a static CNTLID on the admin queue"),
+    ];
+    for (data, ipo, what) in cases {
+        let c = conn.execute(Command::connect(&connect, data)).unwrap();
+        assert_status(&c, Status::CONNECT_INVALID_PARAMETERS.with_dnr(), what);
+        assert_eq!(c.cqe.dw0, IN_DATA | ipo, "{what}: IATTR 1, IPO {ipo}");
+    }
+    conn.connect_admin(NQN, 0, 31).unwrap();
+    conn.enable().unwrap();
+}
+
+#[test]
 fn connect_to_an_nvm_subsystem_through_a_discovery_only_listener_is_refused() {
     let target = Target::simple();
     let mut conn = Connection::open(target.discovery, &HostOptions::default()).unwrap();

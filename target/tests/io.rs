@@ -314,6 +314,12 @@ fn dataset_management_deallocates_all_ranges_or_none() {
     let c = io.execute(Command::new(hint.to_sqe(0, 1)).with_data_out(range)).unwrap();
     assert_status(&c, Status::SUCCESS, "DSM with hints only");
     check_pattern(&mut io, 1, 128, 8, 512, 12);
+    // The range list sent by R2T rather than in the capsule.
+    let c = io.execute(Command::dsm_deallocate(1, &[(200, 4)]).placed(Placement::R2t)).unwrap();
+    assert_status(&c, Status::SUCCESS, "deallocate, ranges by R2T");
+    check_pattern(&mut io, 1, 196, 4, 512, 12);
+    check_zeroes(&mut io, 1, 200, 4, 512);
+    check_pattern(&mut io, 1, 204, 4, 512, 12);
     // 256 ranges, the most one command takes.
     let ranges: Vec<(u64, u32)> = (0..256).map(|i| (1024 + 2 * i, 1)).collect();
     write_ok(&mut io, 1, 1024, &pattern_of(512, 1024, 256, 13), 512);
