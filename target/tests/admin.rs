@@ -235,6 +235,7 @@ fn connect_to_an_nvm_subsystem_through_a_discovery_only_listener_is_refused() {
     assert_eq!(cqe.dw0, IN_DATA | 256);
     // The discovery subsystem is served there.
     conn.connect_admin(DISCOVERY_NQN, 0, 31).unwrap();
+    conn.enable().unwrap();
     assert_eq!(conn.identify_controller().unwrap().cntrltype, idc::CNTRLTYPE_DISCOVERY);
 }
 
@@ -1040,4 +1041,41 @@ fn disconnect_closes_the_queue_and_the_admin_disconnect_ends_the_association() {
     let (_admin, cntlid) = enabled_admin(target.addr, &opts);
     let mut io = io_queue(target.addr, &opts, cntlid, 1);
     write_read_back(&mut io, 1, 0, 2, 18);
+}
+
+#[test]
+fn admin_commands_before_enable_and_io_queues_after_a_reset() {
+    let target = Target::simple();
+    let opts = HostOptions::default();
+    let mut admin = Connection::open(target.addr, &opts).unwrap();
+    let cntlid = admin.connect_admin(NQN, 0, 31).unwrap();
+    // Before CC.EN = 1 only Property Get/Set make sense (as Linux nvmet answers).
+    let early = admin.execute(Command::identify(cns::CONTROLLER, 0, 0)).unwrap();
+    assert_eq!(early.status(), Status::COMMAND_SEQUENCE_ERROR.with_dnr());
+    admin.enable().unwrap();
+    let mut io = Connection::open(target.addr, &opts).unwrap();
+    io.connect_io(NQN, cntlid, 1, 31).unwrap();
+    assert!(io.write(1, 0, 1, &[7u8; 512], false).unwrap().is_success());
+    // A controller reset (CC.EN 1 -> 0) deletes the I/O queues: the target closes them.
+    admin.disable().unwrap();
+    let closed = closed_within(&mut io, Duration::from_secs(5));
+    assert!(closed, "the I/O queue stayed open after the controller reset");
+    admin.enable().unwrap();
+    let mut again = Connection::open(target.addr, &opts).unwrap();
+    again.connect_io(NQN, cntlid, 1, 31).unwrap();
+    let mut back = [0u8; 512];
+    assert!(again.read(1, 0, 1, &mut back).unwrap().is_success());
+    assert_eq!(back, [7u8; 512]);
+}
+
+/// Whether the target closes `conn` within `limit` (anything it still sends is skipped).
+fn closed_within(conn: &mut Connection, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        match conn.recv_pdu_timeout(Duration::from_millis(200)) {
+            Ok(_) | Err(HostError::Timeout(_)) => {}
+            Err(_) => return true,
+        }
+    }
+    false
 }

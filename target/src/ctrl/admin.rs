@@ -92,6 +92,10 @@ pub fn discovery_log_change_event() -> u32 {
 /// What an admin command on `ctrl`'s admin queue moves.
 pub fn prepare(sqe: &Sqe, ctrl: &Controller, limits: &Limits) -> Result<Prepared, Status> {
     let opcode = AdminOpcode::try_from(sqe.opcode).map_err(|_| Status::INVALID_OPCODE.with_dnr())?;
+    // Until CC.EN = 1 and CSTS.RDY = 1 only fabrics commands (Property Get/Set) make sense.
+    if !ctrl.is_ready() {
+        return Err(Status::COMMAND_SEQUENCE_ERROR.with_dnr());
+    }
     let c2h = |len: u32, op| Ok(Prepared { dir: DataDir::C2h, len, exec: Exec::Admin(op) });
     let none = |op| Ok(Prepared { dir: DataDir::None, len: 0, exec: Exec::Admin(op) });
     match opcode {
@@ -410,7 +414,8 @@ fn get_features(ctrl: &Controller, sqe: &Sqe, out: &mut [u8]) -> AdminOutcome {
             false => AdminOutcome::status(Status::INVALID_FIELD.with_dnr()),
         };
     }
-    let default = f.sel == Sel::Default as u8;
+    // Nothing is saveable, so the saved value is the default one.
+    let default = f.sel == Sel::Default as u8 || f.sel == Sel::Saved as u8;
     let s = ctrl.state();
     let v = if default { FeatureValues::default() } else { s.features };
     let dw0 = match f.fid {
@@ -537,6 +542,10 @@ fn property_set(ctrl: &Controller, sqe: &Sqe) -> AdminOutcome {
             tracing::warn!(cntlid = ctrl.cntlid, cc = set.value, "enable with unsupported CC values; controller fatal status");
         }
         events.push(if new.en { Event::Enable { valid } } else { Event::Disable });
+        if !new.en {
+            // A controller reset deletes the I/O queues: theirs close when their reactors look.
+            ctrl.reset_epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
     }
     if new.shn != ShutdownNotification::None && old.shn == ShutdownNotification::None {
         events.push(Event::Shutdown);

@@ -175,6 +175,8 @@ pub struct Connected {
     /// Queue entries (SQSIZE + 1): the command slots the queue allocates.
     pub sqsize: u16,
     pub sq_flow_disabled: bool,
+    /// The controller's reset epoch the queue joined in (I/O queues).
+    pub epoch: u32,
 }
 
 /// A refused Connect: the status, the completion's dword 0 (IATTR/IPO) and why, for the log.
@@ -239,7 +241,7 @@ pub fn connect(target: &Target, listener: &ListenerInfo, sqe: &Sqe, data: &[u8],
             return Err(Refused { status: Status::CONNECT_CONTROLLER_BUSY, dw0: 0, reason: String::from("no controller id left") });
         };
         let cntlid = ctrl.cntlid;
-        return Ok(Connected { binding: Binding::Admin(ctrl), cntlid, sqsize: entries as u16, sq_flow_disabled });
+        return Ok(Connected { binding: Binding::Admin(ctrl), cntlid, sqsize: entries as u16, sq_flow_disabled, epoch: 0 });
     }
     let Some(ctrl) = subsys.controller(data.cntlid.get()).filter(|c| !c.is_dead()) else {
         return Err(invalid_param(true, fabrics_offsets::DATA_CNTLID, format!("no controller {:#x} in {subnqn}", data.cntlid.get())));
@@ -247,9 +249,9 @@ pub fn connect(target: &Target, listener: &ListenerInfo, sqe: &Sqe, data: &[u8],
     if ctrl.hostnqn != data.hostnqn || ctrl.hostid != data.hostid {
         return Err(invalid_param(true, fabrics_offsets::DATA_HOSTNQN, format!("host {hostnqn} does not own controller {}", ctrl.cntlid)));
     }
-    ctrl.add_io_queue(cmd.qid).map_err(|r| Refused { reason: format!("I/O queue {}: {}", cmd.qid, r.reason), ..r })?;
+    let epoch = ctrl.add_io_queue(cmd.qid).map_err(|r| Refused { reason: format!("I/O queue {}: {}", cmd.qid, r.reason), ..r })?;
     let cntlid = ctrl.cntlid;
-    Ok(Connected { binding: Binding::Io(ctrl, cmd.qid), cntlid, sqsize: entries as u16, sq_flow_disabled })
+    Ok(Connected { binding: Binding::Io(ctrl, cmd.qid), cntlid, sqsize: entries as u16, sq_flow_disabled, epoch })
 }
 
 /// A controller's mutable state, behind its mutex.
@@ -284,6 +286,8 @@ pub struct Controller {
     pub admin_reactor: usize,
     pub created: Instant,
     dead: AtomicBool,
+    /// Bumped by every controller reset (CC.EN 1 -> 0): I/O queues connected before it close.
+    reset_epoch: AtomicU32,
     volatile_write_cache: AtomicBool,
     kato_ms: AtomicU32,
     state: Mutex<State>,
@@ -303,6 +307,7 @@ impl Controller {
             admin_reactor: reactor,
             created: Instant::now(),
             dead: AtomicBool::new(false),
+            reset_epoch: AtomicU32::new(0),
             volatile_write_cache: AtomicBool::new(true),
             kato_ms: AtomicU32::new(kato_ms),
             state: Mutex::new(State {
@@ -339,6 +344,16 @@ impl Controller {
         }
     }
 
+    /// The reset generation: an I/O queue keeps the one it connected in and closes when it moves.
+    pub fn reset_epoch(&self) -> u32 {
+        self.reset_epoch.load(Ordering::Acquire)
+    }
+
+    /// Whether CSTS.RDY is set: admin commands other than fabrics commands need it.
+    pub fn is_ready(&self) -> bool {
+        self.state().life.csts() & 1 != 0
+    }
+
     pub fn kato_ms(&self) -> u32 {
         self.kato_ms.load(Ordering::Relaxed)
     }
@@ -348,7 +363,8 @@ impl Controller {
         self.volatile_write_cache.load(Ordering::Relaxed)
     }
 
-    fn add_io_queue(&self, qid: u16) -> Result<(), Refused> {
+    /// Registers I/O queue `qid`; returns the reset epoch it lives in.
+    fn add_io_queue(&self, qid: u16) -> Result<u32, Refused> {
         let mut s = self.state();
         if !s.life.is_ready() {
             return Err(Refused { status: Status::COMMAND_SEQUENCE_ERROR.with_dnr(), dw0: 0, reason: String::from("controller not enabled") });
@@ -361,7 +377,7 @@ impl Controller {
             return Err(invalid_param(false, fabrics_offsets::CONNECT_QID, String::from("already connected")));
         }
         *connected = true;
-        Ok(())
+        Ok(self.reset_epoch())
     }
 
     /// An I/O queue's connection closed.

@@ -349,6 +349,8 @@ pub struct Queue {
     sqsize: u16,
     sqhd: u16,
     sq_flow_disabled: bool,
+    /// The controller's reset epoch this I/O queue joined in.
+    epoch: u32,
     slots: Vec<Slot>,
     free: Vec<u16>,
     wait_buffer: VecDeque<u16>,
@@ -396,6 +398,7 @@ impl Queue {
             sqsize: 1,
             sqhd: 0,
             sq_flow_disabled: false,
+            epoch: 0,
             slots: vec![Slot::new()],
             free: vec![0],
             wait_buffer: VecDeque::new(),
@@ -809,7 +812,11 @@ impl Queue {
         match slot.exec {
             Exec::None => self.complete(slot_no, Status::SUCCESS, io),
             Exec::Connect => self.exec_connect(slot_no, io),
-            Exec::Admin(op) => self.exec_admin(slot_no, op, io),
+            Exec::Admin(op) => {
+                // A CC write may reset the controller: I/O queues elsewhere must look.
+                *io.poke_all |= op == ctrl::AdminOp::PropertySet;
+                self.exec_admin(slot_no, op, io)
+            }
             Exec::Io(cmd) => self.exec_io(slot_no, cmd, io),
         }
     }
@@ -837,6 +844,7 @@ impl Queue {
     fn bind(&mut self, done: ctrl::Connected) {
         self.sqsize = done.sqsize;
         self.sq_flow_disabled = done.sq_flow_disabled;
+        self.epoch = done.epoch;
         if let Some(subsys) = done.binding.subsystem() {
             self.tables = Some(Tables { live: vec![(subsys.namespaces(), 0)] });
         }
@@ -1223,6 +1231,14 @@ impl Queue {
             // controllers down; the I/O queues still finish their commands in flight, below.
             if ctrl.is_dead() && !io.stopping {
                 tracing::info!(who = %self.who(), "controller torn down; closing its queue");
+                self.close = Close::Now;
+                self.rx = Rx::Stopped;
+                return;
+            }
+            if let Binding::Io(..) = self.binding
+                && ctrl.reset_epoch() != self.epoch
+            {
+                tracing::info!(who = %self.who(), "controller reset; closing its I/O queue");
                 self.close = Close::Now;
                 self.rx = Rx::Stopped;
                 return;
