@@ -72,7 +72,8 @@ const ZERO_BUFFER_BYTES: u64 = 1 << 20;
 impl FileDevice {
     /// Opens an existing regular file or block device for reading and writing. A block device
     /// is opened with `O_EXCL`, so one that is mounted or claimed by another exclusive user
-    /// (the kernel's md, LVM, another pool) is refused with `EBUSY`.
+    /// (the kernel's md, LVM, another pool) is refused with `EBUSY`; a regular file is locked
+    /// (`flock`), so two owners of one pool file are refused too.
     pub fn open(path: &Path) -> Result<FileDevice, StorageError> {
         let open_err = |source| StorageError::Open { path: path.to_owned(), source };
         let meta = std::fs::metadata(path).map_err(open_err)?;
@@ -86,6 +87,16 @@ impl FileDevice {
             options.custom_flags(libc::O_EXCL | libc::O_CLOEXEC);
         }
         let file = options.open(path).map_err(open_err)?;
+        if !block_device {
+            // The file's counterpart of O_EXCL: one pool owner at a time (an advisory lock,
+            // released when the file is closed).
+            file.try_lock().map_err(|e| {
+                open_err(match e {
+                    std::fs::TryLockError::WouldBlock => io::Error::new(io::ErrorKind::ResourceBusy, "in use by another pool owner"),
+                    std::fs::TryLockError::Error(e) => e,
+                })
+            })?;
+        }
         let (size_bytes, sector_bytes) = if block_device {
             let size_bytes = (&file).seek(SeekFrom::End(0)).map_err(open_err)?;
             (size_bytes, logical_sector_bytes(&file).map_err(open_err)?)
@@ -417,6 +428,10 @@ mod tests {
         assert!(dev.write_at(b"x", 64 << 20).is_err(), "never grows the file");
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 64 << 20);
         assert!(matches!(FileDevice::create(&path, 64 << 20), Err(StorageError::Open { .. })), "never overwrites");
+        let busy = FileDevice::open(&path).unwrap_err();
+        assert!(busy.to_string().contains("in use by another pool owner"), "{busy}");
+        drop(dev);
+        FileDevice::open(&path).unwrap();
         assert!(matches!(FileDevice::create(&dir.path().join("odd"), 1000), Err(StorageError::InvalidArgument(InvalidArgument::FileSize(1000)))));
         assert!(matches!(FileDevice::open(dir.path()), Err(StorageError::InvalidArgument(InvalidArgument::NotADevice(_)))));
         let missing = FileDevice::open(&dir.path().join("missing")).unwrap_err();

@@ -238,10 +238,10 @@ impl FaultyDevice {
         let index = s.writes;
         s.writes += 1;
         s.write_lengths.push(len);
-        if s.fail_write == Some(index) || (is_discard && s.fail_discards) {
-            return Err(eio("write failed"));
-        }
         let Some(cut) = s.cut.filter(|c| c.write_index == index) else {
+            if s.fail_write == Some(index) || (is_discard && s.fail_discards) {
+                return Err(eio("write failed"));
+            }
             s.apply(offset, data);
             return Ok(());
         };
