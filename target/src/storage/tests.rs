@@ -17,10 +17,6 @@ fn mem(bytes: u64) -> Box<dyn Device> {
     Box::new(MemDevice::new(bytes, 512))
 }
 
-fn io_code(e: &StorageError) -> &'static str {
-    e.code()
-}
-
 #[test]
 fn a_pool_comes_back_with_its_volumes() {
     let mut pool = Pool::create(mem(64 << 20), "pool0", false).unwrap();
@@ -451,7 +447,7 @@ fn a_pool_on_a_loop_device() {
     assert_eq!(back, [0; 4096], "a loop device zeroes what it discards");
     drop(pool);
     let err = Pool::create(Box::new(FileDevice::open(path).unwrap()), "again", false).unwrap_err();
-    assert_eq!(io_code(&err), "foreign_device");
+    assert_eq!(err.code(), "foreign_device");
 }
 
 #[derive(Debug, Clone)]
