@@ -15,6 +15,7 @@ pub mod daemon;
 pub mod notify;
 pub mod buffers;
 pub mod reactor;
+pub mod storage;
 pub mod subsys;
 pub mod nvme;
 pub mod tcp;
