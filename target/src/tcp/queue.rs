@@ -566,8 +566,15 @@ impl Queue {
         pdu::Limits { max_icd_bytes: icd, max_data_pdu_bytes: self.maxh2cdata, data_alignment: 4 }
     }
 
-    /// A protocol violation: queue a C2HTermReq quoting the offending header and stop.
+    /// A protocol violation: queue a C2HTermReq quoting the offending header and stop. A
+    /// malformed TermReq is not answered with one (see `PduType::is_term_req`): close at once.
     fn fatal(&mut self, fatal: Fatal, header: &[u8]) -> bool {
+        if header.first().and_then(|&t| pdu::PduType::try_from(t).ok()).is_some_and(pdu::PduType::is_term_req) {
+            tracing::warn!(who = %self.who(), fes = ?fatal.fes, fei = fatal.fei, "malformed TermReq from the host; closing the connection");
+            self.close = Close::Now;
+            self.rx = Rx::Stopped;
+            return false;
+        }
         tracing::warn!(who = %self.who(), fes = ?fatal.fes, fei = fatal.fei, "protocol violation; terminating the connection");
         let term = TermReq::reply(Role::Controller, fatal, header);
         self.control_len = term.encode(&mut self.control);
