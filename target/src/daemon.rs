@@ -21,7 +21,7 @@ use crate::config::{self, Config};
 use crate::notify::Notifier;
 use crate::nvme::{Nqn, Nsid};
 use crate::buffers::Layout;
-use crate::reactor::{Inbox, Msg, Reactor, Setup};
+use crate::reactor::{Inbox, Msg, Reactor, Setup, STAGING_BYTES};
 use crate::subsys::{Limits, ListenerInfo, Namespace, Subsystem, SubsystemKind, Target};
 
 /// How long a stop waits for connections to finish before flushing and exiting anyway.
@@ -167,7 +167,10 @@ fn start_reactors(config: &Config, target: &Arc<Target>, mut listeners: Vec<(Own
     }
     let inboxes: Arc<[Arc<Inbox>]> = inboxes.into();
     let heartbeats: Arc<[AtomicU64]> = (0..n).map(|_| AtomicU64::new(0)).collect();
-    let layout = Layout::for_budget(config.target.buffer_pool_bytes as usize, config.target.mdts_bytes as usize, 64);
+    // The largest class holds a whole transfer and also each connection's receive staging
+    // buffer, which is larger than a small MDTS.
+    let largest_bytes = (config.target.mdts_bytes as usize).max(STAGING_BYTES);
+    let layout = Layout::for_budget(config.target.buffer_pool_bytes as usize, largest_bytes, 64);
     let (started_tx, started_rx) = mpsc::channel();
     let mut threads = Vec::with_capacity(n);
     for id in 0..n {
