@@ -334,3 +334,29 @@ fn several_r2ts_outstanding_are_answered_in_any_order() {
         assert_pattern(&mut io, slba(cid), NLB, 77);
     }
 }
+
+// ----- a small MDTS -----
+
+/// MDTS, and with it MAXH2CDATA, below the 64 KiB a connection's receive buffer takes.
+#[test]
+fn small_mdts_sets_maxh2cdata_and_serves() {
+    let target = Target::start("mdts_bytes = 16384\nin_capsule_data_bytes = 4096", &protocol::simple_subsystem());
+    let mut host = Host::connect(target.addr, HostOptions::default());
+    assert_eq!(host.admin.identify_controller().unwrap().mdts, 2, "16 KiB: 4 KiB pages times 2^2");
+    let mut io = host.io_queue(31);
+    assert_eq!(io.ic_resp().unwrap().maxh2cdata, 16384);
+    for nlb in [1u32, 8, 9, 32] {
+        write_read_back(&mut io, u64::from(nlb) * 100, nlb, u64::from(nlb));
+    }
+    protocol::pipelined_io(&mut io, 10_000, 64, 32, 200, &[1, 8, 9, 16, 31, 32]);
+    // One byte over MAXH2CDATA in one H2CData.
+    let mut victim = host.io_queue(31);
+    let capsule = victim.encode_capsule(&r2t_write(0, 1), 1);
+    victim.send_raw(&capsule).unwrap();
+    let Pdu::R2t(r2t) = victim.recv_pdu().unwrap().pdu else { panic!("expected an R2T") };
+    let mut header = [0u8; pdu::HEADER_BUF_LEN];
+    let len = H2cData { cccid: 1, ttag: r2t.ttag, datao: 0, datal: 16388, last: true }.encode(&mut header, Digests::NONE, 4);
+    victim.send_raw(&header[..len]).unwrap();
+    expect_term_req(&mut victim, Fes::DataTransferLimitExceeded, 0, &header[..pdu::COMMON_HEADER_LEN]);
+    host.still_serves();
+}

@@ -86,18 +86,18 @@ impl Host {
         assert!(self.admin.keep_alive().unwrap().is_success());
         let mut io = self.io_queue(31);
         write_read_back(&mut io, 4000, 16, 0x5E17);
-        write_read_back(&mut io, 4100, 64, 0x5E18);
+        write_read_back(&mut io, 4100, 32, 0x5E18);
         serves(self.addr);
     }
 }
 
 /// A brand-new host association on `addr` connects, opens an I/O queue, writes and reads back
-/// (in the capsule and by R2T).
+/// (4 KiB in the capsule and 16 KiB by R2T: within the smallest MDTS the tests configure).
 pub fn serves(addr: SocketAddr) {
     let mut host = Host::connect(addr, HostOptions::default());
     let mut io = host.io_queue(31);
     write_read_back(&mut io, 6000, 8, 0xF2E5);
-    write_read_back(&mut io, 6100, 200, 0xF2E6);
+    write_read_back(&mut io, 6100, 32, 0xF2E6);
 }
 
 /// Writes the pattern of `seed` to `nlb` blocks at `slba` and reads it back.
@@ -152,22 +152,36 @@ enum Op {
     Read { slba: u64, nlb: u32 },
 }
 
-/// Runs `count` commands on `io` with `depth` of them outstanding at once: writes and reads
-/// of 1 to 256 blocks (in the capsule up to the queue's in-capsule limit, by R2T above it)
-/// in `regions` regions of 256 blocks from `base`, no two commands in flight on the same
-/// region, completions taken in whatever order they come. Every read is checked block by
-/// block against the run that last wrote each block.
+/// [`pipelined_io`] with writes and reads of 1 to 256 blocks: in the capsule up to the
+/// default in-capsule limit (16 blocks), by R2T above it.
 pub fn pipelined_mixed_io(io: &mut Connection, base: u64, regions: u64, depth: usize, count: usize) {
+    pipelined_io(io, base, regions, depth, count, &[1, 8, 16, 17, 33, 64, 255, 256]);
+}
+
+/// Runs `count` commands on `io` with `depth` of them outstanding at once: writes and reads
+/// of the block counts in `sizes`, in turn, in `regions` regions of 256 blocks from `base`
+/// (each region first written whole, in commands of the largest size), no two commands in
+/// flight on the same region, completions taken in whatever order they come. Every read is
+/// checked block by block against the run that last wrote each block.
+pub fn pipelined_io(io: &mut Connection, base: u64, regions: u64, depth: usize, count: usize, sizes: &[u32]) {
     const REGION_BLOCKS: u32 = 256;
-    const SIZES: [u32; 8] = [1, 8, 16, 17, 33, 64, 255, 256];
     assert!(depth as u64 <= regions, "each command in flight needs its own region");
     let mut seeds = vec![0u64; (regions * u64::from(REGION_BLOCKS)) as usize];
     let mut busy = vec![false; regions as usize];
     let mut in_flight: HashMap<u16, Op> = HashMap::new();
-    // First every region is written whole (R2T), then the mix runs over it.
-    let mut planned = (0..regions).map(|r| Op::Write { slba: base + r * u64::from(REGION_BLOCKS), nlb: REGION_BLOCKS, seed: 1000 + r }).collect::<Vec<_>>();
+    let largest = *sizes.iter().max().expect("sizes");
+    assert!(REGION_BLOCKS.is_multiple_of(largest), "regions are written whole in commands of {largest} blocks");
+    // First every region is written whole, then the mix runs over it.
+    let mut planned = Vec::new();
+    for r in 0..regions {
+        for chunk in 0..REGION_BLOCKS / largest {
+            let slba = base + r * u64::from(REGION_BLOCKS) + u64::from(chunk * largest);
+            planned.push(Op::Write { slba, nlb: largest, seed: 1000 + r });
+        }
+    }
+    let initial = planned.len();
     for i in 0..count {
-        let nlb = SIZES[i % SIZES.len()];
+        let nlb = sizes[i % sizes.len()];
         let offset = (i as u64 * 37) % u64::from(REGION_BLOCKS - nlb + 1);
         let region = i as u64 % regions;
         let slba = base + region * u64::from(REGION_BLOCKS) + offset;
@@ -176,7 +190,7 @@ pub fn pipelined_mixed_io(io: &mut Connection, base: u64, regions: u64, depth: u
     let region_of = |slba: u64| ((slba - base) / u64::from(REGION_BLOCKS)) as usize;
     let mut pending = planned.into_iter().peekable();
     let mut completed = 0;
-    let total = regions as usize + count;
+    let total = initial + count;
     while completed < total {
         // Submit while there is room and the next command's region is free.
         while in_flight.len() < depth {
