@@ -1125,6 +1125,11 @@ impl Queue {
         if self.close != Close::No {
             return;
         }
+        self.resume_waiting(io);
+    }
+
+    /// Moves on the work that waits for a pool buffer: commands, then the receive side.
+    fn resume_waiting(&mut self, io: &mut Io<'_>) {
         while let Some(&waiting) = self.wait_buffer.front() {
             let len = self.slots[usize::from(waiting)].len as usize;
             let Some(buf) = io.pool.get(len) else { break };
@@ -1228,7 +1233,7 @@ impl Queue {
     // ----- timers and events -----
 
     /// Periodic and event-driven checks: controller gone, keep-alive expired, asynchronous
-    /// events due, daemon stopping.
+    /// events due, daemon stopping, buffers back in the pool for work waiting on one.
     pub fn poll(&mut self, io: &mut Io<'_>) {
         if self.close == Close::Now {
             return;
@@ -1276,6 +1281,11 @@ impl Queue {
             if self.in_flight == 0 && self.close == Close::No {
                 self.close = Close::AfterSend;
             }
+        }
+        // The buffers another queue of this reactor gave back since: free_slot only resumes
+        // its own queue's waiting work.
+        if self.close == Close::No {
+            self.resume_waiting(io);
         }
     }
 
