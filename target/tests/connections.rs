@@ -1,7 +1,9 @@
-//! Connections that end badly, and many of them, against the real daemon over loopback: a
-//! host that closes mid-transfer (after an R2T, before reading large C2HData, with commands
-//! in flight), SIGTERM while hosts are silent mid-PDU, waiting on an R2T or not reading, 50
-//! admin connections at once, and two reactors carrying the I/O queues of one controller.
+//! Connections that end badly, many of them, and connections that compete for buffers,
+//! against the real daemon over loopback: a host that closes mid-transfer (after an R2T,
+//! before reading large C2HData, with commands in flight), SIGTERM while hosts are silent
+//! mid-PDU, waiting on an R2T or not reading, 50 admin connections at once, two reactors
+//! carrying the I/O queues of one controller, and queues sharing a pool too small for all
+//! their commands (a command or a receive waiting for a buffer that another queue frees).
 //!
 //! Each test shows that the other connections keep working, and the daemon's exit status 0
 //! at SIGTERM (checked by `common::Target`) shows that every pool buffer came back.
@@ -312,5 +314,135 @@ fn io_queues_of_one_controller_on_two_reactors() {
     for io in &mut queues {
         expect_closed(io);
     }
+    serves(target.addr);
+}
+
+// ----- a short buffer pool -----
+
+/// The daemon with the smallest pool: MDTS 16 KiB gives classes of 4, 16 and 64 KiB, 64
+/// buffers each (each connection's 64 KiB receive buffer comes from the last).
+fn short_pool_target() -> Target {
+    Target::start("mdts_bytes = 16384\nin_capsule_data_bytes = 4096\nbuffer_pool_bytes = 16384", &protocol::simple_subsystem())
+}
+
+/// Receives PDUs on `io`, answering every R2T with the pattern of `seed` for its blocks, until
+/// `count` CapsuleResps arrived; all must be successes.
+fn answer_r2ts_until_done(io: &mut Connection, count: usize, slba_of: impl Fn(u16) -> u64, nlb: u32, seed: u64) {
+    let mut done = 0;
+    while done < count {
+        let received = io.recv_pdu().unwrap();
+        match received.pdu {
+            Pdu::R2t(r2t) => {
+                let data = pattern_of(slba_of(r2t.cccid), nlb, seed);
+                let header = fabriq_target::tcp::pdu::H2cData { cccid: r2t.cccid, ttag: r2t.ttag, datao: 0, datal: r2t.r2tl, last: true };
+                io.send_h2c_data(&header, &data).unwrap();
+            }
+            Pdu::CapsuleResp(resp) => {
+                let cqe = fabriq_target::nvme::Cqe::decode(&resp.cqe);
+                assert!(cqe.status.is_success(), "{cqe:?}");
+                done += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// Sends `count` Writes of `nlb` blocks by R2T from `base` (CIDs from 0) and returns the
+/// `granted` R2Ts that come back: the writes that got a buffer.
+fn hog_buffers(io: &mut Connection, base: u64, count: u16, nlb: u32, granted: usize) -> Vec<R2t> {
+    for cid in 0..count {
+        let slba = base + u64::from(cid) * u64::from(nlb);
+        let command = Command::write(NSID, slba, nlb, pattern_of(slba, nlb, 6), false).placed(Placement::R2t);
+        let capsule = io.encode_capsule(&command, cid);
+        io.send_raw(&capsule).unwrap();
+    }
+    (0..granted)
+        .map(|_| {
+            let received = io.recv_pdu().unwrap();
+            let Pdu::R2t(r2t) = received.pdu else { panic!("expected an R2T, got {:?}", received.pdu) };
+            r2t
+        })
+        .collect()
+}
+
+/// Answers `r2ts`, then every R2T that follows, until all `count` writes from `base` completed.
+fn release_buffers(io: &mut Connection, r2ts: &[R2t], base: u64, count: u16, nlb: u32) {
+    let slba_of = |cid: u16| base + u64::from(cid) * u64::from(nlb);
+    for r2t in r2ts {
+        let header = fabriq_target::tcp::pdu::H2cData { cccid: r2t.cccid, ttag: r2t.ttag, datao: 0, datal: r2t.r2tl, last: true };
+        io.send_h2c_data(&header, &pattern_of(slba_of(r2t.cccid), nlb, 6)).unwrap();
+    }
+    answer_r2ts_until_done(io, usize::from(count), slba_of, nlb, 6);
+}
+
+/// Nothing arrives on `io` for a while: what it asked for is waiting.
+fn still_waiting(io: &mut Connection) {
+    match io.recv_pdu_timeout(Duration::from_millis(200)) {
+        Err(HostError::Timeout(_)) => {}
+        other => panic!("expected the command to wait for a buffer, got {other:?}"),
+    }
+}
+
+/// One queue holds every 16 KiB-capable buffer (writes waiting for their data); another
+/// queue's Read must wait for a buffer, and get one when the first queue's writes complete.
+#[test]
+fn a_command_waiting_for_a_buffer_gets_one_freed_by_another_queue() {
+    let target = short_pool_target();
+    let mut host = Host::connect(target.addr, HostOptions::default());
+    let mut hog = host.io_queue(127);
+    let mut waiter = host.io_queue(31);
+    write_read_back(&mut waiter, 60_000, 32, 5);
+    // 64 buffers of 16 KiB and 61 of 64 KiB (three connections hold one each): 125 writes of
+    // 16 KiB get theirs and an R2T; the last two wait for a buffer.
+    let r2ts = hog_buffers(&mut hog, 0, 127, 32, 64 + 61);
+    // The pool has no 16 KiB buffer left: the Read waits...
+    let read = waiter.submit(Command::read(NSID, 60_000, 32, 32 * BLOCK)).unwrap();
+    still_waiting(&mut waiter);
+    // ...until the hog's writes get their data, complete and give their buffers back.
+    release_buffers(&mut hog, &r2ts, 0, 127, 32);
+    let done = waiter.wait(read).unwrap();
+    assert!(done.is_success());
+    fabriq_bench::pattern::check(&done.data, BLOCK, 60_000, 5).unwrap();
+    for cid in 0..127u64 {
+        assert_pattern(&mut waiter, cid * 32, 32, 6);
+    }
+}
+
+/// The same for a receive side stopped on in-capsule data: no buffer of 4 KiB or more is left
+/// for it, so the queue stops reading until another queue gives buffers back.
+#[test]
+fn a_receive_blocked_on_a_buffer_resumes_when_another_queue_frees_one() {
+    let target = short_pool_target();
+    let mut host = Host::connect(target.addr, HostOptions::default());
+    let mut small_hog = host.io_queue(127);
+    let mut big_hog = host.io_queue(127);
+    let mut waiter = host.io_queue(31);
+    // The 64 buffers of 4 KiB, then the 64 of 16 KiB and the 60 of 64 KiB left (four
+    // connections hold one each).
+    let small = hog_buffers(&mut small_hog, 0, 64, 8, 64);
+    let big = hog_buffers(&mut big_hog, 10_000, 127, 32, 64 + 60);
+    let write = waiter.submit(Command::write(NSID, 60_000, 8, pattern_of(60_000, 8, 7), false)).unwrap();
+    still_waiting(&mut waiter);
+    release_buffers(&mut small_hog, &small, 0, 64, 8);
+    release_buffers(&mut big_hog, &big, 10_000, 127, 32);
+    assert!(waiter.wait(write).unwrap().is_success());
+    assert_pattern(&mut waiter, 60_000, 8, 7);
+    assert_pattern(&mut waiter, 0, 8, 6);
+    assert_pattern(&mut waiter, 10_000, 32, 6);
+}
+
+/// Two queues of 128 commands each on a pool of 64 buffers per class: commands and receives
+/// wait for buffers in turn, and every command completes with the right data.
+#[test]
+fn queues_share_a_short_pool_under_load() {
+    let target = short_pool_target();
+    let mut host = Host::connect(target.addr, HostOptions::default());
+    let mut queues = [host.io_queue(127), host.io_queue(127)];
+    thread::scope(|s| {
+        for (i, io) in queues.iter_mut().enumerate() {
+            // 4 KiB and less in the capsule, 4.5 and 16 KiB by R2T, reads of the same.
+            s.spawn(move || protocol::pipelined_io(io, i as u64 * 40_000, 128, 128, 400, &[8, 9, 32, 1, 16]));
+        }
+    });
     serves(target.addr);
 }
