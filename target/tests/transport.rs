@@ -15,6 +15,7 @@ use fabriq_bench::host::wire::ic_req_bytes;
 use fabriq_bench::host::{Command, Connection, HostError, HostOptions, Placement};
 use fabriq_bench::pattern;
 use fabriq_target::nvme::identify::{IdentifyController, cns};
+use fabriq_target::nvme::sqe::{SglDescriptor, SglKind};
 use fabriq_target::nvme::{Cqe, Status};
 use fabriq_target::tcp::digest::DIGEST_LEN;
 use fabriq_target::tcp::pdu::{self, Digests, Fes, H2cData, IcReq, Pdu, CAPSULE_CMD_HLEN, DATA_HLEN, LAST_PDU, SUCCESS};
@@ -56,6 +57,24 @@ fn icreq_with_hpda_over_31_is_an_invalid_field() {
         ic_req[pdu::offset::HPDA] = hpda;
         conn.send_raw(&ic_req).unwrap();
         expect_term_req(&mut conn, Fes::InvalidHeaderField, pdu::offset::HPDA as u32, &ic_req);
+    }
+    other.still_serves();
+}
+
+/// The size table applies to the ICReq too: no FLAGS, HLEN and PLEN 128, PDO 0.
+#[test]
+fn icreq_with_bad_common_header_fields_is_an_invalid_field() {
+    let target = Target::simple();
+    let mut other = Host::connect(target.addr, HostOptions::default());
+    let good = ic_req_bytes(&IC_REQ);
+    // (field, a wrong value for its first byte); the FEI is the field's offset.
+    let cases = [(pdu::offset::FLAGS, pdu::HDGSTF), (pdu::offset::HLEN, 127), (pdu::offset::PDO, 4), (pdu::offset::PLEN, 132), (pdu::offset::PLEN, 24)];
+    for (field, value) in cases {
+        let mut conn = Connection::open_raw(target.addr, &HostOptions::default()).unwrap();
+        let mut ic_req = good.clone();
+        ic_req[field] = value;
+        conn.send_raw(&ic_req).unwrap();
+        expect_term_req(&mut conn, Fes::InvalidHeaderField, field as u32, &ic_req[..pdu::COMMON_HEADER_LEN]);
     }
     other.still_serves();
 }
@@ -166,6 +185,47 @@ fn connect_twice_is_a_command_sequence_error() {
     assert!(host.admin.identify_controller().is_ok());
     write_read_back(&mut io, 0, 8, 1);
     host.still_serves();
+}
+
+/// The NVMe/TCP rules for a command's SGL (3.4.2): in-capsule data is described by a Data
+/// Block descriptor with the offset subtype, at offset 0, covering exactly the data; data
+/// moved by R2T by a Transport SGL Data Block at least as long. Anything else fails the
+/// command (with DNR), not the connection, and writes nothing.
+#[test]
+fn sgl_not_matching_the_data_fails_the_command_not_the_connection() {
+    let target = Target::simple();
+    let mut host = Host::connect(target.addr, HostOptions::default());
+    let mut io = host.io_queue(31);
+    write_read_back(&mut io, 0, 8, 40);
+    let write = |placement, sgl: Option<SglDescriptor>| {
+        let mut command = Command::write(NSID, 0, 8, pattern_of(0, 8, 41), false).placed(placement);
+        if let Some(sgl) = sgl {
+            command.sqe = command.sqe.with_sgl(sgl);
+        }
+        command.keep_dptr()
+    };
+    let keyed = SglDescriptor { address: 0, length: 4096, kind: SglKind::KeyedDataBlock { subtype: 0, key: 1 } };
+    let cases = [
+        ("in-capsule SGL shorter than the data", write(Placement::InCapsule, Some(SglDescriptor::in_capsule(0, 2048))), Status::DATA_SGL_LENGTH_INVALID),
+        ("in-capsule SGL at offset 16", write(Placement::InCapsule, Some(SglDescriptor::in_capsule(16, 4096))), Status::INVALID_SGL_OFFSET),
+        ("in-capsule data under a transport SGL", write(Placement::InCapsule, Some(SglDescriptor::transport(4096))), Status::SGL_DESCRIPTOR_TYPE_INVALID),
+        ("in-capsule data under PRPs", write(Placement::InCapsule, None), Status::INVALID_FIELD),
+        ("an in-capsule SGL and no data in the capsule", write(Placement::R2t, Some(SglDescriptor::in_capsule(0, 4096))), Status::DATA_SGL_LENGTH_INVALID),
+        ("a transport SGL shorter than the data", write(Placement::R2t, Some(SglDescriptor::transport(2048))), Status::DATA_SGL_LENGTH_INVALID),
+        ("a keyed (RDMA) SGL", write(Placement::R2t, Some(keyed)), Status::SGL_DESCRIPTOR_TYPE_INVALID),
+        (
+            "a Read carrying in-capsule data",
+            Command::read(NSID, 0, 1, BLOCK).with_data_out(vec![1; BLOCK]).placed(Placement::InCapsule),
+            Status::INVALID_FIELD,
+        ),
+    ];
+    for (name, command, status) in cases {
+        let done = io.execute(command).unwrap();
+        assert_status(done.status(), status);
+        assert!(done.status().dnr(), "{name}");
+        assert_pattern(&mut io, 0, 8, 40);
+    }
+    write_read_back(&mut io, 0, 8, 42);
 }
 
 // ----- queue depth -----
