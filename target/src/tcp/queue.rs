@@ -357,7 +357,9 @@ pub struct Queue {
     aer_slots: Vec<u16>,
     tx: VecDeque<Tx>,
     tx_sent: usize,
-    control: [u8; pdu::HEADER_BUF_LEN],
+    /// ICResp or C2HTermReq bytes; boxed, like the slots' headers, so that a send in flight
+    /// still points at them when the reactor's table of connections grows and moves the queue.
+    control: Box<[u8; pdu::HEADER_BUF_LEN]>,
     control_len: usize,
     last_keep_alive: Instant,
     in_flight: u32,
@@ -405,7 +407,7 @@ impl Queue {
             aer_slots: Vec::new(),
             tx: VecDeque::with_capacity(8),
             tx_sent: 0,
-            control: [0; pdu::HEADER_BUF_LEN],
+            control: Box::new([0; pdu::HEADER_BUF_LEN]),
             control_len: 0,
             last_keep_alive: Instant::now(),
             in_flight: 0,
@@ -577,7 +579,7 @@ impl Queue {
         }
         tracing::warn!(who = %self.who(), fes = ?fatal.fes, fei = fatal.fei, "protocol violation; terminating the connection");
         let term = TermReq::reply(Role::Controller, fatal, header);
-        self.control_len = term.encode(&mut self.control);
+        self.control_len = term.encode(&mut self.control[..]);
         self.tx.push_back(Tx::Control);
         self.close = Close::AfterSend;
         self.rx = Rx::Stopped;
@@ -589,7 +591,7 @@ impl Queue {
         self.digests = req.digests;
         self.max_r2t = req.maxr2t.saturating_add(1).min(MAX_R2T_PER_COMMAND);
         let resp = IcResp { pfv: 0, cpda: 0, digests: req.digests, maxh2cdata: self.maxh2cdata };
-        self.control_len = resp.encode(&mut self.control);
+        self.control_len = resp.encode(&mut self.control[..]);
         self.tx.push_back(Tx::Control);
         self.phase = Phase::Live;
         tracing::debug!(peer = ?self.peer, digests = ?self.digests, hpda = req.hpda, maxr2t = req.maxr2t, "connection initialized");
