@@ -446,3 +446,68 @@ fn queues_share_a_short_pool_under_load() {
     });
     serves(target.addr);
 }
+
+/// A C2HTermReq queued behind data the host is slow to read reaches the host intact, although
+/// the reactor's table of connections grows (and moves) while the send waits: nothing that a
+/// send in flight points at may move with it. The table is large by then (over 128 KiB, where
+/// the allocator maps it on its own, so that the move unmaps the old place).
+#[test]
+fn a_term_req_behind_unread_data_survives_new_connections() {
+    let null_namespace = format!(
+        "[[subsystem]]\nnqn = \"{NQN}\"\nallow_any_host = true\n  [[subsystem.namespace]]\n  nsid = 1\n  backend = \"null\"\n  size = \"1GiB\"\n  block_size = 512\n"
+    );
+    let target = Target::start("mdts_bytes = 1048576", &null_namespace);
+    let open = |count: usize| -> Vec<Connection> { (0..count).map(|_| Connection::open(target.addr, &HostOptions::default()).unwrap()).collect() };
+    let mut others = open(200);
+    // Without SQ flow control a read is one C2HData: 31 of them and the C2HTermReq fit one send.
+    let opts = HostOptions { disable_sq_flow_control: true, ..HostOptions::default() };
+    let mut host = Host::connect(target.addr, opts);
+    let mut io = host.io_queue(31);
+    const READS: u16 = 31;
+    const MIB: usize = 1 << 20;
+    let mut burst = Vec::new();
+    for cid in 0..READS {
+        burst.extend(io.encode_capsule(&Command::read(NSID, 0, 2048, MIB), cid));
+    }
+    let mut bad = io.encode_capsule(&Command::flush(NSID), READS);
+    bad[fabriq_target::tcp::pdu::offset::HLEN] = 71;
+    burst.extend_from_slice(&bad);
+    io.send_raw(&burst).unwrap();
+    // The null backend answers at once: 31 MiB of C2HData and the C2HTermReq are on their way,
+    // far more than the socket buffers hold. Once the first PDU is here, the send is under way.
+    let first = io.recv_pdu().unwrap();
+    assert!(matches!(first.pdu, Pdu::C2hData(d) if d.cccid == 0 && d.success), "{:?}", first.pdu);
+    // Meanwhile the table of connections outgrows its 256 places.
+    others.extend(open(60));
+    for cid in 1..READS {
+        let received = io.recv_pdu().unwrap();
+        assert!(matches!(received.pdu, Pdu::C2hData(d) if d.cccid == cid && d.datal as usize == MIB), "{:?}", received.pdu);
+    }
+    protocol::expect_term_req(&mut io, fabriq_target::tcp::pdu::Fes::InvalidHeaderField, 2, &bad[..8]);
+    drop(others);
+    assert!(host.admin.keep_alive().unwrap().is_success());
+}
+
+/// Connections accepted in bursts while others are being initialized all get an intact
+/// ICResp: the reactor's table of connections grows as they arrive, and nothing that a send
+/// in flight points at may move with it.
+#[test]
+fn bursts_of_connections_all_get_intact_icresps() {
+    const THREADS: usize = 30;
+    const EACH: usize = 10;
+    for _ in 0..3 {
+        let target = Target::simple();
+        let conns: Vec<Connection> = thread::scope(|s| {
+            let opening: Vec<_> = (0..THREADS)
+                .map(|_| s.spawn(|| (0..EACH).map(|_| Connection::open(target.addr, &HostOptions::default()).unwrap()).collect::<Vec<_>>()))
+                .collect();
+            opening.into_iter().flat_map(|t| t.join().unwrap()).collect()
+        });
+        for conn in &conns {
+            let ic_resp = conn.ic_resp().unwrap();
+            assert_eq!((ic_resp.pfv, ic_resp.cpda, ic_resp.maxh2cdata), (0, 0, 128 * 1024));
+        }
+        serves(target.addr);
+        drop(conns);
+    }
+}
