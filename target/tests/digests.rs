@@ -1,9 +1,10 @@
 //! Header and data digests (NVMe/TCP 3.3.1.1 and 3.5) against the real daemon over loopback:
 //! I/O of every size (in the capsule, by R2T, large reads) with each combination of
 //! digests; a header digest that does not verify is fatal (C2HTermReq, Header Digest Error,
-//! FEI = the HDGST received); a data digest that does not verify, on in-capsule data or on
-//! H2CData, fails only that command with Transient Transport Error, and the same connection
-//! keeps working. Data whose digest failed is never written.
+//! FEI = the HDGST received); a PDU missing a negotiated digest, or carrying one that was not,
+//! has an invalid FLAGS field; a data digest that does not verify, on in-capsule data (a
+//! Connect's included) or on H2CData, fails only that command with Transient Transport
+//! Error, and the same connection keeps working. Data whose digest failed is never written.
 
 mod common;
 mod protocol;
@@ -160,4 +161,54 @@ fn corrupted_data_digest_on_h2c_data_fails_only_that_command() {
         assert_pattern(&mut io, slba, nlb, 1);
     }
     pipelined_mixed_io(&mut io, 60_000, 32, 32, 64);
+}
+
+/// Once negotiated, a digest's flag must be on every PDU that takes it, and a digest that was
+/// not negotiated must not appear: FLAGS is an invalid field (FEI 1) otherwise.
+#[test]
+fn pdu_without_its_negotiated_digest_is_an_invalid_flags_field() {
+    let target = Target::simple();
+    let mut witness = digest_host(&target);
+    let mut witness_io = witness.io_queue(31);
+    let flags = fabriq_target::tcp::pdu::offset::FLAGS as u32;
+    let quote = |pdu: &[u8]| pdu[..fabriq_target::tcp::pdu::COMMON_HEADER_LEN].to_vec();
+    // A capsule without the header digest both sides agreed on.
+    let mut io = witness.io_queue(31);
+    let bare = Command::flush(NSID).to_capsule(3, fabriq_bench::host::Framing::INITIAL, 0).bytes;
+    io.send_raw(&bare).unwrap();
+    expect_term_req(&mut io, Fes::InvalidHeaderField, flags, &quote(&bare));
+    write_read_back(&mut witness_io, 0, 8, 1);
+    // H2CData without its data digest, and H2CData with one nobody negotiated.
+    for (header, data) in [(true, true), (true, false)] {
+        let mut io = witness.io_queue_with(&HostOptions { header_digest: header, data_digest: data, ..witness.opts.clone() }, 31);
+        let write = Command::write(NSID, 64, 16, pattern_of(64, 16, 2), false).placed(Placement::R2t);
+        let capsule = io.encode_capsule(&write, 4);
+        io.send_raw(&capsule).unwrap();
+        let received = io.recv_pdu().unwrap();
+        let Pdu::R2t(r2t) = received.pdu else { panic!("expected an R2T, got {:?}", received.pdu) };
+        let other_data_digest = fabriq_bench::host::Framing { digests: Digests { header, data: !data }, cpda_alignment: 4 };
+        let h2c = other_data_digest.h2c_data(&H2cData { cccid: 4, ttag: r2t.ttag, datao: 0, datal: r2t.r2tl, last: true }, &pattern_of(64, 16, 2));
+        io.send_raw(&h2c).unwrap();
+        expect_term_req(&mut io, Fes::InvalidHeaderField, flags, &quote(&h2c));
+        write_read_back(&mut witness_io, 8, 8, 2);
+    }
+    drop(witness_io);
+    witness.still_serves();
+}
+
+/// A data digest error on the Connect's data fails the Connect (Transient Transport Error), and
+/// the host retries it on the same connection.
+#[test]
+fn connect_with_a_corrupted_data_digest_can_be_retried() {
+    let target = Target::simple();
+    let mut admin = Connection::open(target.addr, &with_digests(true, true)).unwrap();
+    corrupt_next_data_digest(&mut admin, PduType::CapsuleCmd);
+    match admin.connect_admin(common::NQN, 0, 31) {
+        Err(fabriq_bench::host::HostError::Status(cqe)) => assert_status(cqe.status, Status::TRANSIENT_TRANSPORT_ERROR),
+        other => panic!("a Connect whose data digest failed: {other:?}"),
+    }
+    admin.connect_admin(common::NQN, 0, 31).unwrap();
+    admin.enable().unwrap();
+    assert!(admin.identify_controller().is_ok());
+    protocol::serves(target.addr);
 }

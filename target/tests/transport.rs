@@ -1,9 +1,11 @@
 //! The NVMe/TCP transport binding against the real daemon over loopback: connection
-//! initialization (ICReq/ICResp: PDU sequence, PFV, HPDA, digests echoed, C2HData aligned to
-//! HPDA), commands before and after Connect, the queue depth a Connect grants (SQSIZE + 1
-//! outstanding, and one more terminates the connection), SQ flow control on and off
-//! (C2HData SUCCESS), and pipelining (QD 32 mixed reads and writes, several R2Ts outstanding
-//! at once answered out of order). After every error the daemon is shown to keep serving.
+//! initialization (ICReq/ICResp: PDU sequence, PFV, HPDA, the common header fields, digests
+//! echoed, C2HData aligned to HPDA), commands before and after Connect, the SGL rules for
+//! in-capsule and R2T data, the queue depth a Connect grants (SQSIZE + 1 outstanding, and
+//! one more terminates the connection), SQ flow control on and off (C2HData SUCCESS),
+//! pipelining (QD 32 mixed reads and writes, several R2Ts outstanding at once answered out of
+//! order), PDUs cut and joined at any byte by TCP, and a MDTS (so MAXH2CDATA) below the
+//! receive buffer's size. After every error the daemon is shown to keep serving.
 
 mod common;
 mod protocol;
@@ -393,6 +395,79 @@ fn several_r2ts_outstanding_are_answered_in_any_order() {
     for cid in 0..COMMANDS {
         assert_pattern(&mut io, slba(cid), NLB, 77);
     }
+}
+
+// ----- segmentation -----
+
+/// Sends `bytes` in pieces whose sizes cycle through `sizes`.
+fn send_in_pieces(io: &mut Connection, bytes: &[u8], sizes: &[usize]) {
+    let mut at = 0;
+    for size in sizes.iter().cycle() {
+        if at == bytes.len() {
+            break;
+        }
+        let end = (at + size).min(bytes.len());
+        io.send_raw(&bytes[at..end]).unwrap();
+        at = end;
+    }
+}
+
+/// The receive side takes PDUs however TCP cuts them: many PDUs in one send, one PDU over
+/// many sends, cut inside the common header, the header, its digest, the padding, the data
+/// and the data digest; with and without digests.
+#[test]
+fn pdus_split_and_coalesced_at_any_byte() {
+    let target = Target::simple();
+    let mut host = Host::connect(target.addr, HostOptions::default());
+    const PIECES: [usize; 12] = [1, 2, 3, 5, 7, 11, 13, 64, 100, 1000, 4095, 9000];
+    for (run, digests) in [false, true].into_iter().enumerate() {
+        let opts = HostOptions { header_digest: digests, data_digest: digests, hpda: 7, ..host.opts.clone() };
+        let mut io = host.io_queue_with(&opts, 31);
+        let base = 90_000 + run as u64 * 2000;
+        let slba = |cid: u16| base + u64::from(cid) * 32;
+        // 24 writes in the capsule, of 1 to 16 blocks, as one stream of bytes.
+        let nlb = |cid: u16| [1u32, 3, 8, 16][usize::from(cid) % 4];
+        let mut stream = Vec::new();
+        for cid in 0..24u16 {
+            let write = Command::write(NSID, slba(cid), nlb(cid), pattern_of(slba(cid), nlb(cid), 50), false);
+            stream.extend(io.encode_capsule(&write, cid));
+        }
+        send_in_pieces(&mut io, &stream, &PIECES);
+        let mut done = BTreeSet::new();
+        for _ in 0..24 {
+            let cqe = next_resp(&mut io);
+            assert!(cqe.status.is_success(), "{cqe:?}");
+            done.insert(cqe.cid);
+        }
+        assert_eq!(done, (0..24).collect());
+        // One capsule a byte at a time.
+        let write = Command::write(NSID, slba(24), 8, pattern_of(slba(24), 8, 50), false);
+        let capsule = io.encode_capsule(&write, 24);
+        send_in_pieces(&mut io, &capsule, &[1]);
+        expect_resp(&mut io, 24, Status::SUCCESS);
+        // H2CData answering an R2T, in pieces.
+        let write = Command::write(NSID, slba(25), 32, pattern_of(slba(25), 32, 50), false).placed(Placement::R2t);
+        let capsule = io.encode_capsule(&write, 25);
+        send_in_pieces(&mut io, &capsule, &[3, 50]);
+        let received = io.recv_pdu().unwrap();
+        let Pdu::R2t(r2t) = received.pdu else { panic!("expected an R2T, got {:?}", received.pdu) };
+        let data = pattern_of(slba(25), 32, 50);
+        let h2c = io.framing().h2c_data(&H2cData { cccid: 25, ttag: r2t.ttag, datao: 0, datal: r2t.r2tl, last: true }, &data);
+        send_in_pieces(&mut io, &h2c, &[1, 7, 2047, 2, 5000]);
+        expect_resp(&mut io, 25, Status::SUCCESS);
+        for cid in 0..24u16 {
+            assert_pattern(&mut io, slba(cid), nlb(cid), 50);
+        }
+        assert_pattern(&mut io, slba(24), 8, 50);
+        assert_pattern(&mut io, slba(25), 32, 50);
+    }
+}
+
+/// The next PDU, which must be a CapsuleResp.
+fn next_resp(conn: &mut Connection) -> Cqe {
+    let received = conn.recv_pdu().unwrap();
+    let Pdu::CapsuleResp(resp) = received.pdu else { panic!("expected a CapsuleResp, got {:?}", received.pdu) };
+    Cqe::decode(&resp.cqe)
 }
 
 // ----- a small MDTS -----
