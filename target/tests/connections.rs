@@ -1,9 +1,10 @@
 //! Connections that end badly, many of them, and connections that compete for buffers,
 //! against the real daemon over loopback: a host that closes mid-transfer (after an R2T,
-//! before reading large C2HData, with commands in flight), SIGTERM while hosts are silent
-//! mid-PDU, waiting on an R2T or not reading, 50 admin connections at once, two reactors
-//! carrying the I/O queues of one controller, and queues sharing a pool too small for all
-//! their commands (a command or a receive waiting for a buffer that another queue frees).
+//! before reading large C2HData, with commands in flight), SIGTERM under load and while
+//! hosts are silent mid-PDU, waiting on an R2T or not reading, 50 admin connections at once
+//! and bursts of 300, two reactors carrying the I/O queues of one controller, and queues
+//! sharing a pool too small for all their commands (a command or a receive waiting for a
+//! buffer that another queue frees).
 //!
 //! Each test shows that the other connections keep working, and the daemon's exit status 0
 //! at SIGTERM (checked by `common::Target`) shows that every pool buffer came back.
@@ -198,6 +199,52 @@ fn connect_capsule(conn: &Connection, placement: Placement) -> Vec<u8> {
     let (hostnqn, hostid) = generate_host_identity();
     let command = Command::connect(&connect, connect_data(hostid, 0xFFFF, NQN, &hostnqn)).placed(placement);
     conn.encode_capsule(&command, 1)
+}
+
+/// SIGTERM while two queues each keep 32 commands in flight (in-capsule and R2T writes,
+/// reads): the daemon ends them, closes every connection and exits cleanly.
+#[test]
+fn sigterm_under_load_exits_cleanly() {
+    let mut target = Target::simple();
+    let mut host = Host::connect(target.addr, HostOptions::default());
+    let mut queues = [host.io_queue(31), host.io_queue(31)];
+    let (busy_tx, busy_rx) = std::sync::mpsc::channel();
+    thread::scope(|s| {
+        for (q, io) in queues.iter_mut().enumerate() {
+            let busy = busy_tx.clone();
+            s.spawn(move || {
+                let mut submitted = 0u64;
+                let mut completed = 0u64;
+                // Until the connection ends under it.
+                loop {
+                    while io.outstanding() < 32 {
+                        let slba = q as u64 * 50_000 + (submitted % 64) * 256;
+                        let command = match submitted % 3 {
+                            0 => Command::write(NSID, slba, 16, pattern_of(slba, 16, submitted), false),
+                            1 => Command::write(NSID, slba, 64, pattern_of(slba, 64, submitted), false),
+                            _ => Command::read(NSID, slba, 64, 64 * BLOCK),
+                        };
+                        submitted += 1;
+                        if io.submit(command).is_err() {
+                            return;
+                        }
+                    }
+                    if io.wait_any().is_err() {
+                        return;
+                    }
+                    completed += 1;
+                    if completed == 100 {
+                        busy.send(()).unwrap();
+                    }
+                }
+            });
+        }
+        drop(busy_tx);
+        // Once both queues are well under way, stop the daemon beneath them.
+        busy_rx.recv().unwrap();
+        busy_rx.recv().unwrap();
+        target.stop(STOP_LIMIT);
+    });
 }
 
 /// On an admin queue (whose controller no teardown will close) before it is connected.

@@ -463,6 +463,34 @@ fn pdus_split_and_coalesced_at_any_byte() {
     }
 }
 
+/// A host may pad more than the alignment asks: the data starts at the PDO it sends.
+#[test]
+fn data_is_taken_from_the_pdo_the_host_sends() {
+    let target = Target::simple();
+    let mut host = Host::connect(target.addr, HostOptions::default());
+    let mut io = host.io_queue(31);
+    // Inserts `pad` zero bytes between the header (and its digest) and the data.
+    let padded = |mut pdu: Vec<u8>, pad: usize| {
+        let pdo = usize::from(pdu[pdu::offset::PDO]);
+        pdu.splice(pdo..pdo, std::iter::repeat_n(0u8, pad));
+        pdu[pdu::offset::PDO] = (pdo + pad) as u8;
+        let plen = u32::from_le_bytes(pdu[4..8].try_into().unwrap()) + pad as u32;
+        pdu[4..8].copy_from_slice(&plen.to_le_bytes());
+        pdu
+    };
+    let capsule = io.encode_capsule(&Command::write(NSID, 0, 8, pattern_of(0, 8, 60), false), 1);
+    io.send_raw(&padded(capsule, 56)).unwrap();
+    expect_resp(&mut io, 1, Status::SUCCESS);
+    let capsule = io.encode_capsule(&r2t_write(100, 61), 2);
+    io.send_raw(&capsule).unwrap();
+    let Pdu::R2t(r2t) = io.recv_pdu().unwrap().pdu else { panic!("expected an R2T") };
+    let h2c = io.framing().h2c_data(&H2cData { cccid: 2, ttag: r2t.ttag, datao: 0, datal: r2t.r2tl, last: true }, &pattern_of(100, 8, 61));
+    io.send_raw(&padded(h2c, 100)).unwrap();
+    expect_resp(&mut io, 2, Status::SUCCESS);
+    assert_pattern(&mut io, 0, 8, 60);
+    assert_pattern(&mut io, 100, 8, 61);
+}
+
 /// The next PDU, which must be a CapsuleResp.
 fn next_resp(conn: &mut Connection) -> Cqe {
     let received = conn.recv_pdu().unwrap();
