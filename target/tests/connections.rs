@@ -1,10 +1,11 @@
 //! Connections that end badly, many of them, and connections that compete for buffers,
 //! against the real daemon over loopback: a host that closes mid-transfer (after an R2T,
-//! before reading large C2HData, with commands in flight), SIGTERM under load and while
-//! hosts are silent mid-PDU, waiting on an R2T or not reading, 50 admin connections at once
-//! and bursts of 300, two reactors carrying the I/O queues of one controller, and queues
-//! sharing a pool too small for all their commands (a command or a receive waiting for a
-//! buffer that another queue frees).
+//! before reading large C2HData, with commands in flight), SIGTERM under load and in the
+//! middle of transfers (a write's data, in-capsule data, a Connect's data, completions backed
+//! up behind a slow reader: each finishes, or ends when its host goes away), 50 admin
+//! connections at once and bursts of 300, two reactors carrying the I/O queues of one
+//! controller, and queues sharing a pool too small for all their commands (a command or a
+//! receive waiting for a buffer that another queue frees).
 //!
 //! Each test shows that the other connections keep working, and the daemon's exit status 0
 //! at SIGTERM (checked by `common::Target`) shows that every pool buffer came back.
@@ -13,15 +14,15 @@ mod common;
 mod protocol;
 
 use std::collections::BTreeSet;
-use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{NQN, Target};
 use fabriq_bench::host::{Command, Connection, HostError, HostOptions, Placement, connect_data, generate_host_identity};
 use fabriq_target::nvme::sqe::Connect;
-use fabriq_target::tcp::pdu::{Pdu, R2t};
+use fabriq_target::nvme::{Cqe, Status};
+use fabriq_target::tcp::pdu::{H2cData, Pdu, R2t};
 use protocol::{BLOCK, Host, NSID, assert_pattern, expect_closed, pattern_of, pipelined_mixed_io, serves, write_read_back};
 
 /// How long the daemon has to exit after SIGTERM in these tests: far more than it needs, so
@@ -116,14 +117,22 @@ fn host_closes_with_commands_in_flight() {
     witness.still_serves();
 }
 
-// ----- SIGTERM while hosts misbehave -----
+// ----- SIGTERM while hosts are mid-transfer -----
+
+/// Sends SIGTERM and waits until the daemon's reactor has begun its stop (its log says so).
+fn begin_stop(target: &Target) {
+    // SAFETY: kill with a valid signal on our own child's pid.
+    unsafe { libc::kill(target.pid() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + STOP_LIMIT;
+    while !strip_ansi(&target.log_text()).contains("stopping reactor=0") {
+        assert!(Instant::now() < deadline, "the daemon did not begin to stop:\n{}", target.log_text());
+        thread::sleep(Duration::from_millis(10));
+    }
+}
 
 /// Opens what `setup` sets up on a fresh daemon, sends SIGTERM while those connections are
-/// open, and expects a clean exit (status 0, every buffer back) within [`STOP_LIMIT`].
-///
-/// The host's admin queue is idle, so at the stop it closes and tears its controller down,
-/// which closes that controller's I/O queues whatever they were doing; a connection that is
-/// not yet connected (a Connect under way) must end on its own.
+/// open, and expects a clean exit (status 0, every buffer back) within [`STOP_LIMIT`] with
+/// nothing more from the host.
 fn stops_cleanly_while(setup: impl FnOnce(SocketAddr, &mut Host) -> Vec<Connection>) {
     let mut target = Target::simple();
     let mut host = Host::connect(target.addr, HostOptions::default());
@@ -131,23 +140,9 @@ fn stops_cleanly_while(setup: impl FnOnce(SocketAddr, &mut Host) -> Vec<Connecti
     write_read_back(&mut busy, 0, 8, 1);
     let mut open = setup(target.addr, &mut host);
     target.stop(STOP_LIMIT);
-    // Every connection ends: whatever the daemon had sent before it closed, then end of stream.
     for io in open.iter_mut().chain([&mut busy, &mut host.admin]) {
-        drain_until_closed(io);
+        expect_closed(io);
     }
-}
-
-/// Reads and drops PDUs until the target closes the connection.
-fn drain_until_closed(io: &mut Connection) {
-    for _ in 0..1000 {
-        match io.recv_pdu() {
-            Ok(_) => {}
-            Err(HostError::Closed | HostError::Broken) => return,
-            Err(HostError::Io(e)) if matches!(e.kind(), ErrorKind::ConnectionReset | ErrorKind::UnexpectedEof) => return,
-            Err(other) => panic!("expected the connection to end, got {other}"),
-        }
-    }
-    panic!("the connection neither ended nor stopped sending");
 }
 
 #[test]
@@ -155,6 +150,7 @@ fn sigterm_with_idle_connections_exits_cleanly() {
     stops_cleanly_while(|addr, _| vec![Connection::open(addr, &HostOptions::default()).unwrap()]);
 }
 
+/// Between two PDUs nothing is in flight: half a header does not hold the stop.
 #[test]
 fn sigterm_with_a_host_silent_mid_header_exits_cleanly() {
     stops_cleanly_while(|_, host| {
@@ -165,40 +161,115 @@ fn sigterm_with_a_host_silent_mid_header_exits_cleanly() {
     });
 }
 
+/// A write whose R2T is out when SIGTERM comes still takes its data and completes; a new
+/// command sent meanwhile is refused (Command Aborted due to SQ Deletion); then the queue
+/// closes and the daemon exits cleanly.
 #[test]
-fn sigterm_with_a_host_silent_mid_in_capsule_data_exits_cleanly() {
-    stops_cleanly_while(|_, host| {
-        let mut io = host.io_queue(31);
-        let capsule = io.encode_capsule(&Command::write(NSID, 0, 16, pattern_of(0, 16, 1), false), 1);
-        io.send_raw(&capsule[..100]).unwrap();
-        vec![io]
-    });
+fn sigterm_lets_a_write_waiting_for_its_data_finish() {
+    let mut target = Target::simple();
+    let mut host = Host::connect(target.addr, HostOptions::default());
+    let mut io = host.io_queue(31);
+    let r2t = write_waiting_for_data(&mut io, 1, 0, 256);
+    begin_stop(&target);
+    let late = io.encode_capsule(&Command::read(NSID, 0, 8, 8 * BLOCK), 2);
+    io.send_raw(&late).unwrap();
+    let header = H2cData { cccid: 1, ttag: r2t.ttag, datao: 0, datal: r2t.r2tl, last: true };
+    io.send_h2c_data(&header, &pattern_of(0, 256, 1)).unwrap();
+    let refused = next_cqe(&mut io);
+    assert_eq!(refused.cid, 2);
+    protocol::assert_status(refused.status, Status::ABORTED_SQ_DELETION);
+    let written = next_cqe(&mut io);
+    assert_eq!(written.cid, 1);
+    assert!(written.status.is_success(), "{written:?}");
+    expect_closed(&mut io);
+    target.stop(STOP_LIMIT);
 }
 
+/// In-capsule data cut short when SIGTERM comes: the rest arrives, the write completes, the
+/// daemon exits cleanly.
 #[test]
-fn sigterm_with_a_write_waiting_for_its_data_exits_cleanly() {
-    stops_cleanly_while(|_, host| {
-        let mut io = host.io_queue(31);
-        write_waiting_for_data(&mut io, 1, 0, 256);
-        vec![io]
-    });
+fn sigterm_lets_in_capsule_data_arriving_after_it_finish() {
+    let mut target = Target::simple();
+    let mut host = Host::connect(target.addr, HostOptions::default());
+    let mut io = host.io_queue(31);
+    let capsule = io.encode_capsule(&Command::write(NSID, 0, 16, pattern_of(0, 16, 1), false), 1);
+    io.send_raw(&capsule[..100]).unwrap();
+    begin_stop(&target);
+    io.send_raw(&capsule[100..]).unwrap();
+    let written = next_cqe(&mut io);
+    assert_eq!(written.cid, 1);
+    assert!(written.status.is_success(), "{written:?}");
+    expect_closed(&mut io);
+    target.stop(STOP_LIMIT);
 }
 
+/// Completions backed up behind a host that stopped reading are all delivered once it reads
+/// on, then the queue closes and the daemon exits cleanly.
 #[test]
-fn sigterm_with_a_host_that_does_not_read_exits_cleanly() {
-    stops_cleanly_while(|_, host| {
-        let mut io = host.io_queue(31);
-        unread_reads(&mut io, 32);
-        vec![io]
-    });
+fn sigterm_delivers_completions_backed_up_behind_a_slow_reader() {
+    let mut target = Target::simple();
+    let mut host = Host::connect(target.addr, HostOptions::default());
+    let mut io = host.io_queue(127);
+    // 128 reads of 128 KiB: 16 MiB, more than the socket buffers hold.
+    for i in 0..128u64 {
+        io.submit(Command::read(NSID, i * 256, 256, 256 * BLOCK)).unwrap();
+    }
+    begin_stop(&target);
+    for _ in 0..128 {
+        assert!(io.wait_any().unwrap().is_success());
+    }
+    expect_closed(&mut io);
+    target.stop(STOP_LIMIT);
 }
 
-/// The CapsuleCmd of an admin queue Connect from a new host, with its data placed as `placement`.
-fn connect_capsule(conn: &Connection, placement: Placement) -> Vec<u8> {
+/// A host silent in the middle of a transfer holds the stop (its command is in flight) until
+/// it goes away; then the daemon exits cleanly, every buffer back.
+#[test]
+fn sigterm_ends_once_a_silent_host_goes_away() {
+    let mut target = Target::simple();
+    let mut host = Host::connect(target.addr, HostOptions::default());
+    let mut waiting = host.io_queue(31);
+    write_waiting_for_data(&mut waiting, 1, 0, 256);
+    let mut mid_data = host.io_queue(31);
+    let capsule = mid_data.encode_capsule(&Command::write(NSID, 512, 16, pattern_of(512, 16, 1), false), 1);
+    mid_data.send_raw(&capsule[..100]).unwrap();
+    begin_stop(&target);
+    drop(waiting);
+    drop(mid_data);
+    target.stop(STOP_LIMIT);
+}
+
+/// The next PDU, which must be a CapsuleResp.
+fn next_cqe(io: &mut Connection) -> Cqe {
+    let received = io.recv_pdu().unwrap();
+    let Pdu::CapsuleResp(resp) = received.pdu else { panic!("expected a CapsuleResp, got {:?}", received.pdu) };
+    Cqe::decode(&resp.cqe)
+}
+
+/// A Connect of an admin queue from a new host, with its 1024 bytes of data.
+fn admin_connect() -> (Command, Vec<u8>) {
     let connect = Connect { recfmt: 0, qid: 0, sqsize: 31, cattr: 0, kato_ms: 0 };
     let (hostnqn, hostid) = generate_host_identity();
-    let command = Command::connect(&connect, connect_data(hostid, 0xFFFF, NQN, &hostnqn)).placed(placement);
-    conn.encode_capsule(&command, 1)
+    let data = connect_data(hostid, 0xFFFF, NQN, &hostnqn);
+    (Command::connect(&connect, data.clone()), data)
+}
+
+/// A Connect whose data comes by R2T after SIGTERM completes too, then its connection closes.
+#[test]
+fn sigterm_lets_a_connect_waiting_for_its_data_finish() {
+    let mut target = Target::simple();
+    let mut conn = Connection::open(target.addr, &HostOptions::default()).unwrap();
+    let (connect, data) = admin_connect();
+    let capsule = conn.encode_capsule(&connect.placed(Placement::R2t), 1);
+    conn.send_raw(&capsule).unwrap();
+    let Pdu::R2t(r2t) = conn.recv_pdu().unwrap().pdu else { panic!("expected an R2T") };
+    begin_stop(&target);
+    let header = H2cData { cccid: 1, ttag: r2t.ttag, datao: 0, datal: 1024, last: true };
+    conn.send_h2c_data(&header, &data).unwrap();
+    let connected = next_cqe(&mut conn);
+    assert!(connected.status.is_success(), "{connected:?}");
+    expect_closed(&mut conn);
+    target.stop(STOP_LIMIT);
 }
 
 /// SIGTERM while two queues each keep 32 commands in flight (in-capsule and R2T writes,
@@ -244,27 +315,6 @@ fn sigterm_under_load_exits_cleanly() {
         busy_rx.recv().unwrap();
         busy_rx.recv().unwrap();
         target.stop(STOP_LIMIT);
-    });
-}
-
-/// On an admin queue (whose controller no teardown will close) before it is connected.
-#[test]
-fn sigterm_with_a_connect_waiting_for_its_data_exits_cleanly() {
-    stops_cleanly_while(|addr, _| {
-        let mut conn = Connection::open(addr, &HostOptions::default()).unwrap();
-        conn.send_raw(&connect_capsule(&conn, Placement::R2t)).unwrap();
-        assert!(matches!(conn.recv_pdu().unwrap().pdu, Pdu::R2t(_)));
-        vec![conn]
-    });
-}
-
-#[test]
-fn sigterm_with_a_host_silent_mid_connect_data_exits_cleanly() {
-    stops_cleanly_while(|addr, _| {
-        let mut conn = Connection::open(addr, &HostOptions::default()).unwrap();
-        let capsule = connect_capsule(&conn, Placement::InCapsule);
-        conn.send_raw(&capsule[..72 + 512]).unwrap();
-        vec![conn]
     });
 }
 
@@ -381,11 +431,11 @@ fn answer_r2ts_until_done(io: &mut Connection, count: usize, slba_of: impl Fn(u1
         match received.pdu {
             Pdu::R2t(r2t) => {
                 let data = pattern_of(slba_of(r2t.cccid), nlb, seed);
-                let header = fabriq_target::tcp::pdu::H2cData { cccid: r2t.cccid, ttag: r2t.ttag, datao: 0, datal: r2t.r2tl, last: true };
+                let header = H2cData { cccid: r2t.cccid, ttag: r2t.ttag, datao: 0, datal: r2t.r2tl, last: true };
                 io.send_h2c_data(&header, &data).unwrap();
             }
             Pdu::CapsuleResp(resp) => {
-                let cqe = fabriq_target::nvme::Cqe::decode(&resp.cqe);
+                let cqe = Cqe::decode(&resp.cqe);
                 assert!(cqe.status.is_success(), "{cqe:?}");
                 done += 1;
             }
@@ -416,7 +466,7 @@ fn hog_buffers(io: &mut Connection, base: u64, count: u16, nlb: u32, granted: us
 fn release_buffers(io: &mut Connection, r2ts: &[R2t], base: u64, count: u16, nlb: u32) {
     let slba_of = |cid: u16| base + u64::from(cid) * u64::from(nlb);
     for r2t in r2ts {
-        let header = fabriq_target::tcp::pdu::H2cData { cccid: r2t.cccid, ttag: r2t.ttag, datao: 0, datal: r2t.r2tl, last: true };
+        let header = H2cData { cccid: r2t.cccid, ttag: r2t.ttag, datao: 0, datal: r2t.r2tl, last: true };
         io.send_h2c_data(&header, &pattern_of(slba_of(r2t.cccid), nlb, 6)).unwrap();
     }
     answer_r2ts_until_done(io, usize::from(count), slba_of, nlb, 6);

@@ -127,6 +127,7 @@ fn c2h_data_is_aligned_to_the_hosts_hpda() {
         let opts = HostOptions { hpda, header_digest, ..HostOptions::default() };
         let mut admin = Connection::open(target.addr, &opts).unwrap();
         let cntlid = admin.connect_admin(common::NQN, 0, 31).unwrap();
+        admin.enable().unwrap();
         let capsule = admin.encode_capsule(&Command::identify(cns::CONTROLLER, 0, 0), 7);
         admin.send_raw(&capsule).unwrap();
         let data = admin.recv_pdu().unwrap();
