@@ -210,13 +210,29 @@ fn sigterm_delivers_completions_backed_up_behind_a_slow_reader() {
     let mut target = Target::simple();
     let mut host = Host::connect(target.addr, HostOptions::default());
     let mut io = host.io_queue(127);
-    // 128 reads of 128 KiB: 16 MiB, more than the socket buffers hold.
-    for i in 0..128u64 {
-        io.submit(Command::read(NSID, i * 256, 256, 256 * BLOCK)).unwrap();
+    // 128 reads of 128 KiB (16 MiB, more than the socket buffers hold), sent in one write so
+    // that the target takes them all in one receive: once the first answer is here, every
+    // read is in flight.
+    const READS: u16 = 128;
+    let mut capsules = Vec::new();
+    for cid in 0..READS {
+        capsules.extend(io.encode_capsule(&Command::read(NSID, u64::from(cid) * 256, 256, 256 * BLOCK), cid));
     }
+    io.send_raw(&capsules).unwrap();
+    let first = io.recv_pdu().unwrap();
+    assert!(matches!(first.pdu, Pdu::C2hData(d) if d.cccid == 0), "{:?}", first.pdu);
     begin_stop(&target);
-    for _ in 0..128 {
-        assert!(io.wait_any().unwrap().is_success());
+    let mut completed = BTreeSet::new();
+    while completed.len() < usize::from(READS) {
+        match io.recv_pdu().unwrap().pdu {
+            Pdu::C2hData(_) => {}
+            Pdu::CapsuleResp(resp) => {
+                let cqe = Cqe::decode(&resp.cqe);
+                assert!(cqe.status.is_success(), "{cqe:?}");
+                assert!(completed.insert(cqe.cid), "cid {} completed twice", cqe.cid);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
     }
     expect_closed(&mut io);
     target.stop(STOP_LIMIT);
