@@ -357,7 +357,9 @@ pub struct Queue {
     aer_slots: Vec<u16>,
     tx: VecDeque<Tx>,
     tx_sent: usize,
-    control: [u8; pdu::HEADER_BUF_LEN],
+    /// ICResp or C2HTermReq bytes; boxed, like the slots' headers, so that a send in flight
+    /// still points at them when the reactor's table of connections grows and moves the queue.
+    control: Box<[u8; pdu::HEADER_BUF_LEN]>,
     control_len: usize,
     last_keep_alive: Instant,
     in_flight: u32,
@@ -405,7 +407,7 @@ impl Queue {
             aer_slots: Vec::new(),
             tx: VecDeque::with_capacity(8),
             tx_sent: 0,
-            control: [0; pdu::HEADER_BUF_LEN],
+            control: Box::new([0; pdu::HEADER_BUF_LEN]),
             control_len: 0,
             last_keep_alive: Instant::now(),
             in_flight: 0,
@@ -566,11 +568,18 @@ impl Queue {
         pdu::Limits { max_icd_bytes: icd, max_data_pdu_bytes: self.maxh2cdata, data_alignment: 4 }
     }
 
-    /// A protocol violation: queue a C2HTermReq quoting the offending header and stop.
+    /// A protocol violation: queue a C2HTermReq quoting the offending header and stop. A
+    /// malformed TermReq is not answered with one (see `PduType::is_term_req`): close at once.
     fn fatal(&mut self, fatal: Fatal, header: &[u8]) -> bool {
+        if header.first().and_then(|&t| pdu::PduType::try_from(t).ok()).is_some_and(pdu::PduType::is_term_req) {
+            tracing::warn!(who = %self.who(), fes = ?fatal.fes, fei = fatal.fei, "malformed TermReq from the host; closing the connection");
+            self.close = Close::Now;
+            self.rx = Rx::Stopped;
+            return false;
+        }
         tracing::warn!(who = %self.who(), fes = ?fatal.fes, fei = fatal.fei, "protocol violation; terminating the connection");
         let term = TermReq::reply(Role::Controller, fatal, header);
-        self.control_len = term.encode(&mut self.control);
+        self.control_len = term.encode(&mut self.control[..]);
         self.tx.push_back(Tx::Control);
         self.close = Close::AfterSend;
         self.rx = Rx::Stopped;
@@ -582,7 +591,7 @@ impl Queue {
         self.digests = req.digests;
         self.max_r2t = req.maxr2t.saturating_add(1).min(MAX_R2T_PER_COMMAND);
         let resp = IcResp { pfv: 0, cpda: 0, digests: req.digests, maxh2cdata: self.maxh2cdata };
-        self.control_len = resp.encode(&mut self.control);
+        self.control_len = resp.encode(&mut self.control[..]);
         self.tx.push_back(Tx::Control);
         self.phase = Phase::Live;
         tracing::debug!(peer = ?self.peer, digests = ?self.digests, hpda = req.hpda, maxr2t = req.maxr2t, "connection initialized");
@@ -1118,6 +1127,11 @@ impl Queue {
         if self.close != Close::No {
             return;
         }
+        self.resume_waiting(io);
+    }
+
+    /// Moves on the work that waits for a pool buffer: commands, then the receive side.
+    fn resume_waiting(&mut self, io: &mut Io<'_>) {
         while let Some(&waiting) = self.wait_buffer.front() {
             let len = self.slots[usize::from(waiting)].len as usize;
             let Some(buf) = io.pool.get(len) else { break };
@@ -1221,7 +1235,7 @@ impl Queue {
     // ----- timers and events -----
 
     /// Periodic and event-driven checks: controller gone, keep-alive expired, asynchronous
-    /// events due, daemon stopping.
+    /// events due, daemon stopping, buffers back in the pool for work waiting on one.
     pub fn poll(&mut self, io: &mut Io<'_>) {
         if self.close == Close::Now {
             return;
@@ -1269,6 +1283,11 @@ impl Queue {
             if self.in_flight == 0 && self.close == Close::No {
                 self.close = Close::AfterSend;
             }
+        }
+        // The buffers another queue of this reactor gave back since: free_slot only resumes
+        // its own queue's waiting work.
+        if self.close == Close::No {
+            self.resume_waiting(io);
         }
     }
 
