@@ -141,11 +141,10 @@ impl Backend {
         if meta.is_none() && size_bytes.is_none() {
             return Err(BackendError::MissingWithoutSize { path: path.to_owned() });
         }
-        if meta.is_none() {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if meta.is_none()
+            && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(open_err)?;
             }
-        }
         let file = OpenOptions::new().read(true).write(true).create(!block_device).open(path).map_err(open_err)?;
         let actual = if block_device { device_size(&file).map_err(open_err)? } else { file.metadata().map_err(open_err)?.len() };
         let size_bytes = match (size_bytes, block_device, meta.is_some()) {

@@ -1,7 +1,7 @@
 //! The daemon's life: build the target from the configuration, bind every listener, start the
 //! reactors, tell systemd it is ready, keep the watchdog fed while every reactor answers, and
 //! on SIGTERM or SIGINT stop: no new connections, in-flight commands finish, backends flush,
-//! exit 0.
+//! exit 0 (1 if a reactor failed or panicked).
 //!
 //! Invariants: READY=1 is sent only after every listener is bound and every reactor runs; the
 //! watchdog is fed only when every reactor answered the previous ping; signals are blocked in
@@ -20,8 +20,8 @@ use crate::backend::{Backend, BackendError};
 use crate::config::{self, Config};
 use crate::notify::Notifier;
 use crate::nvme::{Nqn, Nsid};
-use crate::pool::Layout;
-use crate::reactor::{Inbox, Msg, Reactor, Setup};
+use crate::buffers::Layout;
+use crate::reactor::{Inbox, Msg, Reactor, Setup, STAGING_BYTES};
 use crate::subsys::{Limits, ListenerInfo, Namespace, Subsystem, SubsystemKind, Target};
 
 /// How long a stop waits for connections to finish before flushing and exiting anyway.
@@ -167,7 +167,10 @@ fn start_reactors(config: &Config, target: &Arc<Target>, mut listeners: Vec<(Own
     }
     let inboxes: Arc<[Arc<Inbox>]> = inboxes.into();
     let heartbeats: Arc<[AtomicU64]> = (0..n).map(|_| AtomicU64::new(0)).collect();
-    let layout = Layout::for_budget(config.target.buffer_pool_bytes as usize, config.target.mdts_bytes as usize, 64);
+    // The largest class holds a whole transfer and also each connection's receive staging
+    // buffer, which is larger than a small MDTS.
+    let largest_bytes = (config.target.mdts_bytes as usize).max(STAGING_BYTES);
+    let layout = Layout::for_budget(config.target.buffer_pool_bytes as usize, largest_bytes, 64);
     let (started_tx, started_rx) = mpsc::channel();
     let mut threads = Vec::with_capacity(n);
     for id in 0..n {
@@ -260,15 +263,20 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     if let Some(n) = &notifier {
         let _ = n.stopping();
     }
-    stop(running, &target);
+    let failed = stop(running, &target);
+    // A reactor that returned an error or panicked (a broken invariant: an assertion) is not a
+    // clean stop, whatever the build's panic strategy.
+    anyhow::ensure!(failed == 0, "{failed} reactor(s) failed or panicked; see the log");
     Ok(())
 }
 
-fn stop(running: Running, target: &Target) {
+/// Stops the reactors, flushes the backends, and returns how many reactors failed.
+fn stop(running: Running, target: &Target) -> usize {
     for inbox in running.inboxes.iter() {
         inbox.send(Msg::Stop);
     }
     let deadline = Instant::now() + STOP_GRACE;
+    let mut failed = 0;
     for thread in running.threads {
         while !thread.is_finished() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
@@ -279,11 +287,18 @@ fn stop(running: Running, target: &Target) {
         }
         match thread.join() {
             Ok(Ok(())) => {}
-            Ok(Err(error)) => tracing::error!(%error, "reactor failed"),
-            Err(_) => tracing::error!("reactor panicked"),
+            Ok(Err(error)) => {
+                tracing::error!(%error, "reactor failed");
+                failed += 1;
+            }
+            Err(_) => {
+                tracing::error!("reactor panicked");
+                failed += 1;
+            }
         }
     }
     flush_all(target);
+    failed
 }
 
 /// Makes everything written durable before the process exits.

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
-use crate::pool::{BufferPool, Layout};
+use crate::buffers::{BufferPool, Layout};
 use crate::subsys::{ListenerInfo, Target};
 use crate::tcp::queue::{Io, Queue};
 

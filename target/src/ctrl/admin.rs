@@ -23,15 +23,9 @@ use crate::nvme::{
 };
 use crate::subsys::{Limits, NsTotals, Target};
 
+use super::state::{Action, Event};
 use super::{discovery, AdminOp, AdminOutcome, Controller, DataDir, Exec, Prepared, AER_LIMIT, ERROR_LOG_ENTRIES};
 
-/// CSTS.RDY.
-pub const CSTS_RDY: u32 = 1 << 0;
-/// CSTS.CFS: controller fatal status.
-const CSTS_CFS: u32 = 1 << 1;
-const CSTS_SHST_MASK: u32 = 0b11 << 2;
-const CSTS_SHST_OCCURRING: u32 = 0b01 << 2;
-const CSTS_SHST_COMPLETE: u32 = 0b10 << 2;
 /// Asynchronous Event Configuration: namespace attribute notices.
 pub const AEC_NAMESPACE_ATTRIBUTE: u32 = 1 << 8;
 /// Asynchronous Event Configuration: discovery log page change notices.
@@ -95,14 +89,13 @@ pub fn discovery_log_change_event() -> u32 {
     AsyncEvent::DISCOVERY_LOG_CHANGED.to_dw0()
 }
 
-/// CSTS once a shutdown's flush is done.
-pub fn shutdown_complete(csts: u32) -> u32 {
-    if csts & CSTS_SHST_MASK == CSTS_SHST_OCCURRING { (csts & !CSTS_SHST_MASK) | CSTS_SHST_COMPLETE } else { csts }
-}
-
 /// What an admin command on `ctrl`'s admin queue moves.
 pub fn prepare(sqe: &Sqe, ctrl: &Controller, limits: &Limits) -> Result<Prepared, Status> {
     let opcode = AdminOpcode::try_from(sqe.opcode).map_err(|_| Status::INVALID_OPCODE.with_dnr())?;
+    // Until CC.EN = 1 and CSTS.RDY = 1 only fabrics commands (Property Get/Set) make sense.
+    if !ctrl.is_ready() {
+        return Err(Status::COMMAND_SEQUENCE_ERROR.with_dnr());
+    }
     let c2h = |len: u32, op| Ok(Prepared { dir: DataDir::C2h, len, exec: Exec::Admin(op) });
     let none = |op| Ok(Prepared { dir: DataDir::None, len: 0, exec: Exec::Admin(op) });
     match opcode {
@@ -220,16 +213,22 @@ fn identify_controller(ctrl: &Controller, target: &Target) -> IdentifyController
     id.lpa |= idc::LPA_SMART_PER_NAMESPACE | idc::LPA_COMMANDS_EFFECTS;
     id.sqes = 0x66;
     id.cqes = 0x44;
-    id.nn = ctrl.subsys.namespaces().namespaces.last().map_or(0, |ns| ns.nsid.get()).max(MAX_NAMESPACES);
+    id.nn = max_nsid(ctrl);
     id.oncs = idc::ONCS_COMPARE | idc::ONCS_DATASET_MANAGEMENT | idc::ONCS_WRITE_ZEROES;
     // A volatile write cache is present, and Flush accepts the broadcast NSID.
     id.vwc = idc::VWC_PRESENT | VWC_FLUSH_BROADCAST_SUPPORTED;
     id
 }
 
+/// NN: the largest valid NSID, at least [`MAX_NAMESPACES`] and at least the largest one in use.
+fn max_nsid(ctrl: &Controller) -> u32 {
+    ctrl.subsys.namespaces().namespaces.last().map_or(0, |ns| ns.nsid.get()).max(MAX_NAMESPACES)
+}
+
+/// An Identify string field: printable ASCII (spaces included), padded with spaces.
 fn ascii<const N: usize>(s: &str) -> [u8; N] {
     let mut out = [b' '; N];
-    for (o, c) in out.iter_mut().zip(s.bytes().filter(u8::is_ascii_graphic)) {
+    for (o, c) in out.iter_mut().zip(s.bytes().filter(|c| c.is_ascii_graphic() || *c == b' ')) {
         *o = c;
     }
     out
@@ -239,7 +238,7 @@ fn identify_namespace(ctrl: &Controller, nsid: u32, out: &mut [u8]) -> AdminOutc
     let table = ctrl.subsys.namespaces();
     let Some((_, ns)) = table.find(nsid) else {
         // An inactive but valid NSID reads as zeroes; anything else is invalid.
-        return if (1..=MAX_NAMESPACES).contains(&nsid) {
+        return if (1..=max_nsid(ctrl)).contains(&nsid) {
             AdminOutcome::data(IDENTIFY_BYTES)
         } else {
             AdminOutcome::status(Status::INVALID_NAMESPACE_OR_FORMAT.with_dnr())
@@ -380,7 +379,8 @@ fn smart_log(ctrl: &Controller, target: &Target, nsid: u32) -> Result<Vec<u8>, S
 }
 
 fn firmware_log() -> Vec<u8> {
-    let mut frs = [[b' '; 8]; 7];
+    // Slots 2 to 7 are unsupported (FRMW reports one slot): all zeroes, as the log requires.
+    let mut frs = [[0u8; 8]; 7];
     frs[0] = ascii(env!("CARGO_PKG_VERSION"));
     let mut page = vec![0u8; FirmwareSlotLog::SIZE];
     FirmwareSlotLog { afi: 1, frs }.encode(&mut page);
@@ -414,7 +414,8 @@ fn get_features(ctrl: &Controller, sqe: &Sqe, out: &mut [u8]) -> AdminOutcome {
             false => AdminOutcome::status(Status::INVALID_FIELD.with_dnr()),
         };
     }
-    let default = f.sel == Sel::Default as u8;
+    // Nothing is saveable, so the saved value is the default one.
+    let default = f.sel == Sel::Default as u8 || f.sel == Sel::Saved as u8;
     let s = ctrl.state();
     let v = if default { FeatureValues::default() } else { s.features };
     let dw0 = match f.fid {
@@ -514,7 +515,7 @@ fn property_get(ctrl: &Controller, target: &Target, sqe: &Sqe) -> AdminOutcome {
         (property::CAP, PropertySize::Eight) => capability(target).to_u64(),
         (property::VS, PropertySize::Four) => u64::from(Vs::FABRIQ.to_u32()),
         (property::CC, PropertySize::Four) => u64::from(s.cc),
-        (property::CSTS, PropertySize::Four) => u64::from(s.csts),
+        (property::CSTS, PropertySize::Four) => u64::from(s.life.csts()),
         _ => return AdminOutcome::status(Status::INVALID_FIELD.with_dnr()),
     };
     AdminOutcome::Done { status: Status::SUCCESS, dw0: value as u32, dw1: (value >> 32) as u32, out_len: 0 }
@@ -533,19 +534,30 @@ fn property_set(ctrl: &Controller, sqe: &Sqe) -> AdminOutcome {
     let mut s = ctrl.state();
     let old = Cc::from_u32(s.cc).unwrap_or_default();
     s.cc = set.value as u32;
-    if new.en && !old.en {
+    let mut events = Vec::with_capacity(2);
+    if new.en != old.en {
         let entry_sizes_ok = ctrl.is_discovery() || (new.iosqes == 6 && new.iocqes == 4);
         let valid = new.css == property::CC_CSS_NVM && new.mps == 0 && entry_sizes_ok;
-        s.csts = if valid { CSTS_RDY } else { CSTS_CFS };
-        if !valid {
+        if new.en && !valid {
             tracing::warn!(cntlid = ctrl.cntlid, cc = set.value, "enable with unsupported CC values; controller fatal status");
         }
-    } else if !new.en && old.en {
-        // Controller reset: not ready, no shutdown state.
-        s.csts = 0;
+        events.push(if new.en { Event::Enable { valid } } else { Event::Disable });
+        if !new.en {
+            // A controller reset deletes the I/O queues: theirs close when their reactors look.
+            ctrl.reset_epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
     }
     if new.shn != ShutdownNotification::None && old.shn == ShutdownNotification::None {
-        s.csts = (s.csts & !CSTS_SHST_MASK) | CSTS_SHST_OCCURRING;
+        events.push(Event::Shutdown);
+    }
+    let mut flush = false;
+    for event in events {
+        if let Some((next, action)) = s.life.on(event) {
+            s.life = next;
+            flush |= action == Action::Flush;
+        }
+    }
+    if flush {
         drop(s);
         return AdminOutcome::Flush(ctrl.subsys.namespaces().namespaces.clone());
     }

@@ -15,6 +15,7 @@
 pub mod admin;
 pub mod discovery;
 pub mod io;
+pub mod state;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -174,6 +175,8 @@ pub struct Connected {
     /// Queue entries (SQSIZE + 1): the command slots the queue allocates.
     pub sqsize: u16,
     pub sq_flow_disabled: bool,
+    /// The controller's reset epoch the queue joined in (I/O queues).
+    pub epoch: u32,
 }
 
 /// A refused Connect: the status, the completion's dword 0 (IATTR/IPO) and why, for the log.
@@ -238,7 +241,7 @@ pub fn connect(target: &Target, listener: &ListenerInfo, sqe: &Sqe, data: &[u8],
             return Err(Refused { status: Status::CONNECT_CONTROLLER_BUSY, dw0: 0, reason: String::from("no controller id left") });
         };
         let cntlid = ctrl.cntlid;
-        return Ok(Connected { binding: Binding::Admin(ctrl), cntlid, sqsize: entries as u16, sq_flow_disabled });
+        return Ok(Connected { binding: Binding::Admin(ctrl), cntlid, sqsize: entries as u16, sq_flow_disabled, epoch: 0 });
     }
     let Some(ctrl) = subsys.controller(data.cntlid.get()).filter(|c| !c.is_dead()) else {
         return Err(invalid_param(true, fabrics_offsets::DATA_CNTLID, format!("no controller {:#x} in {subnqn}", data.cntlid.get())));
@@ -246,16 +249,16 @@ pub fn connect(target: &Target, listener: &ListenerInfo, sqe: &Sqe, data: &[u8],
     if ctrl.hostnqn != data.hostnqn || ctrl.hostid != data.hostid {
         return Err(invalid_param(true, fabrics_offsets::DATA_HOSTNQN, format!("host {hostnqn} does not own controller {}", ctrl.cntlid)));
     }
-    ctrl.add_io_queue(cmd.qid).map_err(|r| Refused { reason: format!("I/O queue {}: {}", cmd.qid, r.reason), ..r })?;
+    let epoch = ctrl.add_io_queue(cmd.qid).map_err(|r| Refused { reason: format!("I/O queue {}: {}", cmd.qid, r.reason), ..r })?;
     let cntlid = ctrl.cntlid;
-    Ok(Connected { binding: Binding::Io(ctrl, cmd.qid), cntlid, sqsize: entries as u16, sq_flow_disabled })
+    Ok(Connected { binding: Binding::Io(ctrl, cmd.qid), cntlid, sqsize: entries as u16, sq_flow_disabled, epoch })
 }
 
 /// A controller's mutable state, behind its mutex.
 #[derive(Debug)]
 struct State {
     cc: u32,
-    csts: u32,
+    life: state::State,
     /// I/O queues granted by Set Features (Number of Queues); the limit until then.
     io_queues: u16,
     /// Which I/O queue IDs are connected (index = QID - 1).
@@ -283,6 +286,8 @@ pub struct Controller {
     pub admin_reactor: usize,
     pub created: Instant,
     dead: AtomicBool,
+    /// Bumped by every controller reset (CC.EN 1 -> 0): I/O queues connected before it close.
+    reset_epoch: AtomicU32,
     volatile_write_cache: AtomicBool,
     kato_ms: AtomicU32,
     state: Mutex<State>,
@@ -291,7 +296,8 @@ pub struct Controller {
 impl Controller {
     #[allow(clippy::too_many_arguments)]
     fn new(cntlid: u16, subsys: Arc<Subsystem>, hostnqn: Nqn, hostid: [u8; 16], port_id: u16, kato_ms: u32, reactor: usize, target: &Target) -> Controller {
-        let io_queues = target.limits.max_io_queues;
+        // A discovery controller supports no I/O queues (NVMe Base 2.0, Discovery controller).
+        let io_queues = if subsys.kind == SubsystemKind::Discovery { 0 } else { target.limits.max_io_queues };
         Controller {
             cntlid,
             subsys,
@@ -301,11 +307,12 @@ impl Controller {
             admin_reactor: reactor,
             created: Instant::now(),
             dead: AtomicBool::new(false),
+            reset_epoch: AtomicU32::new(0),
             volatile_write_cache: AtomicBool::new(true),
             kato_ms: AtomicU32::new(kato_ms),
             state: Mutex::new(State {
                 cc: 0,
-                csts: 0,
+                life: state::State::Disabled,
                 io_queues,
                 io_qids: vec![false; usize::from(io_queues)],
                 features: admin::FeatureValues::default(),
@@ -337,6 +344,16 @@ impl Controller {
         }
     }
 
+    /// The reset generation: an I/O queue keeps the one it connected in and closes when it moves.
+    pub fn reset_epoch(&self) -> u32 {
+        self.reset_epoch.load(Ordering::Acquire)
+    }
+
+    /// Whether CSTS.RDY is set: admin commands other than fabrics commands need it.
+    pub fn is_ready(&self) -> bool {
+        self.state().life.csts() & 1 != 0
+    }
+
     pub fn kato_ms(&self) -> u32 {
         self.kato_ms.load(Ordering::Relaxed)
     }
@@ -346,9 +363,10 @@ impl Controller {
         self.volatile_write_cache.load(Ordering::Relaxed)
     }
 
-    fn add_io_queue(&self, qid: u16) -> Result<(), Refused> {
+    /// Registers I/O queue `qid`; returns the reset epoch it lives in.
+    fn add_io_queue(&self, qid: u16) -> Result<u32, Refused> {
         let mut s = self.state();
-        if s.csts & admin::CSTS_RDY == 0 {
+        if !s.life.is_ready() {
             return Err(Refused { status: Status::COMMAND_SEQUENCE_ERROR.with_dnr(), dw0: 0, reason: String::from("controller not enabled") });
         }
         if qid > s.io_queues {
@@ -359,7 +377,7 @@ impl Controller {
             return Err(invalid_param(false, fabrics_offsets::CONNECT_QID, String::from("already connected")));
         }
         *connected = true;
-        Ok(())
+        Ok(self.reset_epoch())
     }
 
     /// An I/O queue's connection closed.
@@ -397,7 +415,9 @@ impl Controller {
     /// The shutdown flush asked by [`AdminOutcome::Flush`] is done.
     pub fn flush_finished(&self) {
         let mut s = self.state();
-        s.csts = admin::shutdown_complete(s.csts);
+        if let Some((next, _)) = s.life.on(state::Event::FlushDone) {
+            s.life = next;
+        }
     }
 
     /// Runs an admin or fabrics command. `data` is the command's data buffer: what the host

@@ -41,7 +41,7 @@ use crate::ctrl::io::{IoCmd, IoOp};
 use crate::ctrl::{self, AdminOutcome, Binding, DataDir, Exec, Prepared};
 use crate::nvme::sqe::Psdt;
 use crate::nvme::{Cqe, SglDescriptor, SglKind, Sqe, Status};
-use crate::pool::{Buf, BufferPool};
+use crate::buffers::{Buf, BufferPool};
 use crate::subsys::{Limits, ListenerInfo, Namespace, NsTable, Target};
 use crate::tcp::digest::{self, DataDigest, DIGEST_LEN};
 use crate::tcp::pdu::{
@@ -129,6 +129,8 @@ enum Rx {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SlotState {
     Free,
+    /// Its in-capsule data is arriving; moved on when the last byte (and digest) is in.
+    ReceivingIcd,
     /// Needs a data buffer and the pool is empty; moved on when a buffer comes back.
     WaitBuffer,
     /// R2T queued or sent; moved on by H2CData.
@@ -139,6 +141,24 @@ enum SlotState {
     AwaitEvent,
     /// Its PDUs are queued or being sent; freed when the last is sent.
     Sending,
+}
+
+impl SlotState {
+    /// The transitions a command slot may take (see the module's diagram). Anything else is
+    /// a bug in the queue, caught by [`Slot::go`].
+    fn may_become(self, next: SlotState) -> bool {
+        use SlotState as S;
+        matches!(
+            (self, next),
+            (S::Free, S::ReceivingIcd | S::WaitBuffer | S::WaitData | S::Executing | S::Sending)
+                | (S::ReceivingIcd, S::Executing | S::Sending)
+                | (S::WaitBuffer, S::WaitData | S::Executing)
+                | (S::WaitData, S::Executing | S::Sending)
+                | (S::Executing, S::AwaitEvent | S::Sending)
+                | (S::AwaitEvent, S::Sending | S::Free)
+                | (S::Sending, S::Free)
+        )
+    }
 }
 
 /// Where a command's data lives.
@@ -232,6 +252,12 @@ impl Slot {
         }
     }
 
+    /// Moves the slot to `next`, checking the transition is one the state machine has.
+    fn go(&mut self, next: SlotState) {
+        assert!(self.state.may_become(next), "command slot {:?} -> {next:?}", self.state);
+        self.state = next;
+    }
+
     fn data_ptr(&self, zeroes: *const u8) -> *const u8 {
         match self.data {
             Data::Zeroes => zeroes,
@@ -285,7 +311,9 @@ impl Tables {
         if let Some(entry) = self.live.iter_mut().find(|(t, _)| t.generation == generation) {
             entry.1 -= 1;
         }
-        self.prune();
+        if self.live.len() > 1 {
+            self.prune();
+        }
     }
 
     fn prune(&mut self) {
@@ -321,13 +349,17 @@ pub struct Queue {
     sqsize: u16,
     sqhd: u16,
     sq_flow_disabled: bool,
+    /// The controller's reset epoch this I/O queue joined in.
+    epoch: u32,
     slots: Vec<Slot>,
     free: Vec<u16>,
     wait_buffer: VecDeque<u16>,
     aer_slots: Vec<u16>,
     tx: VecDeque<Tx>,
     tx_sent: usize,
-    control: [u8; pdu::HEADER_BUF_LEN],
+    /// ICResp or C2HTermReq bytes; boxed, like the slots' headers, so that a send in flight
+    /// still points at them when the reactor's table of connections grows and moves the queue.
+    control: Box<[u8; pdu::HEADER_BUF_LEN]>,
     control_len: usize,
     last_keep_alive: Instant,
     in_flight: u32,
@@ -368,13 +400,14 @@ impl Queue {
             sqsize: 1,
             sqhd: 0,
             sq_flow_disabled: false,
+            epoch: 0,
             slots: vec![Slot::new()],
             free: vec![0],
             wait_buffer: VecDeque::new(),
             aer_slots: Vec::new(),
             tx: VecDeque::with_capacity(8),
             tx_sent: 0,
-            control: [0; pdu::HEADER_BUF_LEN],
+            control: Box::new([0; pdu::HEADER_BUF_LEN]),
             control_len: 0,
             last_keep_alive: Instant::now(),
             in_flight: 0,
@@ -383,11 +416,7 @@ impl Queue {
 
     /// Who this queue is, for log lines: host NQN, controller id and queue id once bound.
     pub fn who(&self) -> String {
-        match &self.binding {
-            Binding::Unbound => format!("peer={} unbound", self.peer.map_or(String::from("?"), |p| p.to_string())),
-            Binding::Admin(c) => format!("host={} cntlid={} qid=0", c.hostnqn, c.cntlid),
-            Binding::Io(c, qid) => format!("host={} cntlid={} qid={qid}", c.hostnqn, c.cntlid),
-        }
+        describe(&self.binding, self.peer)
     }
 
     pub fn wants_close(&self) -> bool {
@@ -539,11 +568,18 @@ impl Queue {
         pdu::Limits { max_icd_bytes: icd, max_data_pdu_bytes: self.maxh2cdata, data_alignment: 4 }
     }
 
-    /// A protocol violation: queue a C2HTermReq quoting the offending header and stop.
+    /// A protocol violation: queue a C2HTermReq quoting the offending header and stop. A
+    /// malformed TermReq is not answered with one (see `PduType::is_term_req`): close at once.
     fn fatal(&mut self, fatal: Fatal, header: &[u8]) -> bool {
+        if header.first().and_then(|&t| pdu::PduType::try_from(t).ok()).is_some_and(pdu::PduType::is_term_req) {
+            tracing::warn!(who = %self.who(), fes = ?fatal.fes, fei = fatal.fei, "malformed TermReq from the host; closing the connection");
+            self.close = Close::Now;
+            self.rx = Rx::Stopped;
+            return false;
+        }
         tracing::warn!(who = %self.who(), fes = ?fatal.fes, fei = fatal.fei, "protocol violation; terminating the connection");
         let term = TermReq::reply(Role::Controller, fatal, header);
-        self.control_len = term.encode(&mut self.control);
+        self.control_len = term.encode(&mut self.control[..]);
         self.tx.push_back(Tx::Control);
         self.close = Close::AfterSend;
         self.rx = Rx::Stopped;
@@ -555,7 +591,7 @@ impl Queue {
         self.digests = req.digests;
         self.max_r2t = req.maxr2t.saturating_add(1).min(MAX_R2T_PER_COMMAND);
         let resp = IcResp { pfv: 0, cpda: 0, digests: req.digests, maxh2cdata: self.maxh2cdata };
-        self.control_len = resp.encode(&mut self.control);
+        self.control_len = resp.encode(&mut self.control[..]);
         self.tx.push_back(Tx::Control);
         self.phase = Phase::Live;
         tracing::debug!(peer = ?self.peer, digests = ?self.digests, hpda = req.hpda, maxr2t = req.maxr2t, "connection initialized");
@@ -563,7 +599,7 @@ impl Queue {
 
     /// A command capsule: `icd` bytes of in-capsule data follow the `hdr_len`-byte header.
     fn on_capsule(&mut self, raw: &[u8; 64], icd: u32, hdr_len: usize, header: &[u8], io: &mut Io<'_>) -> bool {
-        if io.stopping {
+        if io.stopping && !self.awaits_data() {
             self.rx = Rx::Stopped;
             return false;
         }
@@ -578,8 +614,13 @@ impl Queue {
             }
         let empty = NsTable::default();
         let table = self.tables.as_ref().map_or(&empty, |t| t.current());
-        let prepared = ctrl::prepare(&sqe, &self.binding, table, &self.target.limits)
-            .and_then(|p| check_sgl(&sqe, &p, icd).map(|()| p));
+        let prepared = if io.stopping {
+            // Stopping, with the data of commands in flight still to come after this capsule:
+            // refuse it (the host may retry elsewhere) and read on.
+            Err(Status::ABORTED_SQ_DELETION)
+        } else {
+            ctrl::prepare(&sqe, &self.binding, table, &self.target.limits).and_then(|p| check_sgl(&sqe, &p, icd).map(|()| p))
+        };
         let data = prepared.as_ref().map_or(Data::None, |p| data_kind(p, table));
         // In-capsule data of a good command needs its buffer before the capsule is taken.
         let mut icd_buf = None;
@@ -612,11 +653,11 @@ impl Queue {
         slot.close_after = false;
         slot.data = data;
         slot.buf = icd_buf;
-        slot.state = SlotState::Executing;
         match prepared {
             Err(status) => {
                 (slot.exec, slot.dir, slot.len) = (Exec::None, DataDir::None, 0);
                 if icd > 0 {
+                    slot.go(SlotState::ReceivingIcd);
                     slot.status = status;
                     self.receive_data(DataTo::Drop { slot: slot_no }, self.sink, icd);
                 } else {
@@ -626,6 +667,7 @@ impl Queue {
             Ok(p) => {
                 (slot.exec, slot.dir, slot.len) = (p.exec, p.dir, p.len);
                 if icd > 0 {
+                    slot.go(SlotState::ReceivingIcd);
                     let dest = self.dest(slot_no, 0);
                     self.receive_data(DataTo::Icd { slot: slot_no }, dest, icd);
                 } else if p.dir == DataDir::None {
@@ -693,19 +735,14 @@ impl Queue {
         }
         if !digest_ok {
             // The NVMe/TCP binding makes a data digest error a command failure, not a
-            // connection failure; the host may retry.
+            // connection failure: the rest of the command's data is still taken, then the
+            // command fails and the host may retry it.
             tracing::warn!(who = %self.who(), cid = self.slots[usize::from(slot_no)].sqe.cid, "data digest mismatch; failing the command");
-            let slot = &mut self.slots[usize::from(slot_no)];
-            if slot.state == SlotState::WaitData && slot.received + inc.len < slot.len {
-                // More H2CData may still come for this command: swallow it, then fail.
-                slot.status = Status::TRANSIENT_TRANSPORT_ERROR;
-                slot.data = Data::Sink;
-                slot.received += inc.len;
-                return;
-            }
-            return self.complete(slot_no, Status::TRANSIENT_TRANSPORT_ERROR, io);
         }
         let slot = &mut self.slots[usize::from(slot_no)];
+        if !digest_ok {
+            slot.status = first_error(slot.status, Status::TRANSIENT_TRANSPORT_ERROR);
+        }
         slot.received += inc.len;
         if slot.received < slot.len {
             if let DataTo::H2c { last: true, .. } = inc.to {
@@ -749,14 +786,14 @@ impl Queue {
             match io.pool.get(slot.len as usize) {
                 Some(buf) => slot.buf = Some(buf),
                 None => {
-                    slot.state = SlotState::WaitBuffer;
+                    slot.go(SlotState::WaitBuffer);
                     self.wait_buffer.push_back(slot_no);
                     return;
                 }
             }
         }
         if slot.dir == DataDir::H2c {
-            slot.state = SlotState::WaitData;
+            slot.go(SlotState::WaitData);
             self.queue_r2t(slot_no);
         } else {
             self.execute(slot_no, io);
@@ -780,11 +817,15 @@ impl Queue {
 
     fn execute(&mut self, slot_no: u16, io: &mut Io<'_>) {
         let slot = &mut self.slots[usize::from(slot_no)];
-        slot.state = SlotState::Executing;
+        slot.go(SlotState::Executing);
         match slot.exec {
             Exec::None => self.complete(slot_no, Status::SUCCESS, io),
             Exec::Connect => self.exec_connect(slot_no, io),
-            Exec::Admin(op) => self.exec_admin(slot_no, op, io),
+            Exec::Admin(op) => {
+                // A CC write may reset the controller: I/O queues elsewhere must look.
+                *io.poke_all |= op == ctrl::AdminOp::PropertySet;
+                self.exec_admin(slot_no, op, io)
+            }
             Exec::Io(cmd) => self.exec_io(slot_no, cmd, io),
         }
     }
@@ -812,6 +853,7 @@ impl Queue {
     fn bind(&mut self, done: ctrl::Connected) {
         self.sqsize = done.sqsize;
         self.sq_flow_disabled = done.sq_flow_disabled;
+        self.epoch = done.epoch;
         if let Some(subsys) = done.binding.subsystem() {
             self.tables = Some(Tables { live: vec![(subsys.namespaces(), 0)] });
         }
@@ -820,7 +862,8 @@ impl Queue {
         self.slots.resize_with(usize::from(done.sqsize), Slot::new);
         self.free = (1..done.sqsize).rev().collect();
         self.tx.reserve(3 * usize::from(done.sqsize) + 1);
-        self.sqhd %= self.sqsize;
+        // The Connect took the queue's first entry (SQSIZE is at least 1, so entries >= 2).
+        self.sqhd = 1;
     }
 
     fn exec_admin(&mut self, slot_no: u16, op: ctrl::AdminOp, io: &mut Io<'_>) {
@@ -849,7 +892,7 @@ impl Queue {
                 self.complete(slot_no, Status::ASYNC_EVENT_REQUEST_LIMIT_EXCEEDED.with_dnr(), io);
             }
             AdminOutcome::Park => {
-                slot.state = SlotState::AwaitEvent;
+                slot.go(SlotState::AwaitEvent);
                 self.aer_slots.push(slot_no);
                 self.poll_events(&ctrl, io);
             }
@@ -873,7 +916,13 @@ impl Queue {
         let Queue { tables, slots, .. } = self;
         let slot = &mut slots[usize::from(slot_no)];
         let table = tables.as_ref().expect("an I/O queue has tables").get(slot.table_gen);
-        let ns: &Namespace = &table.namespaces[cmd.ns_index];
+        let Some(ns) = table.namespaces.get(cmd.ns_index) else {
+            // Only the broadcast Flush names no namespace, and a subsystem may have none:
+            // nothing to flush.
+            debug_assert_eq!(cmd.op, IoOp::Flush { all: true });
+            return self.ops_submitted(slot_no, io);
+        };
+        let ns: &Namespace = ns;
         let (buf_ptr, fixed) = match slot.buf.as_mut() {
             Some(b) => (b.as_mut_ptr(), io.fixed_buffers.then(|| b.fixed_index())),
             None => (std::ptr::null_mut(), None),
@@ -949,8 +998,7 @@ impl Queue {
 
     /// A backend operation of `slot` completed with `res` (bytes, or a negative errno).
     pub fn on_backend(&mut self, slot_no: u16, res: i32, io: &mut Io<'_>) {
-        let who = self.who();
-        let Queue { tables, slots, .. } = self;
+        let Queue { tables, slots, binding, peer, .. } = self;
         let slot = &mut slots[usize::from(slot_no)];
         debug_assert!(slot.ops_pending > 0, "completion for slot {slot_no} with nothing pending");
         slot.ops_pending -= 1;
@@ -962,7 +1010,7 @@ impl Queue {
                 _ => Op::Flush,
             };
             let status = backend::status_for_errno(&op, errno);
-            tracing::warn!(%who, cid = slot.sqe.cid, res, ?status, "backend operation failed");
+            tracing::warn!(who = %describe(binding, *peer), cid = slot.sqe.cid, res, ?status, "backend operation failed");
             slot.status = first_error(slot.status, status);
             if let Some(ns) = namespace_of(tables, slot) {
                 ns.stats.media_error(io.reactor);
@@ -1020,7 +1068,7 @@ impl Queue {
         let (digests, alignment, sq_flow_disabled, sqhd) = (self.digests, self.host_alignment, self.sq_flow_disabled, self.sqhd);
         let slot = &mut self.slots[usize::from(slot_no)];
         slot.status = status;
-        slot.state = SlotState::Sending;
+        slot.go(SlotState::Sending);
         let sends_data = status.is_success() && slot.dir == DataDir::C2h && slot.out_len > 0;
         if sends_data {
             slot.success_flag = sq_flow_disabled;
@@ -1058,7 +1106,12 @@ impl Queue {
         if let Some(buf) = slot.buf2.take() {
             io.pool.put(buf);
         }
-        slot.state = SlotState::Free;
+        if self.close == Close::Now {
+            // Teardown: whatever the command was doing, it is over.
+            slot.state = SlotState::Free;
+        } else {
+            slot.go(SlotState::Free);
+        }
         slot.exec = Exec::None;
         let (table_gen, held, close_after) = (slot.table_gen, slot.holds_table, slot.close_after);
         slot.holds_table = false;
@@ -1074,6 +1127,11 @@ impl Queue {
         if self.close != Close::No {
             return;
         }
+        self.resume_waiting(io);
+    }
+
+    /// Moves on the work that waits for a pool buffer: commands, then the receive side.
+    fn resume_waiting(&mut self, io: &mut Io<'_>) {
         while let Some(&waiting) = self.wait_buffer.front() {
             let len = self.slots[usize::from(waiting)].len as usize;
             let Some(buf) = io.pool.get(len) else { break };
@@ -1177,14 +1235,24 @@ impl Queue {
     // ----- timers and events -----
 
     /// Periodic and event-driven checks: controller gone, keep-alive expired, asynchronous
-    /// events due, daemon stopping.
+    /// events due, daemon stopping, buffers back in the pool for work waiting on one.
     pub fn poll(&mut self, io: &mut Io<'_>) {
         if self.close == Close::Now {
             return;
         }
         if let Some(ctrl) = self.binding.ctrl().cloned() {
-            if ctrl.is_dead() {
+            // While the daemon stops, admin queues close first (they are idle) and tear their
+            // controllers down; the I/O queues still finish their commands in flight, below.
+            if ctrl.is_dead() && !io.stopping {
                 tracing::info!(who = %self.who(), "controller torn down; closing its queue");
+                self.close = Close::Now;
+                self.rx = Rx::Stopped;
+                return;
+            }
+            if let Binding::Io(..) = self.binding
+                && ctrl.reset_epoch() != self.epoch
+            {
+                tracing::info!(who = %self.who(), "controller reset; closing its I/O queue");
                 self.close = Close::Now;
                 self.rx = Rx::Stopped;
                 return;
@@ -1203,7 +1271,10 @@ impl Queue {
             }
         }
         if io.stopping {
-            if let Rx::Header = self.rx {
+            // Commands waiting for their data (R2T) are in flight too: receive on for them.
+            if let Rx::Header = self.rx
+                && !self.awaits_data()
+            {
                 self.rx = Rx::Stopped;
             }
             for slot_no in std::mem::take(&mut self.aer_slots) {
@@ -1213,6 +1284,17 @@ impl Queue {
                 self.close = Close::AfterSend;
             }
         }
+        // The buffers another queue of this reactor gave back since: free_slot only resumes
+        // its own queue's waiting work.
+        if self.close == Close::No {
+            self.resume_waiting(io);
+        }
+    }
+
+    /// Whether a command in flight still needs data from the host (H2CData after an R2T, or
+    /// an R2T once a buffer comes back).
+    fn awaits_data(&self) -> bool {
+        self.slots.iter().any(|s| s.state == SlotState::WaitData || (s.state == SlotState::WaitBuffer && s.dir == DataDir::H2c))
     }
 
     fn poll_events(&mut self, ctrl: &Arc<ctrl::Controller>, io: &mut Io<'_>) {
@@ -1254,7 +1336,7 @@ impl Queue {
 /// The namespace an I/O command in `slot` addresses, from the table it started with.
 fn namespace_of<'a>(tables: &'a Option<Tables>, slot: &Slot) -> Option<&'a Namespace> {
     let Exec::Io(cmd) = slot.exec else { return None };
-    Some(&tables.as_ref()?.get(slot.table_gen).namespaces[cmd.ns_index])
+    tables.as_ref()?.get(slot.table_gen).namespaces.get(cmd.ns_index).map(|ns| &**ns)
 }
 
 /// Queues one backend operation of a command, or settles it on the spot (null backend: nothing
@@ -1269,6 +1351,14 @@ fn submit(slot: &mut Slot, slot_no: u16, ns: &Namespace, op: Op, (buf, fixed): (
         let entry = if link { entry.flags(squeue::Flags::IO_LINK) } else { entry };
         io.ops.push((slot_no, entry));
         slot.ops_pending += 1;
+    }
+}
+
+fn describe(binding: &Binding, peer: Option<SocketAddr>) -> String {
+    match binding {
+        Binding::Unbound => format!("peer={} unbound", peer.map_or(String::from("?"), |p| p.to_string())),
+        Binding::Admin(c) => format!("host={} cntlid={} qid=0", c.hostnqn, c.cntlid),
+        Binding::Io(c, qid) => format!("host={} cntlid={} qid={qid}", c.hostnqn, c.cntlid),
     }
 }
 
@@ -1323,5 +1413,55 @@ fn check_sgl(sqe: &Sqe, p: &Prepared, icd: u32) -> Result<(), Status> {
         SglKind::TransportDataBlock if sgl.length >= p.len => Ok(()),
         SglKind::TransportDataBlock | SglKind::DataBlockOffset => Err(Status::DATA_SGL_LENGTH_INVALID.with_dnr()),
         _ => Err(Status::SGL_DESCRIPTOR_TYPE_INVALID.with_dnr()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SlotState as S;
+
+    const ALL: [S; 7] = [S::Free, S::ReceivingIcd, S::WaitBuffer, S::WaitData, S::Executing, S::AwaitEvent, S::Sending];
+
+    /// The command slot's whole transition table, written out row by row.
+    #[test]
+    fn slot_transition_table() {
+        let rows: [(S, &[S]); 7] = [
+            (S::Free, &[S::ReceivingIcd, S::WaitBuffer, S::WaitData, S::Executing, S::Sending]),
+            (S::ReceivingIcd, &[S::Executing, S::Sending]),
+            (S::WaitBuffer, &[S::WaitData, S::Executing]),
+            (S::WaitData, &[S::Executing, S::Sending]),
+            (S::Executing, &[S::AwaitEvent, S::Sending]),
+            (S::AwaitEvent, &[S::Sending, S::Free]),
+            (S::Sending, &[S::Free]),
+        ];
+        for (from, allowed) in rows {
+            for to in ALL {
+                assert_eq!(from.may_become(to), allowed.contains(&to), "{from:?} -> {to:?}");
+            }
+        }
+    }
+
+    /// Every state can reach Free again, and Free is reached only through Sending or, for a
+    /// held event request, by a stop: no command is ever lost or completed twice.
+    #[test]
+    fn every_state_returns_to_free() {
+        for start in ALL {
+            let mut seen = vec![start];
+            let mut i = 0;
+            while i < seen.len() {
+                for to in ALL {
+                    if seen[i].may_become(to) && !seen.contains(&to) {
+                        seen.push(to);
+                    }
+                }
+                i += 1;
+            }
+            assert!(seen.contains(&S::Free), "{start:?} never frees");
+        }
+        for from in ALL {
+            if from.may_become(S::Free) {
+                assert!(matches!(from, S::Sending | S::AwaitEvent), "{from:?} frees without a response");
+            }
+        }
     }
 }

@@ -1,5 +1,6 @@
-//! Per-reactor buffer pool: every data buffer the data plane uses is carved out of a few
-//! memory regions mapped (and pre-faulted) when the reactor starts, so no I/O allocates.
+//! Per-reactor data buffers (not to be confused with storage pools): every data buffer the
+//! data plane uses is carved out of a few memory regions mapped (and pre-faulted) when the
+//! reactor starts, so no I/O allocates.
 //!
 //! The pool has size classes (4 KiB up to the maximum data transfer size). A request takes a
 //! buffer of the smallest class that fits and has one free, falling back to larger classes;
