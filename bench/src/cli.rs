@@ -32,7 +32,11 @@ use crate::workload::{Pattern, Workload};
 
 /// An NVMe/TCP load generator that is never the bottleneck.
 #[derive(Debug, Parser)]
-#[command(name = "fabriq-bench", version, about = "An NVMe/TCP load generator that is never the bottleneck: io_uring, one thread per job")]
+#[command(
+    name = "fabriq-bench",
+    version,
+    about = "An NVMe/TCP load generator that is never the bottleneck: io_uring, one thread per job"
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -304,10 +308,8 @@ pub fn parse_sweep(text: &str) -> Result<Sweep, String> {
         "rate-iops" | "rate_iops" => SweepKey::RateIops,
         other => return Err(format!("cannot sweep `{other}` (iodepth, bs, queues, jobs, rwmixread, rate-iops)")),
     };
-    let values = values
-        .split(',')
-        .map(|v| parse_size(v).map_err(|e| e.to_string()))
-        .collect::<Result<Vec<u64>, String>>()?;
+    let values =
+        values.split(',').map(|v| parse_size(v).map_err(|e| e.to_string())).collect::<Result<Vec<u64>, String>>()?;
     if values.is_empty() || values.contains(&0) && key != SweepKey::Rwmixread {
         return Err("sweep values must be at least 1".into());
     }
@@ -382,7 +384,9 @@ impl TargetArgs {
                 addr: parse_tcp_address(target)?,
                 nqn: self.nqn.clone().unwrap_or_default(),
             }),
-            (None, Some(discover)) => TcpEndpoint::Discover { addr: parse_tcp_address(discover)?, nqn: self.nqn.clone() },
+            (None, Some(discover)) => {
+                TcpEndpoint::Discover { addr: parse_tcp_address(discover)?, nqn: self.nqn.clone() }
+            }
             (None, None) => unreachable!("clap requires --target or --discover"),
         };
         Ok(Device::Tcp(TcpSpec { endpoint, nsid: self.nsid, host, controllers: self.controllers, kato: self.kato }))
@@ -518,10 +522,7 @@ mod tests {
 
     #[test]
     fn sweeps() {
-        assert_eq!(
-            parse_sweep("iodepth=1,4,16"),
-            Ok(Sweep { key: SweepKey::Iodepth, values: vec![1, 4, 16] })
-        );
+        assert_eq!(parse_sweep("iodepth=1,4,16"), Ok(Sweep { key: SweepKey::Iodepth, values: vec![1, 4, 16] }));
         assert_eq!(parse_sweep("bs=4k,128k").unwrap().values, vec![4096, 131072]);
         assert!(parse_sweep("colour=1").is_err());
         assert!(parse_sweep("iodepth").is_err());

@@ -118,8 +118,8 @@ impl Scenario {
 
     /// From the text of a TOML scenario.
     pub fn parse(text: &str, default_rounds: u32) -> Result<Scenario, CompareError> {
-        let file: ScenarioFile = toml::from_str(text)
-            .map_err(|e| CompareError::Scenario { path: String::new(), message: e.to_string() })?;
+        let file: ScenarioFile =
+            toml::from_str(text).map_err(|e| CompareError::Scenario { path: String::new(), message: e.to_string() })?;
         Ok(Scenario {
             rounds: file.rounds.unwrap_or(default_rounds).max(1),
             a: side("A", file.a.label, &file.a.args)?,
@@ -209,7 +209,15 @@ impl Comparison {
             "B min / median / max",
             "B/A per round -> median"
         );
-        let fmt = |x: f64| if !x.is_finite() { "-".to_string() } else if x >= 10_000.0 { thousands(x) } else { format!("{x:.1}") };
+        let fmt = |x: f64| {
+            if !x.is_finite() {
+                "-".to_string()
+            } else if x >= 10_000.0 {
+                thousands(x)
+            } else {
+                format!("{x:.1}")
+            }
+        };
         for (f, (name, _)) in FIGURES.iter().enumerate() {
             let a: Vec<f64> = self.a_rounds.iter().map(|r| r[f]).collect();
             let b: Vec<f64> = self.b_rounds.iter().map(|r| r[f]).collect();
@@ -278,14 +286,25 @@ pub fn compare(scenario: &Scenario, exe: &Path, log: &mut dyn Write) -> Result<C
 }
 
 /// Runs `workload` once per value of `sweep` against `device`.
-pub fn sweep(device: &Device, workload: &Workload, sweep: &Sweep, monitor: &Monitor, label: Option<&str>) -> Result<Vec<(u64, Report)>, RunError> {
+pub fn sweep(
+    device: &Device,
+    workload: &Workload,
+    sweep: &Sweep,
+    monitor: &Monitor,
+    label: Option<&str>,
+) -> Result<Vec<(u64, Report)>, RunError> {
     let mut reports = Vec::new();
     for &value in &sweep.values {
         let mut w = workload.clone();
         sweep.key.apply(&mut w, value);
         let outcome = run(device, w, monitor)?;
         let report = Report::new(&outcome, label.map(String::from));
-        eprintln!("{}={value}: {} IOPS, p99 {:.1} µs", sweep.key.name(), thousands(report.results.iops), report.results.lat.p99_us);
+        eprintln!(
+            "{}={value}: {} IOPS, p99 {:.1} µs",
+            sweep.key.name(),
+            thousands(report.results.iops),
+            report.results.lat.p99_us
+        );
         reports.push((value, report));
     }
     Ok(reports)

@@ -29,8 +29,7 @@ pub enum CpuError {
 
 /// User plus system time of process `pid` so far.
 pub fn process_cpu(pid: u32) -> Result<Duration, CpuError> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map_err(|error| CpuError::Read { pid, error })?;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|error| CpuError::Read { pid, error })?;
     let ticks = parse_stat_ticks(&text).ok_or(CpuError::Parse { pid })?;
     Ok(ticks_to_duration(ticks))
 }

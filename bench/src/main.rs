@@ -46,7 +46,8 @@ fn bench(device: &Device, workload_args: &WorkloadArgs, output: &OutputArgs) -> 
             print!("{}", compare::sweep_table(sweep.key.name(), &reports));
         }
         if let Some(path) = &output.json {
-            std::fs::write(path, serde_json::to_string_pretty(&json)?).with_context(|| format!("writing {}", path.display()))?;
+            std::fs::write(path, serde_json::to_string_pretty(&json)?)
+                .with_context(|| format!("writing {}", path.display()))?;
         }
         if let Some(dir) = &output.plot {
             let points: Vec<ScalingPoint> = reports
@@ -65,7 +66,8 @@ fn bench(device: &Device, workload_args: &WorkloadArgs, output: &OutputArgs) -> 
         OutputFormat::Human => print!("{}", report.summary()),
     }
     if let Some(path) = &output.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(dir) = &output.plot {
         for path in plot::plot_run(&report, dir)? {
@@ -86,7 +88,8 @@ fn compare_cmd(args: &fabriq_bench::cli::CompareArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     write!(out, "{}", comparison.table())?;
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&comparison)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&comparison)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

@@ -65,19 +65,14 @@ fn assert_blocks(len: usize, block_size: usize) {
         block_size >= MIN_BLOCK_SIZE && block_size.is_multiple_of(8),
         "block size {block_size} is not a multiple of 8 of at least {MIN_BLOCK_SIZE}"
     );
-    assert!(
-        len.is_multiple_of(block_size),
-        "buffer of {len} bytes is not whole blocks of {block_size}"
-    );
+    assert!(len.is_multiple_of(block_size), "buffer of {len} bytes is not whole blocks of {block_size}");
 }
 
 fn word_at(lba: u64, seed: u64, word_index: usize) -> u64 {
     match word_index {
         0 => lba,
         1 => seed,
-        _ => splitmix64(
-            lba.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed.rotate_left(29) ^ word_index as u64,
-        ),
+        _ => splitmix64(lba.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed.rotate_left(29) ^ word_index as u64),
     }
 }
 
@@ -108,15 +103,7 @@ mod tests {
     #[test]
     fn zeroes_are_caught_at_the_first_byte() {
         let buf = vec![0u8; 4096];
-        assert_eq!(
-            check(&buf, 4096, 3, 9),
-            Err(Mismatch {
-                lba: 3,
-                offset: 0,
-                expected: 3,
-                found: 0
-            })
-        );
+        assert_eq!(check(&buf, 4096, 3, 9), Err(Mismatch { lba: 3, offset: 0, expected: 3, found: 0 }));
     }
 
     #[test]

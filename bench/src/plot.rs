@@ -165,9 +165,7 @@ fn cdf_chart(path: &Path, title: &str, points: &[(f64, f64)]) -> Result<(), Plot
         .y_label_formatter(&compact)
         .draw()
         .map_err(|e| err(e.to_string()))?;
-    chart
-        .draw_series(LineSeries::new(points.iter().copied(), BLUE.stroke_width(2)))
-        .map_err(|e| err(e.to_string()))?;
+    chart.draw_series(LineSeries::new(points.iter().copied(), BLUE.stroke_width(2))).map_err(|e| err(e.to_string()))?;
     root.present().map_err(|e| err(e.to_string()))
 }
 

@@ -32,12 +32,7 @@ impl TokenBucket {
     pub fn new(rate: u64, burst: u64, now: Instant) -> TokenBucket {
         assert!(rate > 0, "a token bucket of rate 0 never lets anything through");
         let burst_nano = burst.max(1).saturating_mul(NANO);
-        TokenBucket {
-            rate,
-            burst_nano,
-            level_nano: burst_nano,
-            last: now,
-        }
+        TokenBucket { rate, burst_nano, level_nano: burst_nano, last: now }
     }
 
     fn refill(&mut self, now: Instant) {
@@ -65,14 +60,8 @@ impl TokenBucket {
     pub fn wait(&self, now: Instant) -> Duration {
         let elapsed = now.saturating_duration_since(self.last);
         let elapsed_ns = elapsed.as_nanos().min(u128::from(u64::MAX)) as u64;
-        let level = self
-            .level_nano
-            .saturating_add(elapsed_ns.saturating_mul(self.rate));
-        if level >= NANO {
-            Duration::ZERO
-        } else {
-            Duration::from_nanos((NANO - level).div_ceil(self.rate))
-        }
+        let level = self.level_nano.saturating_add(elapsed_ns.saturating_mul(self.rate));
+        if level >= NANO { Duration::ZERO } else { Duration::from_nanos((NANO - level).div_ceil(self.rate)) }
     }
 }
 

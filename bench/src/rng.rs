@@ -18,9 +18,7 @@ impl Rng {
     /// A generator for stream `stream` of run seed `seed` (each queue gets
     /// its own stream, so queues do not walk the same offsets).
     pub fn new(seed: u64, stream: u64) -> Rng {
-        let mut rng = Rng {
-            state: seed ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03),
-        };
+        let mut rng = Rng { state: seed ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03) };
         // Decorrelate neighbouring streams before the first draw.
         rng.next_u64();
         rng

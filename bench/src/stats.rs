@@ -141,11 +141,7 @@ impl Stats {
     /// Closes every second before `second`.
     pub fn roll_to(&mut self, second: usize) {
         while self.series.len() < second {
-            self.current.lat_p99_ns = if self.interval.is_empty() {
-                0
-            } else {
-                self.interval.value_at_quantile(0.99)
-            };
+            self.current.lat_p99_ns = if self.interval.is_empty() { 0 } else { self.interval.value_at_quantile(0.99) };
             self.series.push(self.current);
             self.current = Second::default();
             self.interval.reset();

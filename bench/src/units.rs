@@ -28,9 +28,7 @@ pub fn parse_size(text: &str) -> Result<u64, UnitError> {
     if digits_end == 0 {
         return Err(UnitError::NoNumber(text.to_string()));
     }
-    let number: u64 = text[..digits_end]
-        .parse()
-        .map_err(|_| UnitError::Overflow(text.to_string()))?;
+    let number: u64 = text[..digits_end].parse().map_err(|_| UnitError::Overflow(text.to_string()))?;
     let shift = match text[digits_end..].to_ascii_lowercase().as_str() {
         "" | "b" => 0,
         "k" | "kb" | "kib" => 10,
@@ -39,9 +37,7 @@ pub fn parse_size(text: &str) -> Result<u64, UnitError> {
         "t" | "tb" | "tib" => 40,
         _ => return Err(UnitError::BadSuffix(text.to_string())),
     };
-    number
-        .checked_mul(1u64 << shift)
-        .ok_or_else(|| UnitError::Overflow(text.to_string()))
+    number.checked_mul(1u64 << shift).ok_or_else(|| UnitError::Overflow(text.to_string()))
 }
 
 /// Parses a duration: digits, then `ms`, `s` (the default), `m` or `h`.
@@ -51,9 +47,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     if digits_end == 0 {
         return Err(UnitError::NoNumber(text.to_string()));
     }
-    let number: u64 = text[..digits_end]
-        .parse()
-        .map_err(|_| UnitError::Overflow(text.to_string()))?;
+    let number: u64 = text[..digits_end].parse().map_err(|_| UnitError::Overflow(text.to_string()))?;
     let millis_per_unit: u64 = match &text[digits_end..] {
         "ms" => 1,
         "" | "s" => 1000,
@@ -61,10 +55,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
         "h" => 3_600_000,
         _ => return Err(UnitError::BadSuffix(text.to_string())),
     };
-    number
-        .checked_mul(millis_per_unit)
-        .map(Duration::from_millis)
-        .ok_or_else(|| UnitError::Overflow(text.to_string()))
+    number.checked_mul(millis_per_unit).map(Duration::from_millis).ok_or_else(|| UnitError::Overflow(text.to_string()))
 }
 
 /// A byte count the way the summary prints it: the largest binary unit that

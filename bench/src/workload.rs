@@ -160,7 +160,9 @@ pub enum WorkloadError {
     #[error("give --runtime or --size, not both")]
     RuntimeAndSize,
     /// A verify run that checks nothing.
-    #[error("--verify with a read-only workload checks nothing; write first, then read with --assume-written and the same --seed")]
+    #[error(
+        "--verify with a read-only workload checks nothing; write first, then read with --assume-written and the same --seed"
+    )]
     VerifyWithoutWrites,
     /// The queue depth is over what the controller allows.
     #[error("--iodepth {qd} is over the controller's queue size ({max} entries, CAP.MQES + 1)")]
@@ -175,12 +177,8 @@ pub enum WorkloadError {
 impl Workload {
     /// Checks the parts that do not depend on the device.
     pub fn check(&self) -> Result<(), WorkloadError> {
-        for (name, value) in [
-            ("bs", self.bs),
-            ("iodepth", self.iodepth),
-            ("queues", self.queues),
-            ("jobs", self.jobs),
-        ] {
+        for (name, value) in [("bs", self.bs), ("iodepth", self.iodepth), ("queues", self.queues), ("jobs", self.jobs)]
+        {
             if value == 0 {
                 return Err(WorkloadError::Zero(name));
             }
@@ -198,10 +196,7 @@ impl Workload {
             return Err(WorkloadError::VerifyWithoutWrites);
         }
         if !self.offset.is_multiple_of(u64::from(self.bs)) {
-            return Err(WorkloadError::OffsetUnaligned {
-                offset: self.offset,
-                bs: self.bs,
-            });
+            return Err(WorkloadError::OffsetUnaligned { offset: self.offset, bs: self.bs });
         }
         Ok(())
     }
@@ -219,17 +214,10 @@ impl Workload {
             self.range = capacity.saturating_sub(self.offset);
         }
         if self.offset.checked_add(self.range).is_none_or(|end| end > capacity) {
-            return Err(WorkloadError::PastEnd {
-                offset: self.offset,
-                range: self.range,
-                capacity,
-            });
+            return Err(WorkloadError::PastEnd { offset: self.offset, range: self.range, capacity });
         }
         if self.units() == 0 {
-            return Err(WorkloadError::RangeTooSmall {
-                range: self.range,
-                bs: self.bs,
-            });
+            return Err(WorkloadError::RangeTooSmall { range: self.range, bs: self.bs });
         }
         Ok(())
     }
@@ -335,11 +323,7 @@ impl VerifyMap {
     pub fn new(units: u64, all_written: bool, seed: u64, block: u32) -> VerifyMap {
         let words = units.div_ceil(64) as usize;
         let fill = if all_written { u64::MAX } else { 0 };
-        VerifyMap {
-            bits: (0..words).map(|_| AtomicU64::new(fill)).collect(),
-            seed,
-            block,
-        }
+        VerifyMap { bits: (0..words).map(|_| AtomicU64::new(fill)).collect(), seed, block }
     }
 
     /// The pattern's seed.
@@ -454,10 +438,7 @@ pub(crate) mod tests {
         assert_eq!(w.check(), Err(WorkloadError::Zero("iodepth")));
         let mut w = workload(Pattern::Randrw);
         w.bs = 4096;
-        assert_eq!(
-            w.clone().fit(1 << 20, 4096 * 3),
-            Err(WorkloadError::BsNotBlocks { bs: 4096, block: 12288 })
-        );
+        assert_eq!(w.clone().fit(1 << 20, 4096 * 3), Err(WorkloadError::BsNotBlocks { bs: 4096, block: 12288 }));
         w.offset = 1 << 20;
         assert!(matches!(w.clone().fit(1 << 20, 512), Err(WorkloadError::RangeTooSmall { .. })));
         w.range = 4096;

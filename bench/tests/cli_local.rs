@@ -30,9 +30,33 @@ fn local_randrw_verify_with_json_and_plots() {
     // A temporary directory may live on tmpfs, which refuses O_DIRECT.
     let direct = if tmpfs(dir.path()) { "--buffered" } else { "--direct" };
     let out = bench(&[
-        "local", "--file", path(&file), "--file-size", "8m", direct, "--rw", "randrw", "--bs", "4k", "--qd", "8",
-        "--queues", "2", "--jobs", "2", "--runtime", "1s", "--verify", "--range", "1m", "--json", path(&json),
-        "--plot", path(&plots), "--label", "test",
+        "local",
+        "--file",
+        path(&file),
+        "--file-size",
+        "8m",
+        direct,
+        "--rw",
+        "randrw",
+        "--bs",
+        "4k",
+        "--qd",
+        "8",
+        "--queues",
+        "2",
+        "--jobs",
+        "2",
+        "--runtime",
+        "1s",
+        "--verify",
+        "--range",
+        "1m",
+        "--json",
+        path(&json),
+        "--plot",
+        path(&plots),
+        "--label",
+        "test",
     ]);
     let summary = String::from_utf8(out.stdout).unwrap();
     assert!(summary.contains("IOPS") && summary.contains("no mismatch"), "{summary}");
@@ -56,8 +80,19 @@ fn local_sweep_and_compare() {
     let plots = dir.path().join("plots");
     let mode = if tmpfs(dir.path()) { "--buffered" } else { "--direct" };
     let out = bench(&[
-        "local", "--file", path(&file), "--file-size", "4m", mode, "--runtime", "300ms", "--sweep", "iodepth=1,4",
-        "--plot", path(&plots), "--no-progress",
+        "local",
+        "--file",
+        path(&file),
+        "--file-size",
+        "4m",
+        mode,
+        "--runtime",
+        "300ms",
+        "--sweep",
+        "iodepth=1,4",
+        "--plot",
+        path(&plots),
+        "--no-progress",
     ]);
     let table = String::from_utf8(out.stdout).unwrap();
     assert_eq!(table.lines().count(), 3, "{table}");
@@ -73,10 +108,52 @@ fn verify_mismatch_fails_the_run() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("disk.img");
     let mode = if tmpfs(dir.path()) { "--buffered" } else { "--direct" };
-    bench(&["local", "--file", path(&file), "--file-size", "1m", mode, "--rw", "write", "--size", "1m", "--bs", "64k", "--verify", "--seed", "3"]);
-    bench(&["local", "--file", path(&file), mode, "--rw", "read", "--runtime", "200ms", "--verify", "--assume-written", "--seed", "3"]);
+    bench(&[
+        "local",
+        "--file",
+        path(&file),
+        "--file-size",
+        "1m",
+        mode,
+        "--rw",
+        "write",
+        "--size",
+        "1m",
+        "--bs",
+        "64k",
+        "--verify",
+        "--seed",
+        "3",
+    ]);
+    bench(&[
+        "local",
+        "--file",
+        path(&file),
+        mode,
+        "--rw",
+        "read",
+        "--runtime",
+        "200ms",
+        "--verify",
+        "--assume-written",
+        "--seed",
+        "3",
+    ]);
     let out = Command::new(env!("CARGO_BIN_EXE_fabriq-bench"))
-        .args(["local", "--file", path(&file), mode, "--rw", "read", "--runtime", "200ms", "--verify", "--assume-written", "--seed", "4"])
+        .args([
+            "local",
+            "--file",
+            path(&file),
+            mode,
+            "--rw",
+            "read",
+            "--runtime",
+            "200ms",
+            "--verify",
+            "--assume-written",
+            "--seed",
+            "4",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -9,9 +9,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use fabriq_bench::host::{
-    Command, Connection, DigestKind, HostError, HostOptions, Placement, Violation,
-};
+use fabriq_bench::host::{Command, Connection, DigestKind, HostError, HostOptions, Placement, Violation};
 use fabriq_bench::pattern;
 use fabriq_target::nvme::discovery::{DiscoveryLog, DiscoveryLogEntry, TRTYPE_TCP, Tsas};
 use fabriq_target::nvme::identify::IdentifyController;
@@ -21,8 +19,8 @@ use fabriq_target::nvme::sqe::{Connect, ConnectData, GetLogPage, PropertyGet, Pr
 use fabriq_target::nvme::{AdminOpcode, Cqe, FabricsType, IoOpcode, Nqn, Sqe, Status};
 use fabriq_target::tcp::digest::{self, DataDigest};
 use fabriq_target::tcp::pdu::{
-    C2hData, CapsuleResp, CommonHeader, Digests, Fatal, Fes, H2cData, HEADER_BUF_LEN, IcResp,
-    Limits, Pdu, PduType, R2t, Role, TermReq, check, pda_alignment,
+    C2hData, CapsuleResp, CommonHeader, Digests, Fatal, Fes, H2cData, HEADER_BUF_LEN, IcResp, Limits, Pdu, PduType,
+    R2t, Role, TermReq, check, pda_alignment,
 };
 
 const SUBNQN: &str = "nqn.2026-11.dev.fabriq:vol:4f2b8a70-1c3e-4d5f-8a9b-0c1d2e3f4a5b";
@@ -63,11 +61,7 @@ impl Fake {
         let mut bytes = vec![0u8; 8];
         self.stream.read_exact(&mut bytes).unwrap();
         let common = CommonHeader::decode(bytes[..8].try_into().unwrap()).unwrap();
-        let limits = Limits {
-            max_icd_bytes: 8192,
-            max_data_pdu_bytes: 1 << 20,
-            data_alignment: 4,
-        };
+        let limits = Limits { max_icd_bytes: 8192, max_data_pdu_bytes: 1 << 20, data_alignment: 4 };
         let layout = check(&common, Role::Controller, self.digests, &limits).unwrap();
         bytes.resize(layout.plen as usize, 0);
         self.stream.read_exact(&mut bytes[8..]).unwrap();
@@ -81,14 +75,9 @@ impl Fake {
             let end = layout.data_range().end;
             let mut ddgst = DataDigest::new();
             ddgst.update(&data);
-            ddgst
-                .check(bytes[end..end + 4].try_into().unwrap())
-                .unwrap();
+            ddgst.check(bytes[end..end + 4].try_into().unwrap()).unwrap();
         }
-        Received {
-            pdu: Pdu::decode(&bytes).unwrap(),
-            data,
-        }
+        Received { pdu: Pdu::decode(&bytes).unwrap(), data }
     }
 
     fn send(&mut self, bytes: &[u8]) {
@@ -104,13 +93,7 @@ impl Fake {
         };
         self.hpda_alignment = pda_alignment(ic_req.hpda);
         let mut out = [0u8; HEADER_BUF_LEN];
-        let len = IcResp {
-            pfv: 0,
-            cpda,
-            digests,
-            maxh2cdata: 4096,
-        }
-        .encode(&mut out);
+        let len = IcResp { pfv: 0, cpda, digests, maxh2cdata: 4096 }.encode(&mut out);
         self.send(&out[..len]);
         self.digests = digests;
     }
@@ -122,13 +105,7 @@ impl Fake {
     }
 
     fn c2h(&mut self, cid: u16, datao: u32, data: &[u8], last: bool, success: bool) {
-        let header = C2hData {
-            cccid: cid,
-            datao,
-            datal: data.len() as u32,
-            last,
-            success,
-        };
+        let header = C2hData { cccid: cid, datao, datal: data.len() as u32, last, success };
         let mut out = [0u8; HEADER_BUF_LEN];
         let start = header.encode(&mut out, self.digests, self.hpda_alignment);
         let mut bytes = out[..start].to_vec();
@@ -143,13 +120,7 @@ impl Fake {
 
     fn r2t(&mut self, cid: u16, ttag: u16, r2to: u32, r2tl: u32) {
         let mut out = [0u8; HEADER_BUF_LEN];
-        let len = R2t {
-            cccid: cid,
-            ttag,
-            r2to,
-            r2tl,
-        }
-        .encode(&mut out, self.digests);
+        let len = R2t { cccid: cid, ttag, r2to, r2tl }.encode(&mut out, self.digests);
         self.send(&out[..len]);
     }
 
@@ -172,36 +143,21 @@ fn fake(script: impl FnOnce(&mut Fake) + Send + 'static) -> (SocketAddr, JoinHan
     let addr = listener.local_addr().unwrap();
     let handle = thread::spawn(move || {
         let (stream, _) = listener.accept().unwrap();
-        let mut fake = Fake {
-            stream,
-            digests: Digests::NONE,
-            hpda_alignment: 4,
-        };
+        let mut fake = Fake { stream, digests: Digests::NONE, hpda_alignment: 4 };
         script(&mut fake);
     });
     (addr, handle)
 }
 
 fn options() -> HostOptions {
-    HostOptions {
-        io_timeout: Duration::from_secs(10),
-        ..HostOptions::default()
-    }
+    HostOptions { io_timeout: Duration::from_secs(10), ..HostOptions::default() }
 }
 
-const BOTH: Digests = Digests {
-    header: true,
-    data: true,
-};
+const BOTH: Digests = Digests { header: true, data: true };
 
 #[test]
 fn connect_and_identify_with_digests_padding_and_split_c2h_data() {
-    let opts = HostOptions {
-        header_digest: true,
-        data_digest: true,
-        hpda: 1,
-        ..options()
-    };
+    let opts = HostOptions { header_digest: true, data_digest: true, hpda: 1, ..options() };
     let hostnqn = opts.hostnqn.clone();
     let (addr, controller) = fake(move |fake| {
         // CPDA 3: the host pads capsules with data to 16 bytes.
@@ -277,10 +233,7 @@ fn write_by_two_r2ts_while_a_read_completes_first() {
         let write = fake.recv();
         let write_sqe = write.sqe();
         assert_eq!(write_sqe.opcode, IoOpcode::Write as u8);
-        assert!(
-            write.data.is_empty(),
-            "16 KiB over the ICD limit goes by R2T"
-        );
+        assert!(write.data.is_empty(), "16 KiB over the ICD limit goes by R2T");
         let read = fake.recv().sqe();
         assert_eq!(read.opcode, IoOpcode::Read as u8);
 
@@ -288,18 +241,10 @@ fn write_by_two_r2ts_while_a_read_completes_first() {
         fake.r2t(write_sqe.cid, 2, 8192, 8192);
         fake.r2t(write_sqe.cid, 1, 0, 8192);
         let mut got = vec![0u8; 16384];
-        for (ttag, datao, last) in [
-            (2, 8192, false),
-            (2, 12288, true),
-            (1, 0, false),
-            (1, 4096, true),
-        ] {
+        for (ttag, datao, last) in [(2, 8192, false), (2, 12288, true), (1, 0, false), (1, 4096, true)] {
             let pdu = fake.recv();
             let h2c = pdu.h2c_data();
-            assert_eq!(
-                (h2c.cccid, h2c.ttag, h2c.datao),
-                (write_sqe.cid, ttag, datao)
-            );
+            assert_eq!((h2c.cccid, h2c.ttag, h2c.datao), (write_sqe.cid, ttag, datao));
             assert_eq!((h2c.datal, h2c.last), (4096, last), "MAXH2CDATA 4096");
             got[datao as usize..][..4096].copy_from_slice(&pdu.data);
         }
@@ -315,9 +260,7 @@ fn write_by_two_r2ts_while_a_read_completes_first() {
     host.connect_io(SUBNQN, 0x11, 1, 127).unwrap();
     assert_eq!(host.icd_limit(), 0);
     host.set_icd_limit(8192);
-    let write = host
-        .submit(Command::write(1, 0, 32, written, false))
-        .unwrap();
+    let write = host.submit(Command::write(1, 0, 32, written, false)).unwrap();
     let read = host.submit(Command::read(1, 40, 8, 4096)).unwrap();
     assert_eq!(host.outstanding(), 2);
     let first = host.wait_any().unwrap();
@@ -330,10 +273,7 @@ fn write_by_two_r2ts_while_a_read_completes_first() {
 
 #[test]
 fn success_flag_completes_a_read_without_capsule_resp() {
-    let opts = HostOptions {
-        disable_sq_flow_control: true,
-        ..options()
-    };
+    let opts = HostOptions { disable_sq_flow_control: true, ..options() };
     let (addr, controller) = fake(|fake| {
         fake.accept_ic(Digests::NONE, 0);
         let (connect, _) = fake.accept_connect(1, 0x11);
@@ -402,28 +342,13 @@ fn c2h_term_req_ends_the_wait_and_the_connection() {
 
 #[test]
 fn data_digest_error_fails_only_its_command() {
-    let opts = HostOptions {
-        data_digest: true,
-        ..options()
-    };
+    let opts = HostOptions { data_digest: true, ..options() };
     let (addr, controller) = fake(|fake| {
-        fake.accept_ic(
-            Digests {
-                header: false,
-                data: true,
-            },
-            0,
-        );
+        fake.accept_ic(Digests { header: false, data: true }, 0);
         fake.accept_connect(1, 0x11);
         let read = fake.recv().sqe();
         // A C2HData whose DDGST is wrong.
-        let header = C2hData {
-            cccid: read.cid,
-            datao: 0,
-            datal: 512,
-            last: true,
-            success: false,
-        };
+        let header = C2hData { cccid: read.cid, datao: 0, datal: 512, last: true, success: false };
         let mut out = [0u8; HEADER_BUF_LEN];
         let start = header.encode(&mut out, fake.digests, 4);
         let mut bytes = out[..start].to_vec();
@@ -438,12 +363,7 @@ fn data_digest_error_fails_only_its_command() {
     host.connect_io(SUBNQN, 0x11, 1, 31).unwrap();
     let cid = host.submit(Command::read(1, 0, 1, 512)).unwrap();
     match host.wait(cid) {
-        Err(HostError::Digest {
-            kind: DigestKind::Data,
-            cid: Some(c),
-            received,
-            ..
-        }) => {
+        Err(HostError::Digest { kind: DigestKind::Data, cid: Some(c), received, .. }) => {
             assert_eq!(c, cid);
             assert_eq!(received, u32::from_le_bytes([0xDE, 0xAD, 0xBE, 0xEF]));
         }
@@ -456,14 +376,8 @@ fn data_digest_error_fails_only_its_command() {
 #[test]
 fn icresp_must_echo_the_digests() {
     let (addr, controller) = fake(|fake| fake.accept_ic(Digests::NONE, 0));
-    let opts = HostOptions {
-        header_digest: true,
-        ..options()
-    };
-    assert!(matches!(
-        Connection::open(addr, &opts),
-        Err(HostError::Protocol(Violation::DigestsNotEchoed { .. }))
-    ));
+    let opts = HostOptions { header_digest: true, ..options() };
+    assert!(matches!(Connection::open(addr, &opts), Err(HostError::Protocol(Violation::DigestsNotEchoed { .. }))));
     controller.join().unwrap();
 }
 
@@ -477,16 +391,8 @@ fn r2t_outside_the_data_is_a_violation() {
     });
     let mut host = Connection::open(addr, &options()).unwrap();
     host.connect_io(SUBNQN, 0x11, 1, 31).unwrap();
-    let cid = host
-        .submit(Command::write(1, 0, 8, vec![0; 4096], false).placed(Placement::R2t))
-        .unwrap();
-    assert!(matches!(
-        host.wait(cid),
-        Err(HostError::Protocol(Violation::R2tOutOfRange {
-            r2to: 4096,
-            ..
-        }))
-    ));
+    let cid = host.submit(Command::write(1, 0, 8, vec![0; 4096], false).placed(Placement::R2t)).unwrap();
+    assert!(matches!(host.wait(cid), Err(HostError::Protocol(Violation::R2tOutOfRange { r2to: 4096, .. }))));
     controller.join().unwrap();
 }
 
@@ -508,10 +414,7 @@ fn enable_polls_csts_until_ready() {
         for ready in [false, false, true] {
             let poll = fake.recv().sqe();
             assert_eq!(PropertyGet::from_sqe(&poll).unwrap().offset, property::CSTS);
-            let csts = Csts {
-                rdy: ready,
-                ..Csts::default()
-            };
+            let csts = Csts { rdy: ready, ..Csts::default() };
             fake.resp(Cqe::success(poll.cid, csts.to_u32()));
         }
     });
@@ -542,17 +445,9 @@ fn discovery_log_is_read_in_chunks_and_checked_for_changes() {
     let (addr, controller) = fake(move |fake| {
         fake.accept_ic(Digests::NONE, 0);
         fake.accept_connect(0, 1);
-        let log = DiscoveryLog {
-            genctr: 9,
-            entries: &served,
-        };
+        let log = DiscoveryLog { genctr: 9, entries: &served };
         // Header, entries as 4096 + 1024 bytes, header again (RAE clear).
-        for (offset, len, rae) in [
-            (0, 1024, true),
-            (1024, 4096, true),
-            (5120, 1024, true),
-            (0, 1024, false),
-        ] {
+        for (offset, len, rae) in [(0, 1024, true), (1024, 4096, true), (5120, 1024, true), (0, 1024, false)] {
             let sqe = fake.recv().sqe();
             let get = GetLogPage::from_sqe(&sqe);
             assert_eq!(get.lid, lid::DISCOVERY);
@@ -564,8 +459,7 @@ fn discovery_log_is_read_in_chunks_and_checked_for_changes() {
         }
     });
     let mut host = Connection::open(addr, &options()).unwrap();
-    host.connect_admin(fabriq_target::nvme::ids::DISCOVERY_NQN, 0, 31)
-        .unwrap();
+    host.connect_admin(fabriq_target::nvme::ids::DISCOVERY_NQN, 0, 31).unwrap();
     let page = host.discovery_log().unwrap();
     assert_eq!(page.genctr, 9);
     assert_eq!(page.entries, entries);
@@ -586,25 +480,12 @@ fn raw_misbehaviour_reaches_the_wire() {
         fake.stream.read_to_end(&mut rest).unwrap();
         assert!(rest.is_empty());
         let mut out = [0u8; HEADER_BUF_LEN];
-        let len = CapsuleResp {
-            cqe: Cqe::success(3, 0).encode(),
-        }
-        .encode(&mut out, Digests::NONE);
+        let len = CapsuleResp { cqe: Cqe::success(3, 0).encode() }.encode(&mut out, Digests::NONE);
         fake.send(&out[..len]);
     });
     let mut host = Connection::open(addr, &options()).unwrap();
     host.send_raw(&[0xDE, 0xAD, 0xBE, 0xEF]).unwrap();
-    host.send_h2c_data(
-        &H2cData {
-            cccid: 3,
-            ttag: 0x77,
-            datao: 12,
-            datal: 4,
-            last: true,
-        },
-        b"abcd",
-    )
-    .unwrap();
+    host.send_h2c_data(&H2cData { cccid: 3, ttag: 0x77, datao: 12, datal: 4, last: true }, b"abcd").unwrap();
     host.shutdown_write().unwrap();
     let pdu = host.recv_pdu().unwrap();
     assert_eq!(pdu.pdu_type(), PduType::CapsuleResp);
@@ -620,10 +501,7 @@ fn wait_times_out_when_the_controller_is_silent() {
         let mut rest = Vec::new();
         fake.stream.read_to_end(&mut rest).unwrap();
     });
-    let opts = HostOptions {
-        io_timeout: Duration::from_millis(200),
-        ..options()
-    };
+    let opts = HostOptions { io_timeout: Duration::from_millis(200), ..options() };
     let mut host = Connection::open(addr, &opts).unwrap();
     let cid = host.submit(Command::keep_alive()).unwrap();
     assert!(matches!(host.wait(cid), Err(HostError::Timeout(_))));
@@ -633,8 +511,11 @@ fn wait_times_out_when_the_controller_is_silent() {
 
 #[test]
 fn fabrics_command_type_survives_the_sgl_rewrite() {
-    let capsule = Command::property_get(property::CSTS, fabriq_target::nvme::PropertySize::Four)
-        .to_capsule(9, fabriq_bench::host::Framing::INITIAL, 0);
+    let capsule = Command::property_get(property::CSTS, fabriq_target::nvme::PropertySize::Four).to_capsule(
+        9,
+        fabriq_bench::host::Framing::INITIAL,
+        0,
+    );
     let sqe = Sqe::decode(capsule.bytes[8..72].try_into().unwrap());
     assert!(sqe.is_fabrics());
     assert_eq!(sqe.fctype(), FabricsType::PropertyGet as u8);

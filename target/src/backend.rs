@@ -32,13 +32,26 @@ pub enum Kind {
 /// A block I/O request, in bytes, already range-checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Op {
-    Read { offset: u64, len: u32 },
-    Write { offset: u64, len: u32, fua: bool },
+    Read {
+        offset: u64,
+        len: u32,
+    },
+    Write {
+        offset: u64,
+        len: u32,
+        fua: bool,
+    },
     Flush,
     /// The range reads back as zeroes afterwards.
-    WriteZeroes { offset: u64, len: u64 },
+    WriteZeroes {
+        offset: u64,
+        len: u64,
+    },
     /// Deallocate (discard / punch a hole); the range reads back as zeroes afterwards.
-    Deallocate { offset: u64, len: u64 },
+    Deallocate {
+        offset: u64,
+        len: u64,
+    },
 }
 
 impl Op {
@@ -117,7 +130,15 @@ impl Backend {
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         File::from(fd.try_clone().map_err(err)?).set_len(size_bytes).map_err(err)?;
         // shmem has no FALLOC_FL_ZERO_RANGE; a punched hole reads back as zeroes.
-        Ok(Backend { kind: Kind::Mem, fd: Some(fd), size_bytes, direct: false, zero_mode: PUNCH_HOLE, path: None, faults: Vec::new() })
+        Ok(Backend {
+            kind: Kind::Mem,
+            fd: Some(fd),
+            size_bytes,
+            direct: false,
+            zero_mode: PUNCH_HOLE,
+            path: None,
+            faults: Vec::new(),
+        })
     }
 
     /// A regular file (created sparse when missing and a size is given) or a block device.
@@ -142,14 +163,20 @@ impl Backend {
             return Err(BackendError::MissingWithoutSize { path: path.to_owned() });
         }
         if meta.is_none()
-            && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(open_err)?;
-            }
+            && let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        {
+            std::fs::create_dir_all(dir).map_err(open_err)?;
+        }
         let file = OpenOptions::new().read(true).write(true).create(!block_device).open(path).map_err(open_err)?;
-        let actual = if block_device { device_size(&file).map_err(open_err)? } else { file.metadata().map_err(open_err)?.len() };
+        let actual =
+            if block_device { device_size(&file).map_err(open_err)? } else { file.metadata().map_err(open_err)?.len() };
         let size_bytes = match (size_bytes, block_device, meta.is_some()) {
             (Some(want), true, _) if want > actual => {
-                return Err(BackendError::DeviceTooSmall { path: path.to_owned(), device_bytes: actual, size_bytes: want });
+                return Err(BackendError::DeviceTooSmall {
+                    path: path.to_owned(),
+                    device_bytes: actual,
+                    size_bytes: want,
+                });
             }
             // A device may export less than it holds.
             (Some(want), true, _) => want,
@@ -168,13 +195,26 @@ impl Backend {
             (None, _, _) => actual,
         };
         if size_bytes == 0 || size_bytes % u64::from(block_size) != 0 {
-            return Err(BackendError::Unaligned { path: path.to_owned(), what: "the size", actual: size_bytes, block_size });
+            return Err(BackendError::Unaligned {
+                path: path.to_owned(),
+                what: "the size",
+                actual: size_bytes,
+                block_size,
+            });
         }
         let zero_mode = if !block_device && is_tmpfs(&file) { PUNCH_HOLE } else { ZERO_RANGE };
         let kind = if block_device { Kind::BlockDevice } else { Kind::File };
         let (fd, is_direct) = reopen_direct(path, file, block_size, direct)?;
         tracing::info!(path = %path.display(), ?kind, size_bytes, direct = is_direct, "backend opened");
-        Ok(Backend { kind, fd: Some(fd), size_bytes, direct: is_direct, zero_mode, path: Some(path.to_owned()), faults: Vec::new() })
+        Ok(Backend {
+            kind,
+            fd: Some(fd),
+            size_bytes,
+            direct: is_direct,
+            zero_mode,
+            path: Some(path.to_owned()),
+            faults: Vec::new(),
+        })
     }
 
     pub fn with_faults(mut self, faults: Vec<Fault>) -> Backend {
@@ -234,7 +274,9 @@ impl Backend {
                 }
             }
             Op::Flush => opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build(),
-            Op::WriteZeroes { offset, len } => opcode::Fallocate::new(fd, len).offset(offset).mode(self.zero_mode).build(),
+            Op::WriteZeroes { offset, len } => {
+                opcode::Fallocate::new(fd, len).offset(offset).mode(self.zero_mode).build()
+            }
             Op::Deallocate { offset, len } => opcode::Fallocate::new(fd, len).offset(offset).mode(PUNCH_HOLE).build(),
         };
         Some(entry)
@@ -276,7 +318,12 @@ fn is_tmpfs(file: &File) -> bool {
 
 /// Reopens with O_DIRECT when asked and when an aligned read of one block works; returns the
 /// descriptor to use and whether it is direct.
-fn reopen_direct(path: &Path, buffered: File, block_size: u32, want: DirectIo) -> Result<(OwnedFd, bool), BackendError> {
+fn reopen_direct(
+    path: &Path,
+    buffered: File,
+    block_size: u32,
+    want: DirectIo,
+) -> Result<(OwnedFd, bool), BackendError> {
     if want == DirectIo::Off {
         return Ok((buffered.into(), false));
     }

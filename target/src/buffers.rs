@@ -123,18 +123,13 @@ impl Layout {
     /// `min_per_class` buffers so a small pool still serves a full queue of large commands.
     pub fn for_budget(total_bytes: usize, max_transfer_bytes: usize, min_per_class: u32) -> Layout {
         assert!(max_transfer_bytes >= PAGE_BYTES && max_transfer_bytes.is_power_of_two());
-        let mut sizes: Vec<usize> = [PAGE_BYTES, 16 * 1024, 64 * 1024]
-            .into_iter()
-            .filter(|s| *s <= max_transfer_bytes)
-            .collect();
+        let mut sizes: Vec<usize> =
+            [PAGE_BYTES, 16 * 1024, 64 * 1024].into_iter().filter(|s| *s <= max_transfer_bytes).collect();
         if *sizes.last().expect("4 KiB always fits") < max_transfer_bytes {
             sizes.push(max_transfer_bytes);
         }
         let per_class = total_bytes / sizes.len();
-        let classes = sizes
-            .into_iter()
-            .map(|size| (size, ((per_class / size) as u32).max(min_per_class)))
-            .collect();
+        let classes = sizes.into_iter().map(|size| (size, ((per_class / size) as u32).max(min_per_class))).collect();
         Layout { classes }
     }
 

@@ -244,11 +244,7 @@ pub enum Backend {
     /// A regular file or a block device, through io_uring. `size` creates a sparse
     /// file of that size when the path is missing; an existing file or device keeps
     /// its own size.
-    File {
-        path: PathBuf,
-        size_bytes: Option<u64>,
-        direct: DirectIo,
-    },
+    File { path: PathBuf, size_bytes: Option<u64>, direct: DirectIo },
     /// Reads return zeroes, writes are dropped: benchmarks of the target itself.
     Null { size_bytes: u64 },
     /// Blocks in memory, lost at exit: tests.
@@ -315,25 +311,14 @@ impl fmt::Display for Location {
 pub enum ConfigError {
     /// The file could not be read.
     #[error("{}: cannot read the configuration: {error}", .file.display())]
-    Read {
-        file: PathBuf,
-        error: std::io::Error,
-    },
+    Read { file: PathBuf, error: std::io::Error },
     /// The TOML parser or the typed decoding refused the text: a syntax error
     /// (`field` is None), an unknown field, a value of the wrong type.
     #[error("{at}: {}{}", field_label(.field), .error.message())]
-    Toml {
-        at: Location,
-        field: Option<String>,
-        error: Box<toml::de::Error>,
-    },
+    Toml { at: Location, field: Option<String>, error: Box<toml::de::Error> },
     /// The text is well-formed TOML of the right types, but a value is not allowed.
     #[error("{at}: field `{field}`: {problem}")]
-    Invalid {
-        at: Location,
-        field: String,
-        problem: Problem,
-    },
+    Invalid { at: Location, field: String, problem: Problem },
 }
 
 fn field_label(field: &Option<String>) -> String {
@@ -367,26 +352,15 @@ pub enum Problem {
     #[error("{0} is not a power of two")]
     NotPowerOfTwo(u64),
     #[error("{value} is not a multiple of {of} ({why})")]
-    NotMultiple {
-        value: u64,
-        of: u64,
-        why: &'static str,
-    },
+    NotMultiple { value: u64, of: u64, why: &'static str },
     #[error("{value} is less than {min} ({why})")]
-    TooSmall {
-        value: u64,
-        min: u64,
-        why: &'static str,
-    },
+    TooSmall { value: u64, min: u64, why: &'static str },
     #[error("must not be zero")]
     Zero,
     #[error("{0} is not a supported block size: expected 512 or 4096")]
     BlockSize(i64),
     #[error("\"{value}\" is not one of {expected}")]
-    UnknownChoice {
-        value: String,
-        expected: &'static str,
-    },
+    UnknownChoice { value: String, expected: &'static str },
     #[error("transport \"{0}\" is not built into this fabriq-target yet")]
     TransportNotBuiltIn(Transport),
     #[error(
@@ -406,26 +380,15 @@ pub enum Problem {
     #[error("every listener is discovery_only, so no host can reach the subsystems")]
     NoIoListener,
     #[error("{what} already used by `{first}` (line {first_line})")]
-    Duplicate {
-        what: &'static str,
-        first: String,
-        first_line: usize,
-    },
+    Duplicate { what: &'static str, first: String, first_line: usize },
     #[error(
         "port {port} is also bound by `{first}` (line {first_line}), and a wildcard address \
          covers every address of its family"
     )]
-    PortOverlap {
-        port: u16,
-        first: String,
-        first_line: usize,
-    },
+    PortOverlap { port: u16, first: String, first_line: usize },
     #[error("\"{value}\" is not a valid NQN: {reason}")]
     InvalidNqn { value: String, reason: &'static str },
-    #[error(
-        "\"{}\" is the discovery subsystem, which the target serves by itself",
-        DISCOVERY_NQN
-    )]
+    #[error("\"{}\" is the discovery subsystem, which the target serves by itself", DISCOVERY_NQN)]
     DiscoveryNqn,
     #[error(
         "allow_any_host = true admits every host, so the `hosts` list would be ignored: \
@@ -466,23 +429,10 @@ impl Config {
     pub fn embedded_default(data_dir: &Path) -> Config {
         let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
         Config {
-            target: TargetSection {
-                data_dir: data_dir.to_path_buf(),
-                ..TargetSection::default()
-            },
+            target: TargetSection { data_dir: data_dir.to_path_buf(), ..TargetSection::default() },
             listeners: vec![
-                Listener {
-                    transport: Transport::Tcp,
-                    address: loopback(4420),
-                    advertise: None,
-                    discovery_only: false,
-                },
-                Listener {
-                    transport: Transport::Tcp,
-                    address: loopback(8009),
-                    advertise: None,
-                    discovery_only: true,
-                },
+                Listener { transport: Transport::Tcp, address: loopback(4420), advertise: None, discovery_only: false },
+                Listener { transport: Transport::Tcp, address: loopback(8009), advertise: None, discovery_only: true },
             ],
             subsystems: vec![Subsystem {
                 nqn: DEFAULT_NQN.to_owned(),
@@ -508,10 +458,8 @@ impl Config {
 
     /// Reads and validates the file at `path`; errors name it as given.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
-            file: path.to_path_buf(),
-            error,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|error| ConfigError::Read { file: path.to_path_buf(), error })?;
         Config::parse(&text, &path.display().to_string())
     }
 
@@ -519,10 +467,7 @@ impl Config {
     /// Looks at the file system for one check: a file namespace without `size`
     /// must name an existing path.
     pub fn parse(text: &str, file_name: &str) -> Result<Config, ConfigError> {
-        let checker = Checker {
-            file: file_name,
-            text,
-        };
+        let checker = Checker { file: file_name, text };
         let raw: RawConfig = toml::from_str(text).map_err(|error| checker.toml_error(error))?;
         checker.config(&raw)
     }
@@ -586,11 +531,7 @@ fn namespace_table(ns: &Namespace) -> toml::Value {
     table.insert("nsid".into(), int(ns.nsid));
     table.insert("backend".into(), Value::from(ns.backend.name()));
     match &ns.backend {
-        Backend::File {
-            path,
-            size_bytes,
-            direct,
-        } => {
+        Backend::File { path, size_bytes, direct } => {
             table.insert("path".into(), path_value(path));
             if let Some(size) = size_bytes {
                 table.insert("size".into(), int(*size));
@@ -724,9 +665,7 @@ impl<'de> Deserialize<'de> for Int {
                 Ok(Int(value))
             }
             fn visit_u64<E: de::Error>(self, value: u64) -> Result<Int, E> {
-                i64::try_from(value)
-                    .map(Int)
-                    .map_err(|_| E::custom(format!("{value} does not fit in 64 bits")))
+                i64::try_from(value).map(Int).map_err(|_| E::custom(format!("{value} does not fit in 64 bits")))
             }
         }
         deserializer.deserialize_any(IntVisitor)
@@ -744,9 +683,7 @@ impl<'de> Deserialize<'de> for Size {
         impl Visitor<'_> for SizeVisitor {
             type Value = Size;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(
-                    "a size in bytes: an integer, or a string such as \"512MiB\" or \"100GB\"",
-                )
+                f.write_str("a size in bytes: an integer, or a string such as \"512MiB\" or \"100GB\"")
             }
             fn visit_i64<E: de::Error>(self, value: i64) -> Result<Size, E> {
                 u64::try_from(value)
@@ -757,9 +694,7 @@ impl<'de> Deserialize<'de> for Size {
                 Ok(Size(value))
             }
             fn visit_str<E: de::Error>(self, value: &str) -> Result<Size, E> {
-                parse_size(value)
-                    .map(Size)
-                    .map_err(|e| E::custom(format!("invalid size \"{value}\": {e}")))
+                parse_size(value).map(Size).map_err(|e| E::custom(format!("invalid size \"{value}\": {e}")))
             }
         }
         deserializer.deserialize_any(SizeVisitor)
@@ -776,9 +711,7 @@ enum SizeError {
         "unit \"{0}\" is ambiguous: write \"KiB\", \"MiB\", ... (powers of 1024) or \"kB\", \"MB\", ... (powers of 1000)"
     )]
     Ambiguous(String),
-    #[error(
-        "unknown unit \"{0}\": expected B, kB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024)"
-    )]
+    #[error("unknown unit \"{0}\": expected B, kB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024)")]
     UnknownUnit(String),
 }
 
@@ -788,9 +721,7 @@ enum SizeError {
 /// size. Only whole numbers.
 fn parse_size(text: &str) -> Result<u64, SizeError> {
     let text = text.trim();
-    let digits_end = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, unit) = text.split_at(digits_end);
     if digits.is_empty() {
         return Err(SizeError::NoNumber);
@@ -841,31 +772,16 @@ impl Checker<'_> {
     }
 
     fn invalid(&self, span: Range<usize>, field: String, problem: Problem) -> ConfigError {
-        ConfigError::Invalid {
-            at: self.location(span.start),
-            field,
-            problem,
-        }
+        ConfigError::Invalid { at: self.location(span.start), field, problem }
     }
 
     fn toml_error(&self, error: toml::de::Error) -> ConfigError {
         let offset = error.span().map_or(0, |span| span.start);
-        ConfigError::Toml {
-            at: self.location(offset),
-            field: field_at(self.text, offset),
-            error: Box::new(error),
-        }
+        ConfigError::Toml { at: self.location(offset), field: field_at(self.text, offset), error: Box::new(error) }
     }
 
     /// An integer field within `min..=max`, or `default` when absent.
-    fn int<T>(
-        &self,
-        value: Option<&Spanned<Int>>,
-        field: &str,
-        min: T,
-        max: T,
-        default: T,
-    ) -> Result<T, ConfigError>
+    fn int<T>(&self, value: Option<&Spanned<Int>>, field: &str, min: T, max: T, default: T) -> Result<T, ConfigError>
     where
         T: TryFrom<i64> + Into<i64> + PartialOrd + Copy,
     {
@@ -878,24 +794,13 @@ impl Checker<'_> {
             _ => Err(self.invalid(
                 value.span(),
                 field.to_owned(),
-                Problem::OutOfRange {
-                    value: number,
-                    min: min.into(),
-                    max: max.into(),
-                },
+                Problem::OutOfRange { value: number, min: min.into(), max: max.into() },
             )),
         }
     }
 
     /// A size field within `min..=max`, or `default` when absent.
-    fn size<T>(
-        &self,
-        value: Option<&Spanned<Size>>,
-        field: &str,
-        min: T,
-        max: T,
-        default: T,
-    ) -> Result<T, ConfigError>
+    fn size<T>(&self, value: Option<&Spanned<Size>>, field: &str, min: T, max: T, default: T) -> Result<T, ConfigError>
     where
         T: TryFrom<u64> + Into<u64> + PartialOrd + Copy,
     {
@@ -908,11 +813,7 @@ impl Checker<'_> {
             _ => Err(self.invalid(
                 value.span(),
                 field.to_owned(),
-                Problem::SizeOutOfRange {
-                    value: bytes,
-                    min: min.into(),
-                    max: max.into(),
-                },
+                Problem::SizeOutOfRange { value: bytes, min: min.into(), max: max.into() },
             )),
         }
     }
@@ -924,11 +825,7 @@ impl Checker<'_> {
         };
         let listeners = self.listeners(&raw.listener, !raw.subsystem.is_empty())?;
         let subsystems = self.subsystems(&raw.subsystem)?;
-        Ok(Config {
-            target,
-            listeners,
-            subsystems,
-        })
+        Ok(Config { target, listeners, subsystems })
     }
 
     /// Err(`problem` at `value`) unless `ok`; an absent field took its default,
@@ -951,89 +848,49 @@ impl Checker<'_> {
 
         let field = "target.mdts_bytes";
         let mdts = raw.mdts_bytes.as_ref();
-        let mdts_bytes = self.size(
-            mdts,
-            field,
-            MDTS_BYTES_MIN,
-            MDTS_BYTES_MAX,
-            DEFAULT_MDTS_BYTES,
-        )?;
-        self.ensure(mdts, field, mdts_bytes.is_power_of_two(), || {
-            Problem::NotPowerOfTwo(mdts_bytes.into())
-        })?;
+        let mdts_bytes = self.size(mdts, field, MDTS_BYTES_MIN, MDTS_BYTES_MAX, DEFAULT_MDTS_BYTES)?;
+        self.ensure(mdts, field, mdts_bytes.is_power_of_two(), || Problem::NotPowerOfTwo(mdts_bytes.into()))?;
 
         let entries = raw.max_queue_entries.as_ref();
-        let max_queue_entries = self.int(
-            entries,
-            "target.max_queue_entries",
-            2u16,
-            1024,
-            DEFAULT_MAX_QUEUE_ENTRIES,
-        )?;
+        let max_queue_entries = self.int(entries, "target.max_queue_entries", 2u16, 1024, DEFAULT_MAX_QUEUE_ENTRIES)?;
         let queues = raw.max_io_queues.as_ref();
-        let max_io_queues = self.int(
-            queues,
-            "target.max_io_queues",
-            1u16,
-            1024,
-            DEFAULT_MAX_IO_QUEUES,
-        )?;
+        let max_io_queues = self.int(queues, "target.max_io_queues", 1u16, 1024, DEFAULT_MAX_IO_QUEUES)?;
 
         let field = "target.in_capsule_data_bytes";
         let icd = raw.in_capsule_data_bytes.as_ref();
         let icd_default = DEFAULT_IN_CAPSULE_DATA_BYTES.min(mdts_bytes);
         let in_capsule_data_bytes = self.size(icd, field, 0u32, mdts_bytes, icd_default)?;
-        self.ensure(icd, field, in_capsule_data_bytes % 16 == 0, || {
-            Problem::NotMultiple {
-                value: in_capsule_data_bytes.into(),
-                of: 16,
-                why: "NVMe/TCP counts in-capsule data in 16-byte units",
-            }
+        self.ensure(icd, field, in_capsule_data_bytes % 16 == 0, || Problem::NotMultiple {
+            value: in_capsule_data_bytes.into(),
+            of: 16,
+            why: "NVMe/TCP counts in-capsule data in 16-byte units",
         })?;
 
         let keep_alive = raw.keep_alive_default_ms.as_ref();
-        let keep_alive_default_ms = self.int(
-            keep_alive,
-            "target.keep_alive_default_ms",
-            1000u32,
-            3_600_000,
-            DEFAULT_KEEP_ALIVE_MS,
-        )?;
+        let keep_alive_default_ms =
+            self.int(keep_alive, "target.keep_alive_default_ms", 1000u32, 3_600_000, DEFAULT_KEEP_ALIVE_MS)?;
 
         let field = "target.buffer_pool_bytes";
         let pool = raw.buffer_pool_bytes.as_ref();
-        let buffer_pool_bytes =
-            self.size(pool, field, 0u64, u64::MAX, DEFAULT_BUFFER_POOL_BYTES)?;
+        let buffer_pool_bytes = self.size(pool, field, 0u64, u64::MAX, DEFAULT_BUFFER_POOL_BYTES)?;
         let mdts = u64::from(mdts_bytes);
-        self.ensure(pool, field, buffer_pool_bytes >= mdts, || {
-            Problem::TooSmall {
-                value: buffer_pool_bytes,
-                min: mdts,
-                why: "mdts_bytes: one maximal transfer must fit",
-            }
+        self.ensure(pool, field, buffer_pool_bytes >= mdts, || Problem::TooSmall {
+            value: buffer_pool_bytes,
+            min: mdts,
+            why: "mdts_bytes: one maximal transfer must fit",
         })?;
-        self.ensure(pool, field, buffer_pool_bytes % 4096 == 0, || {
-            Problem::NotMultiple {
-                value: buffer_pool_bytes,
-                of: 4096,
-                why: "buffers are whole pages",
-            }
+        self.ensure(pool, field, buffer_pool_bytes % 4096 == 0, || Problem::NotMultiple {
+            value: buffer_pool_bytes,
+            of: 4096,
+            why: "buffers are whole pages",
         })?;
 
         let poll = raw.busy_poll_us.as_ref();
-        let busy_poll_us = self.int(
-            poll,
-            "target.busy_poll_us",
-            0u32,
-            1_000_000,
-            DEFAULT_BUSY_POLL_US,
-        )?;
+        let busy_poll_us = self.int(poll, "target.busy_poll_us", 0u32, 1_000_000, DEFAULT_BUSY_POLL_US)?;
 
         let dir = raw.data_dir.as_ref();
         let data_dir = dir.map_or(DEFAULT_DATA_DIR, |d| d.get_ref().as_str());
-        self.ensure(dir, "target.data_dir", !data_dir.is_empty(), || {
-            Problem::Empty
-        })?;
+        self.ensure(dir, "target.data_dir", !data_dir.is_empty(), || Problem::Empty)?;
 
         Ok(TargetSection {
             reactors,
@@ -1059,20 +916,12 @@ impl Checker<'_> {
         let problem = match usize::try_from(n) {
             Ok(reactors) if (1..=max).contains(&reactors) => return Ok(reactors),
             Ok(reactors) if reactors > max => Problem::TooManyReactors { value: n, cpus },
-            _ => Problem::OutOfRange {
-                value: n,
-                min: 1,
-                max: i64::try_from(max).unwrap_or(i64::MAX),
-            },
+            _ => Problem::OutOfRange { value: n, min: 1, max: i64::try_from(max).unwrap_or(i64::MAX) },
         };
         Err(self.invalid(value.span(), "target.reactors".into(), problem))
     }
 
-    fn listeners(
-        &self,
-        raw: &[Spanned<RawListener>],
-        have_subsystems: bool,
-    ) -> Result<Vec<Listener>, ConfigError> {
+    fn listeners(&self, raw: &[Spanned<RawListener>], have_subsystems: bool) -> Result<Vec<Listener>, ConfigError> {
         if raw.is_empty() {
             return Err(self.invalid(0..0, "listener".into(), Problem::NoListeners));
         }
@@ -1082,11 +931,7 @@ impl Checker<'_> {
         for (i, item) in raw.iter().enumerate() {
             let prefix = format!("listener[{i}]");
             let listener = self.listener(item, &prefix)?;
-            let address_span = item
-                .get_ref()
-                .address
-                .as_ref()
-                .map_or(item.span(), |a| a.span());
+            let address_span = item.get_ref().address.as_ref().map_or(item.span(), |a| a.span());
             for (j, (other, line)) in seen.iter().enumerate() {
                 let a = listener.address;
                 if a.port() != 0 && a == *other {
@@ -1141,10 +986,7 @@ impl Checker<'_> {
                     return Err(self.invalid(
                         value.span(),
                         format!("{prefix}.transport"),
-                        Problem::UnknownChoice {
-                            value: other.to_owned(),
-                            expected: "\"tcp\", \"rdma\"",
-                        },
+                        Problem::UnknownChoice { value: other.to_owned(), expected: "\"tcp\", \"rdma\"" },
                     ));
                 }
             },
@@ -1184,13 +1026,9 @@ impl Checker<'_> {
     }
 
     fn socket_addr(&self, text: &Spanned<String>, field: &str) -> Result<SocketAddr, ConfigError> {
-        text.get_ref().parse().map_err(|_| {
-            self.invalid(
-                text.span(),
-                field.to_owned(),
-                Problem::BadAddress(text.get_ref().clone()),
-            )
-        })
+        text.get_ref()
+            .parse()
+            .map_err(|_| self.invalid(text.span(), field.to_owned(), Problem::BadAddress(text.get_ref().clone())))
     }
 
     fn subsystems(&self, raw: &[Spanned<RawSubsystem>]) -> Result<Vec<Subsystem>, ConfigError> {
@@ -1201,37 +1039,21 @@ impl Checker<'_> {
         for (i, item) in raw.iter().enumerate() {
             let prefix = format!("subsystem[{i}]");
             let subsystem = self.subsystem(item, &prefix, &mut ids)?;
-            let span = item
-                .get_ref()
-                .nqn
-                .as_ref()
-                .map_or(item.span(), |n| n.span());
+            let span = item.get_ref().nqn.as_ref().map_or(item.span(), |n| n.span());
             if let Some((first, first_line)) = nqns.get(&subsystem.nqn) {
                 return Err(self.invalid(
                     span,
                     format!("{prefix}.nqn"),
-                    Problem::Duplicate {
-                        what: "NQN",
-                        first: first.clone(),
-                        first_line: *first_line,
-                    },
+                    Problem::Duplicate { what: "NQN", first: first.clone(), first_line: *first_line },
                 ));
             }
-            nqns.insert(
-                subsystem.nqn.clone(),
-                (format!("{prefix}.nqn"), self.line(&span)),
-            );
+            nqns.insert(subsystem.nqn.clone(), (format!("{prefix}.nqn"), self.line(&span)));
             subsystems.push(subsystem);
         }
         Ok(subsystems)
     }
 
-    fn subsystem(
-        &self,
-        item: &Spanned<RawSubsystem>,
-        prefix: &str,
-        ids: &mut Ids,
-    ) -> Result<Subsystem, ConfigError> {
+    fn subsystem(&self, item: &Spanned<RawSubsystem>, prefix: &str, ids: &mut Ids) -> Result<Subsystem, ConfigError> {
         let raw = item.get_ref();
         let Some(nqn) = &raw.nqn else {
             return Err(self.invalid(
@@ -1249,11 +1071,7 @@ impl Checker<'_> {
         let mut hosts: Vec<String> = Vec::new();
         if let Some(list) = &raw.hosts {
             if allow_any_host && !list.get_ref().is_empty() {
-                return Err(self.invalid(
-                    list.span(),
-                    format!("{prefix}.hosts"),
-                    Problem::AnyHostWithHosts,
-                ));
+                return Err(self.invalid(list.span(), format!("{prefix}.hosts"), Problem::AnyHostWithHosts));
             }
             let mut seen: HashMap<&str, Seen> = HashMap::new();
             for (j, host) in list.get_ref().iter().enumerate() {
@@ -1263,11 +1081,7 @@ impl Checker<'_> {
                     return Err(self.invalid(
                         host.span(),
                         field,
-                        Problem::Duplicate {
-                            what: "host NQN",
-                            first: first.clone(),
-                            first_line: *first_line,
-                        },
+                        Problem::Duplicate { what: "host NQN", first: first.clone(), first_line: *first_line },
                     ));
                 }
                 seen.insert(host.get_ref(), (field, self.line(&host.span())));
@@ -1275,16 +1089,8 @@ impl Checker<'_> {
             }
         }
 
-        let serial = self.ascii(
-            raw.serial.as_ref(),
-            &format!("{prefix}.serial"),
-            SERIAL_MAX_BYTES,
-        )?;
-        let model = self.ascii(
-            raw.model.as_ref(),
-            &format!("{prefix}.model"),
-            MODEL_MAX_BYTES,
-        )?;
+        let serial = self.ascii(raw.serial.as_ref(), &format!("{prefix}.serial"), SERIAL_MAX_BYTES)?;
+        let model = self.ascii(raw.model.as_ref(), &format!("{prefix}.model"), MODEL_MAX_BYTES)?;
 
         let mut namespaces = Vec::with_capacity(raw.namespace.len());
         let mut nsids: HashMap<u32, Seen> = HashMap::new();
@@ -1296,49 +1102,23 @@ impl Checker<'_> {
                 return Err(self.invalid(
                     span,
                     format!("{ns_prefix}.nsid"),
-                    Problem::Duplicate {
-                        what: "NSID",
-                        first: first.clone(),
-                        first_line: *first_line,
-                    },
+                    Problem::Duplicate { what: "NSID", first: first.clone(), first_line: *first_line },
                 ));
             }
-            nsids.insert(
-                namespace.nsid,
-                (format!("{ns_prefix}.nsid"), self.line(&span)),
-            );
+            nsids.insert(namespace.nsid, (format!("{ns_prefix}.nsid"), self.line(&span)));
             namespaces.push(namespace);
         }
 
-        Ok(Subsystem {
-            nqn: nqn.get_ref().clone(),
-            allow_any_host,
-            hosts,
-            serial,
-            model,
-            namespaces,
-        })
+        Ok(Subsystem { nqn: nqn.get_ref().clone(), allow_any_host, hosts, serial, model, namespaces })
     }
 
     fn nqn(&self, value: &Spanned<String>, field: &str) -> Result<(), ConfigError> {
         check_nqn(value.get_ref()).map_err(|reason| {
-            self.invalid(
-                value.span(),
-                field.to_owned(),
-                Problem::InvalidNqn {
-                    value: value.get_ref().clone(),
-                    reason,
-                },
-            )
+            self.invalid(value.span(), field.to_owned(), Problem::InvalidNqn { value: value.get_ref().clone(), reason })
         })
     }
 
-    fn ascii(
-        &self,
-        value: Option<&Spanned<String>>,
-        field: &str,
-        max: usize,
-    ) -> Result<Option<String>, ConfigError> {
+    fn ascii(&self, value: Option<&Spanned<String>>, field: &str, max: usize) -> Result<Option<String>, ConfigError> {
         let Some(value) = value else {
             return Ok(None);
         };
@@ -1348,10 +1128,7 @@ impl Checker<'_> {
         } else if !text.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
             Some(Problem::NotPrintableAscii)
         } else if text.len() > max {
-            Some(Problem::TooLong {
-                len: text.len(),
-                max,
-            })
+            Some(Problem::TooLong { len: text.len(), max })
         } else {
             None
         };
@@ -1361,12 +1138,7 @@ impl Checker<'_> {
         }
     }
 
-    fn namespace(
-        &self,
-        item: &Spanned<RawNamespace>,
-        prefix: &str,
-        ids: &mut Ids,
-    ) -> Result<Namespace, ConfigError> {
+    fn namespace(&self, item: &Spanned<RawNamespace>, prefix: &str, ids: &mut Ids) -> Result<Namespace, ConfigError> {
         let raw = item.get_ref();
         let Some(nsid_value) = &raw.nsid else {
             return Err(self.invalid(
@@ -1375,13 +1147,7 @@ impl Checker<'_> {
                 Problem::Missing("the namespace ID, 1..=4294967294"),
             ));
         };
-        let nsid = self.int(
-            Some(nsid_value),
-            &format!("{prefix}.nsid"),
-            1u32,
-            NSID_MAX,
-            1,
-        )?;
+        let nsid = self.int(Some(nsid_value), &format!("{prefix}.nsid"), 1u32, NSID_MAX, 1)?;
 
         let block_size = match &raw.block_size {
             None => DEFAULT_BLOCK_SIZE,
@@ -1409,11 +1175,7 @@ impl Checker<'_> {
                     return Err(self.invalid(
                         value.span(),
                         field,
-                        Problem::NotMultiple {
-                            value: bytes,
-                            of: block_size.into(),
-                            why: "the block size",
-                        },
+                        Problem::NotMultiple { value: bytes, of: block_size.into(), why: "the block size" },
                     ));
                 }
                 Some(bytes)
@@ -1429,20 +1191,17 @@ impl Checker<'_> {
             .enumerate()
             .map(|(i, f)| self.fault(f, &format!("{prefix}.fault[{i}]")))
             .collect::<Result<_, _>>()?;
-        Ok(Namespace {
-            nsid,
-            backend,
-            block_size,
-            uuid,
-            nguid,
-            faults,
-        })
+        Ok(Namespace { nsid, backend, block_size, uuid, nguid, faults })
     }
 
     fn fault(&self, item: &Spanned<RawFault>, prefix: &str) -> Result<Fault, ConfigError> {
         let raw = item.get_ref();
         let Some(lba) = &raw.lba else {
-            return Err(self.invalid(item.span(), format!("{prefix}.lba"), Problem::Missing("the first block of the faulty range")));
+            return Err(self.invalid(
+                item.span(),
+                format!("{prefix}.lba"),
+                Problem::Missing("the first block of the faulty range"),
+            ));
         };
         let lba = self.int(Some(lba), &format!("{prefix}.lba"), 0i64, i64::MAX, 0)? as u64;
         let blocks = self.int(raw.blocks.as_ref(), &format!("{prefix}.blocks"), 1i64, i64::MAX, 1)? as u64;
@@ -1474,29 +1233,20 @@ impl Checker<'_> {
         };
         let backend = match kind.get_ref().as_str() {
             "file" => self.file_backend(item, prefix, size_bytes)?,
-            "null" => Backend::Null {
-                size_bytes: size_bytes.ok_or_else(missing_size)?,
-            },
-            "mem" => Backend::Mem {
-                size_bytes: size_bytes.ok_or_else(missing_size)?,
-            },
+            "null" => Backend::Null { size_bytes: size_bytes.ok_or_else(missing_size)? },
+            "mem" => Backend::Mem { size_bytes: size_bytes.ok_or_else(missing_size)? },
             other => {
                 return Err(self.invalid(
                     kind.span(),
                     format!("{prefix}.backend"),
-                    Problem::UnknownChoice {
-                        value: other.to_owned(),
-                        expected: "\"file\", \"null\", \"mem\"",
-                    },
+                    Problem::UnknownChoice { value: other.to_owned(), expected: "\"file\", \"null\", \"mem\"" },
                 ));
             }
         };
         if !matches!(backend, Backend::File { .. }) {
             for (key, value) in [("path", &raw.path), ("direct", &raw.direct)] {
                 let field = format!("{prefix}.{key}");
-                self.ensure(value.as_ref(), &field, false, || {
-                    Problem::OnlyForFile(backend.name())
-                })?;
+                self.ensure(value.as_ref(), &field, false, || Problem::OnlyForFile(backend.name()))?;
             }
         }
         Ok(backend)
@@ -1536,37 +1286,20 @@ impl Checker<'_> {
                 return Err(self.invalid(
                     value.span(),
                     format!("{prefix}.direct"),
-                    Problem::UnknownChoice {
-                        value: other.to_owned(),
-                        expected: "\"auto\", \"on\", \"off\"",
-                    },
+                    Problem::UnknownChoice { value: other.to_owned(), expected: "\"auto\", \"on\", \"off\"" },
                 ));
             }
         };
-        Ok(Backend::File {
-            path: path_buf,
-            size_bytes,
-            direct,
-        })
+        Ok(Backend::File { path: path_buf, size_bytes, direct })
     }
 
-    fn uuid(
-        &self,
-        value: Option<&Spanned<String>>,
-        prefix: &str,
-        ids: &mut Ids,
-    ) -> Result<Option<Uuid>, ConfigError> {
+    fn uuid(&self, value: Option<&Spanned<String>>, prefix: &str, ids: &mut Ids) -> Result<Option<Uuid>, ConfigError> {
         let Some(value) = value else {
             return Ok(None);
         };
         let field = format!("{prefix}.uuid");
-        let uuid = Uuid::try_parse(value.get_ref()).map_err(|_| {
-            self.invalid(
-                value.span(),
-                field.clone(),
-                Problem::BadUuid(value.get_ref().clone()),
-            )
-        })?;
+        let uuid = Uuid::try_parse(value.get_ref())
+            .map_err(|_| self.invalid(value.span(), field.clone(), Problem::BadUuid(value.get_ref().clone())))?;
         if uuid.is_nil() {
             return Err(self.invalid(value.span(), field, Problem::NilUuid));
         }
@@ -1574,11 +1307,7 @@ impl Checker<'_> {
             return Err(self.invalid(
                 value.span(),
                 field,
-                Problem::Duplicate {
-                    what: "UUID",
-                    first: first.clone(),
-                    first_line: *first_line,
-                },
+                Problem::Duplicate { what: "UUID", first: first.clone(), first_line: *first_line },
             ));
         }
         ids.uuids.insert(uuid, (field, self.line(&value.span())));
@@ -1595,13 +1324,8 @@ impl Checker<'_> {
             return Ok(None);
         };
         let field = format!("{prefix}.nguid");
-        let nguid = parse_nguid(value.get_ref()).ok_or_else(|| {
-            self.invalid(
-                value.span(),
-                field.clone(),
-                Problem::BadNguid(value.get_ref().clone()),
-            )
-        })?;
+        let nguid = parse_nguid(value.get_ref())
+            .ok_or_else(|| self.invalid(value.span(), field.clone(), Problem::BadNguid(value.get_ref().clone())))?;
         if nguid == [0; 16] {
             return Err(self.invalid(value.span(), field, Problem::ZeroNguid));
         }
@@ -1609,11 +1333,7 @@ impl Checker<'_> {
             return Err(self.invalid(
                 value.span(),
                 field,
-                Problem::Duplicate {
-                    what: "NGUID",
-                    first: first.clone(),
-                    first_line: *first_line,
-                },
+                Problem::Duplicate { what: "NGUID", first: first.clone(), first_line: *first_line },
             ));
         }
         ids.nguids.insert(nguid, (field, self.line(&value.span())));
@@ -1652,9 +1372,7 @@ fn check_nqn(nqn: &str) -> Result<(), &'static str> {
     if nqn.chars().any(char::is_control) {
         return Err("contains a control character");
     }
-    let rest = nqn
-        .strip_prefix("nqn.")
-        .ok_or("does not start with \"nqn.\"")?;
+    let rest = nqn.strip_prefix("nqn.").ok_or("does not start with \"nqn.\"")?;
     let date = rest.get(..8).ok_or("no \"yyyy-mm.\" date after \"nqn.\"")?;
     let d = date.as_bytes();
     let digits = |r: Range<usize>| d[r].iter().all(u8::is_ascii_digit);
@@ -1669,9 +1387,7 @@ fn check_nqn(nqn: &str) -> Result<(), &'static str> {
     let domain_ok = !domain.is_empty()
         && !domain.starts_with('.')
         && !domain.ends_with('.')
-        && domain
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        && domain.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
     if !domain_ok {
         return Err("no reverse domain name after the date");
     }
@@ -1698,22 +1414,13 @@ fn consider(span: Range<usize>, path: &str, offset: usize, best: &mut Option<(us
 
 fn walk_table(table: &DeTable<'_>, path: &str, offset: usize, best: &mut Option<(usize, String)>) {
     for (key, value) in table.iter() {
-        let key_path = if path.is_empty() {
-            key.get_ref().to_string()
-        } else {
-            format!("{path}.{}", key.get_ref())
-        };
+        let key_path = if path.is_empty() { key.get_ref().to_string() } else { format!("{path}.{}", key.get_ref()) };
         consider(key.span(), &key_path, offset, best);
         walk_value(value, &key_path, offset, best);
     }
 }
 
-fn walk_value(
-    value: &Spanned<DeValue<'_>>,
-    path: &str,
-    offset: usize,
-    best: &mut Option<(usize, String)>,
-) {
+fn walk_value(value: &Spanned<DeValue<'_>>, path: &str, offset: usize, best: &mut Option<(usize, String)>) {
     consider(value.span(), path, offset, best);
     match value.get_ref() {
         DeValue::Table(table) => walk_table(table, path, offset, best),

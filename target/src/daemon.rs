@@ -12,16 +12,16 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::backend::{Backend, BackendError};
+use crate::buffers::Layout;
 use crate::config::{self, Config};
 use crate::notify::Notifier;
 use crate::nvme::{Nqn, Nsid};
-use crate::buffers::Layout;
-use crate::reactor::{Inbox, Msg, Reactor, Setup, STAGING_BYTES};
+use crate::reactor::{Inbox, Msg, Reactor, STAGING_BYTES, Setup};
 use crate::subsys::{Limits, ListenerInfo, Namespace, Subsystem, SubsystemKind, Target};
 
 /// How long a stop waits for connections to finish before flushing and exiting anyway.
@@ -85,12 +85,19 @@ fn build_target(config: &Config, listeners: Vec<ListenerInfo>) -> Result<Target,
 
 fn fault(f: &config::Fault, block_size: u32) -> crate::backend::Fault {
     let bs = u64::from(block_size);
-    crate::backend::Fault { reads: f.reads, writes: f.writes, offset: f.lba.saturating_mul(bs), len: f.blocks.saturating_mul(bs) }
+    crate::backend::Fault {
+        reads: f.reads,
+        writes: f.writes,
+        offset: f.lba.saturating_mul(bs),
+        len: f.blocks.saturating_mul(bs),
+    }
 }
 
 fn open_backend(b: &config::Backend, block_size: u32) -> Result<Backend, BackendError> {
     match b {
-        config::Backend::File { path, size_bytes, direct } => Backend::open_file(path, *size_bytes, block_size, *direct),
+        config::Backend::File { path, size_bytes, direct } => {
+            Backend::open_file(path, *size_bytes, block_size, *direct)
+        }
         config::Backend::Null { size_bytes } => Ok(Backend::null(*size_bytes)),
         config::Backend::Mem { size_bytes } => Backend::mem(*size_bytes),
     }
@@ -147,7 +154,10 @@ fn block_signals() -> Result<libc::sigset_t, StartError> {
 
 /// Waits up to `timeout` for a blocked signal; returns it, if one came.
 fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
-    let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32) };
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
     // SAFETY: valid sigset and timespec; siginfo may be null.
     let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
     (sig > 0).then_some(sig)
@@ -159,7 +169,11 @@ struct Running {
     threads: Vec<JoinHandle<io::Result<()>>>,
 }
 
-fn start_reactors(config: &Config, target: &Arc<Target>, mut listeners: Vec<(OwnedFd, ListenerInfo)>) -> Result<Running, StartError> {
+fn start_reactors(
+    config: &Config,
+    target: &Arc<Target>,
+    mut listeners: Vec<(OwnedFd, ListenerInfo)>,
+) -> Result<Running, StartError> {
     let n = config.target.reactors.max(1);
     let mut inboxes = Vec::with_capacity(n);
     for id in 0..n {
@@ -205,7 +219,12 @@ fn start_reactors(config: &Config, target: &Arc<Target>, mut listeners: Vec<(Own
         match started_rx.recv() {
             Ok(Ok(_)) => {}
             Ok(Err((id, source))) => return Err(StartError::Reactor { id, source }),
-            Err(_) => return Err(StartError::Reactor { id: 0, source: io::Error::other("reactor thread ended during start") }),
+            Err(_) => {
+                return Err(StartError::Reactor {
+                    id: 0,
+                    source: io::Error::other("reactor thread ended during start"),
+                });
+            }
         }
     }
     Ok(Running { inboxes, heartbeats, threads })
@@ -219,7 +238,12 @@ fn connect_hints(target: &Target) -> Vec<String> {
     }
     if let Some(l) = target.listeners.iter().find(|l| !l.discovery_only) {
         for s in target.subsystems() {
-            hints.push(format!("nvme connect -t tcp -a {} -s {} -n {}", l.advertised.ip(), l.advertised.port(), s.nqn.as_str()));
+            hints.push(format!(
+                "nvme connect -t tcp -a {} -s {} -n {}",
+                l.advertised.ip(),
+                l.advertised.port(),
+                s.nqn.as_str()
+            ));
         }
     }
     hints
@@ -237,7 +261,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         println!("{hint}");
     }
     if let Some(n) = &notifier {
-        let _ = n.status(&format!("serving {} subsystems on {} listeners", target.subsystems().len(), target.listeners.len()));
+        let _ = n.status(&format!(
+            "serving {} subsystems on {} listeners",
+            target.subsystems().len(),
+            target.listeners.len()
+        ));
         let _ = n.ready();
     }
     let period = notifier.as_ref().and_then(Notifier::watchdog_interval).map_or(HEARTBEAT, |w| w / 2);

@@ -9,13 +9,13 @@
 //! - [`notify`]: systemd's readiness and watchdog notifications.
 
 pub mod backend;
+pub mod buffers;
 pub mod config;
 pub mod ctrl;
 pub mod daemon;
 pub mod notify;
-pub mod buffers;
+pub mod nvme;
 pub mod reactor;
 pub mod storage;
 pub mod subsys;
-pub mod nvme;
 pub mod tcp;

@@ -46,10 +46,7 @@ pub enum NotifyError {
     #[error("cannot create a socket to notify the service manager: {0}")]
     Socket(io::Error),
     #[error("cannot send {state} to the service manager: {error}")]
-    Send {
-        state: &'static str,
-        error: io::Error,
-    },
+    Send { state: &'static str, error: io::Error },
 }
 
 impl Notifier {
@@ -59,17 +56,8 @@ impl Notifier {
     /// reports the missing readiness.
     pub fn from_env() -> Option<Notifier> {
         let var = |name| std::env::var_os(name);
-        let (socket, usec, pid) = (
-            var("NOTIFY_SOCKET"),
-            var("WATCHDOG_USEC"),
-            var("WATCHDOG_PID"),
-        );
-        match Notifier::from_vars(
-            socket.as_deref(),
-            usec.as_deref(),
-            pid.as_deref(),
-            std::process::id(),
-        ) {
+        let (socket, usec, pid) = (var("NOTIFY_SOCKET"), var("WATCHDOG_USEC"), var("WATCHDOG_PID"));
+        match Notifier::from_vars(socket.as_deref(), usec.as_deref(), pid.as_deref(), std::process::id()) {
             Ok(notifier) => notifier,
             Err(error) => {
                 tracing::warn!(%error, "not notifying systemd");
@@ -89,26 +77,17 @@ impl Notifier {
             return Ok(None);
         };
         let bytes = value.as_bytes();
-        let bad_address = |error| NotifyError::BadAddress {
-            value: value.to_string_lossy().into_owned(),
-            error,
-        };
+        let bad_address = |error| NotifyError::BadAddress { value: value.to_string_lossy().into_owned(), error };
         let address = match bytes.first() {
             Some(b'@') => SocketAddr::from_abstract_name(&bytes[1..]).map_err(bad_address)?,
             Some(b'/') => SocketAddr::from_pathname(value).map_err(bad_address)?,
             _ => {
-                return Err(NotifyError::UnsupportedAddress(
-                    value.to_string_lossy().into_owned(),
-                ));
+                return Err(NotifyError::UnsupportedAddress(value.to_string_lossy().into_owned()));
             }
         };
         let socket = UnixDatagram::unbound().map_err(NotifyError::Socket)?;
         socket.set_nonblocking(true).map_err(NotifyError::Socket)?;
-        Ok(Some(Notifier {
-            socket,
-            address,
-            watchdog_interval: watchdog_interval(watchdog_usec, watchdog_pid, pid),
-        }))
+        Ok(Some(Notifier { socket, address, watchdog_interval: watchdog_interval(watchdog_usec, watchdog_pid, pid) }))
     }
 
     /// `READY=1`: start-up is complete; send once every listener is bound.
@@ -123,10 +102,7 @@ impl Notifier {
 
     /// `STATUS=…`: one line for `systemctl status`; newlines become spaces.
     pub fn status(&self, text: &str) -> Result<(), NotifyError> {
-        let line: String = text
-            .chars()
-            .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
-            .collect();
+        let line: String = text.chars().map(|c| if c == '\n' || c == '\r' { ' ' } else { c }).collect();
         self.send(&format!("STATUS={line}"), "STATUS")
     }
 
@@ -138,10 +114,7 @@ impl Notifier {
     /// `EXTEND_TIMEOUT_USEC=…`: asks systemd for `by` more time than the current
     /// start or stop time-out, e.g. while in-flight I/O drains on shutdown.
     pub fn extend_timeout(&self, by: Duration) -> Result<(), NotifyError> {
-        self.send(
-            &format!("EXTEND_TIMEOUT_USEC={}", by.as_micros()),
-            "EXTEND_TIMEOUT_USEC",
-        )
+        self.send(&format!("EXTEND_TIMEOUT_USEC={}", by.as_micros()), "EXTEND_TIMEOUT_USEC")
     }
 
     /// The watchdog time-out systemd enforces (`WatchdogSec=`), when it watches this
@@ -159,11 +132,7 @@ impl Notifier {
     }
 }
 
-fn watchdog_interval(
-    usec: Option<&OsStr>,
-    watchdog_pid: Option<&OsStr>,
-    pid: u32,
-) -> Option<Duration> {
+fn watchdog_interval(usec: Option<&OsStr>, watchdog_pid: Option<&OsStr>, pid: u32) -> Option<Duration> {
     if let Some(watchdog_pid) = watchdog_pid {
         let for_us = watchdog_pid.to_str().and_then(|p| p.parse::<u32>().ok()) == Some(pid);
         if !for_us {
@@ -185,16 +154,12 @@ mod tests {
 
     fn received(listener: &UnixDatagram) -> String {
         let mut buf = [0u8; 512];
-        let n = listener
-            .recv(&mut buf)
-            .expect("a datagram within the read time-out");
+        let n = listener.recv(&mut buf).expect("a datagram within the read time-out");
         String::from_utf8(buf[..n].to_vec()).expect("UTF-8")
     }
 
     fn exercise(listener: &UnixDatagram, notifier: &Notifier) {
-        listener
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
+        listener.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         notifier.ready().unwrap();
         assert_eq!(received(listener), "READY=1");
         notifier.status("serving 1 subsystem\nREADY=1").unwrap();
@@ -212,22 +177,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify");
         let listener = UnixDatagram::bind(&path).unwrap();
-        let notifier = Notifier::from_vars(Some(path.as_os_str()), None, None, 1)
-            .unwrap()
-            .expect("a notifier for a path");
+        let notifier =
+            Notifier::from_vars(Some(path.as_os_str()), None, None, 1).unwrap().expect("a notifier for a path");
         exercise(&listener, &notifier);
     }
 
     #[test]
     fn abstract_socket_receives_each_state() {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
         let name = format!("fabriq-notify-test-{}-{nanos}", std::process::id());
-        let listener =
-            UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap())
-                .unwrap();
+        let listener = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
         let notifier = Notifier::from_vars(os(&format!("@{name}")), None, None, 1)
             .unwrap()
             .expect("a notifier for an abstract name");
@@ -236,16 +195,8 @@ mod tests {
 
     #[test]
     fn no_socket_means_no_notifier() {
-        assert!(
-            Notifier::from_vars(None, os("1000000"), None, 1)
-                .unwrap()
-                .is_none()
-        );
-        assert!(
-            Notifier::from_vars(os(""), None, None, 1)
-                .unwrap()
-                .is_none()
-        );
+        assert!(Notifier::from_vars(None, os("1000000"), None, 1).unwrap().is_none());
+        assert!(Notifier::from_vars(os(""), None, None, 1).unwrap().is_none());
     }
 
     #[test]
@@ -256,30 +207,16 @@ mod tests {
             "NOTIFY_SOCKET=\"vsock:2:1234\" is neither an absolute path nor an abstract @name"
         );
         let long = format!("/{}", "x".repeat(200));
-        assert!(matches!(
-            Notifier::from_vars(os(&long), None, None, 1),
-            Err(NotifyError::BadAddress { .. })
-        ));
+        assert!(matches!(Notifier::from_vars(os(&long), None, None, 1), Err(NotifyError::BadAddress { .. })));
     }
 
     #[test]
     fn sending_to_a_missing_socket_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gone");
-        let notifier = Notifier::from_vars(Some(path.as_os_str()), None, None, 1)
-            .unwrap()
-            .unwrap();
+        let notifier = Notifier::from_vars(Some(path.as_os_str()), None, None, 1).unwrap().unwrap();
         let error = notifier.ready().unwrap_err();
-        assert!(
-            matches!(
-                error,
-                NotifyError::Send {
-                    state: "READY=1",
-                    ..
-                }
-            ),
-            "{error}"
-        );
+        assert!(matches!(error, NotifyError::Send { state: "READY=1", .. }), "{error}");
     }
 
     #[test]
@@ -299,17 +236,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("notify");
         let pid = std::process::id().to_string();
-        let notifier = Notifier::from_vars(
-            Some(path.as_os_str()),
-            os("2500000"),
-            os(&pid),
-            std::process::id(),
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(
-            notifier.watchdog_interval(),
-            Some(Duration::from_millis(2500))
-        );
+        let notifier =
+            Notifier::from_vars(Some(path.as_os_str()), os("2500000"), os(&pid), std::process::id()).unwrap().unwrap();
+        assert_eq!(notifier.watchdog_interval(), Some(Duration::from_millis(2500)));
     }
 }

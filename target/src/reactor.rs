@@ -425,15 +425,23 @@ impl Reactor {
                 conn.msg.msg_iovlen = n;
                 conn.send_inflight = true;
                 let fd = types::Fd(conn.fd.as_raw_fd());
-                entries[0] = Some(opcode::SendMsg::new(fd, &*conn.msg).flags(libc::MSG_NOSIGNAL as u32).build().user_data(token(Kind::Send, index, 0)));
+                entries[0] = Some(
+                    opcode::SendMsg::new(fd, &*conn.msg).flags(libc::MSG_NOSIGNAL as u32).build().user_data(token(
+                        Kind::Send,
+                        index,
+                        0,
+                    )),
+                );
             }
         }
-        if !conn.recv_inflight && !conn.closing
-            && let Some((ptr, len)) = conn.queue.recv_window() {
-                conn.recv_inflight = true;
-                let fd = types::Fd(conn.fd.as_raw_fd());
-                entries[1] = Some(opcode::Recv::new(fd, ptr, len as u32).build().user_data(token(Kind::Recv, index, 0)));
-            }
+        if !conn.recv_inflight
+            && !conn.closing
+            && let Some((ptr, len)) = conn.queue.recv_window()
+        {
+            conn.recv_inflight = true;
+            let fd = types::Fd(conn.fd.as_raw_fd());
+            entries[1] = Some(opcode::Recv::new(fd, ptr, len as u32).build().user_data(token(Kind::Recv, index, 0)));
+        }
         let idle = !conn.recv_inflight && !conn.send_inflight && conn.ops_inflight == 0;
         for entry in entries.into_iter().flatten() {
             self.push(entry);
@@ -448,7 +456,8 @@ impl Reactor {
         conn.recv_inflight = false;
         if res <= 0 {
             if !conn.closing {
-                let why = if res == 0 { String::from("peer closed") } else { io::Error::from_raw_os_error(-res).to_string() };
+                let why =
+                    if res == 0 { String::from("peer closed") } else { io::Error::from_raw_os_error(-res).to_string() };
                 conn.queue.peer_gone(&why);
             }
             self.with_queue(index, |_, _| {});

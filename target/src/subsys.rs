@@ -50,7 +50,14 @@ impl Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { mdts_bytes: 128 * 1024, max_queue_entries: 128, max_io_queues: 8, in_capsule_data_bytes: 8192, reactors: 1, discovery_kato_ms: 120_000 }
+        Limits {
+            mdts_bytes: 128 * 1024,
+            max_queue_entries: 128,
+            max_io_queues: 8,
+            in_capsule_data_bytes: 8192,
+            reactors: 1,
+            discovery_kato_ms: 120_000,
+        }
     }
 }
 
@@ -142,7 +149,14 @@ pub struct Namespace {
 }
 
 impl Namespace {
-    pub fn new(nsid: Nsid, block_size: u32, backend: Backend, uuid: uuid::Uuid, nguid: [u8; 16], reactors: usize) -> Namespace {
+    pub fn new(
+        nsid: Nsid,
+        block_size: u32,
+        backend: Backend,
+        uuid: uuid::Uuid,
+        nguid: [u8; 16],
+        reactors: usize,
+    ) -> Namespace {
         assert!(block_size == 512 || block_size == 4096, "block size {block_size}");
         assert_eq!(backend.size_bytes() % u64::from(block_size), 0);
         Namespace { nsid, block_size, backend, uuid, nguid, stats: NsStats::new(reactors) }
@@ -202,7 +216,14 @@ struct Controllers {
 }
 
 impl Subsystem {
-    pub fn new(nqn: Nqn, kind: SubsystemKind, serial: String, model: String, allow_any_host: bool, hosts: BTreeSet<String>) -> Subsystem {
+    pub fn new(
+        nqn: Nqn,
+        kind: SubsystemKind,
+        serial: String,
+        model: String,
+        allow_any_host: bool,
+        hosts: BTreeSet<String>,
+    ) -> Subsystem {
         Subsystem {
             nqn,
             kind,
@@ -384,7 +405,8 @@ mod tests {
     #[test]
     fn namespaces_sorted_unique_and_generation_moves() {
         let s = subsys(true, &[]);
-        let ns = |id| Namespace::new(Nsid::new(id).unwrap(), 512, Backend::null(1 << 20), uuid::Uuid::nil(), [0; 16], 2);
+        let ns =
+            |id| Namespace::new(Nsid::new(id).unwrap(), 512, Backend::null(1 << 20), uuid::Uuid::nil(), [0; 16], 2);
         let g0 = s.ns_generation();
         s.add_namespace(ns(5)).unwrap();
         s.add_namespace(ns(2)).unwrap();

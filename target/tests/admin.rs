@@ -21,12 +21,15 @@ use fabriq_target::nvme::identify::namespace as idn;
 use fabriq_target::nvme::identify::{NamespaceId, NvmIdentifyController, cns, csi};
 use fabriq_target::nvme::log::{self, CommandsEffectsLog, ErrorInformationEntry, FirmwareSlotLog, SmartLog, lid};
 use fabriq_target::nvme::property::{self, Cap, Cc, Csts, ShutdownStatus, Vs};
-use fabriq_target::nvme::{AdminOpcode, Connect, Cqe, DISCOVERY_NQN, Features, Identify, IoOpcode, PropertySize, Sqe, Status};
+use fabriq_target::nvme::{
+    AdminOpcode, Connect, Cqe, DISCOVERY_NQN, Features, Identify, IoOpcode, PropertySize, Sqe, Status,
+};
 
 /// A second subsystem, open only to the hosts its test names.
 const RESTRICTED: &str = "nqn.2026-11.dev.fabriq:restricted";
 const UUID1: &str = "6ba7b810-9dad-11d1-80b4-00c04fd430c8";
-const NGUID1: [u8; 16] = [0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff];
+const NGUID1: [u8; 16] =
+    [0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff];
 /// Identify data and most log pages are one 4 KiB page.
 const PAGE: usize = 4096;
 /// Connect dword 0 of an Invalid Parameters status: IATTR bit 0 (in the data) and IPO.
@@ -108,7 +111,10 @@ fn io_queue_when_free(addr: SocketAddr, opts: &HostOptions, cntlid: u16, qid: u1
     loop {
         match io.connect_io(NQN, cntlid, qid, 31) {
             Ok(()) => break,
-            Err(HostError::Status(cqe)) if cqe.dw0 == u32::from(fabriq_target::nvme::fabrics_offsets::CONNECT_QID) && Instant::now() < deadline => {
+            Err(HostError::Status(cqe))
+                if cqe.dw0 == u32::from(fabriq_target::nvme::fabrics_offsets::CONNECT_QID)
+                    && Instant::now() < deadline =>
+            {
                 std::thread::sleep(Duration::from_millis(10));
             }
             Err(e) => panic!("I/O queue {qid} could not be connected again: {e:?}"),
@@ -175,11 +181,14 @@ fn connect_admin_and_io_queues() {
 #[test]
 fn connect_refuses_a_host_not_on_the_allow_list() {
     let allowed = HostOptions::default();
-    let target = Target::start("", &format!(
-        "[[subsystem]]\nnqn = \"{NQN}\"\nallow_any_host = true\n  [[subsystem.namespace]]\n  nsid = 1\n  backend = \"mem\"\n  size = \"1MiB\"\n\n\
+    let target = Target::start(
+        "",
+        &format!(
+            "[[subsystem]]\nnqn = \"{NQN}\"\nallow_any_host = true\n  [[subsystem.namespace]]\n  nsid = 1\n  backend = \"mem\"\n  size = \"1MiB\"\n\n\
          [[subsystem]]\nnqn = \"{RESTRICTED}\"\nhosts = [\"{}\"]\n  [[subsystem.namespace]]\n  nsid = 1\n  backend = \"mem\"\n  size = \"1MiB\"\n",
-        allowed.hostnqn
-    ));
+            allowed.hostnqn
+        ),
+    );
     let stranger = HostOptions::default();
     let mut conn = Connection::open(target.addr, &stranger).unwrap();
     let cqe = refused(conn.connect_admin(RESTRICTED, 0, 31));
@@ -254,9 +263,12 @@ fn connect_with_a_record_format_other_than_zero_is_refused() {
 
 #[test]
 fn connect_with_sqsize_zero_or_above_max_queue_entries_is_refused() {
-    let target = Target::start("max_queue_entries = 64", &format!(
-        "[[subsystem]]\nnqn = \"{NQN}\"\nallow_any_host = true\n  [[subsystem.namespace]]\n  nsid = 1\n  backend = \"mem\"\n  size = \"1MiB\"\n  block_size = 512\n"
-    ));
+    let target = Target::start(
+        "max_queue_entries = 64",
+        &format!(
+            "[[subsystem]]\nnqn = \"{NQN}\"\nallow_any_host = true\n  [[subsystem.namespace]]\n  nsid = 1\n  backend = \"mem\"\n  size = \"1MiB\"\n  block_size = 512\n"
+        ),
+    );
     let opts = HostOptions::default();
     let sqsize_in_sqe = 44;
     let mut admin = Connection::open(target.addr, &opts).unwrap();
@@ -331,9 +343,12 @@ fn io_connect_before_the_controller_is_enabled_is_a_command_sequence_error() {
 
 #[test]
 fn io_connect_beyond_the_granted_queues_is_refused() {
-    let target = Target::start("max_io_queues = 4", &format!(
-        "[[subsystem]]\nnqn = \"{NQN}\"\nallow_any_host = true\n  [[subsystem.namespace]]\n  nsid = 1\n  backend = \"mem\"\n  size = \"1MiB\"\n  block_size = 512\n"
-    ));
+    let target = Target::start(
+        "max_io_queues = 4",
+        &format!(
+            "[[subsystem]]\nnqn = \"{NQN}\"\nallow_any_host = true\n  [[subsystem.namespace]]\n  nsid = 1\n  backend = \"mem\"\n  size = \"1MiB\"\n  block_size = 512\n"
+        ),
+    );
     let qid_in_sqe = 42;
     let opts = HostOptions::default();
     // Granted by Set Features.
@@ -381,12 +396,17 @@ fn commands_in_the_wrong_queue_state_are_refused() {
     let opts = HostOptions::default();
     // An admin command before Connect.
     let mut admin = Connection::open(target.addr, &opts).unwrap();
-    assert_status(&admin.execute(Command::keep_alive()).unwrap(), Status::COMMAND_SEQUENCE_ERROR.with_dnr(), "before Connect");
+    assert_status(
+        &admin.execute(Command::keep_alive()).unwrap(),
+        Status::COMMAND_SEQUENCE_ERROR.with_dnr(),
+        "before Connect",
+    );
     let cntlid = admin.connect_admin(NQN, 0, 31).unwrap();
     admin.enable().unwrap();
     // A second Connect on a connected queue.
     let connect = Connect { recfmt: 0, qid: 0, sqsize: 31, cattr: 0, kato_ms: 0 };
-    let again = admin.execute(Command::connect(&connect, connect_data(opts.hostid, 0xFFFF, NQN, &opts.hostnqn))).unwrap();
+    let again =
+        admin.execute(Command::connect(&connect, connect_data(opts.hostid, 0xFFFF, NQN, &opts.hostnqn))).unwrap();
     assert_status(&again, Status::COMMAND_SEQUENCE_ERROR.with_dnr(), "second Connect");
     // Property Get belongs to the admin queue.
     let mut io = io_queue(target.addr, &opts, cntlid, 1);
@@ -407,7 +427,11 @@ fn completions_report_the_submission_queue_head() {
     // reports the head at 1; each command after it moves the head on by one, modulo 8.
     let mut admin = Connection::open(target.addr, &opts).unwrap();
     let connect = Connect { recfmt: 0, qid: 0, sqsize: 7, cattr: 0, kato_ms: 0 };
-    let c = admin.execute(Command::connect(&connect, connect_data(opts.hostid, 0xFFFF, NQN, &opts.hostnqn))).unwrap().success().unwrap();
+    let c = admin
+        .execute(Command::connect(&connect, connect_data(opts.hostid, 0xFFFF, NQN, &opts.hostnqn)))
+        .unwrap()
+        .success()
+        .unwrap();
     assert_eq!(c.cqe.sqhd, 1, "SQHD of the admin Connect");
     let cntlid = c.cqe.dw0 as u16;
     let mut heads = Vec::new();
@@ -419,7 +443,11 @@ fn completions_report_the_submission_queue_head() {
     // I/O queue of 4 entries (SQSIZE 3).
     let mut io = Connection::open(target.addr, &opts).unwrap();
     let connect = Connect { recfmt: 0, qid: 1, sqsize: 3, cattr: 0, kato_ms: 0 };
-    let c = io.execute(Command::connect(&connect, connect_data(opts.hostid, cntlid, NQN, &opts.hostnqn))).unwrap().success().unwrap();
+    let c = io
+        .execute(Command::connect(&connect, connect_data(opts.hostid, cntlid, NQN, &opts.hostnqn)))
+        .unwrap()
+        .success()
+        .unwrap();
     assert_eq!((c.cqe.sqhd, c.cqe.sqid), (1, 1), "SQHD of the I/O Connect");
     let heads: Vec<u16> = (0..6).map(|_| io.execute(Command::read(1, 0, 1, 512)).unwrap().cqe.sqhd).collect();
     assert_eq!(heads, vec![2, 3, 0, 1, 2, 3]);
@@ -450,9 +478,12 @@ fn dynamic_controller_model_gives_each_association_its_own_cntlid() {
 
 #[test]
 fn cap_and_vs_describe_the_controller() {
-    let target = Target::start("max_queue_entries = 64", &format!(
-        "[[subsystem]]\nnqn = \"{NQN}\"\nallow_any_host = true\n  [[subsystem.namespace]]\n  nsid = 1\n  backend = \"mem\"\n  size = \"1MiB\"\n"
-    ));
+    let target = Target::start(
+        "max_queue_entries = 64",
+        &format!(
+            "[[subsystem]]\nnqn = \"{NQN}\"\nallow_any_host = true\n  [[subsystem.namespace]]\n  nsid = 1\n  backend = \"mem\"\n  size = \"1MiB\"\n"
+        ),
+    );
     let mut admin = Connection::open(target.addr, &HostOptions::default()).unwrap();
     admin.connect_admin(NQN, 0, 31).unwrap();
     let cap = Cap::from_u64(admin.property_get(property::CAP, PropertySize::Eight).unwrap());
@@ -526,7 +557,10 @@ fn unsupported_property_offsets_and_sizes_are_invalid_field() {
 
 #[test]
 fn identify_controller_reports_the_configured_limits_and_features() {
-    let target = Target::start("mdts_bytes = \"64KiB\"\nin_capsule_data_bytes = 4096\nmax_queue_entries = 96", &three_namespaces());
+    let target = Target::start(
+        "mdts_bytes = \"64KiB\"\nin_capsule_data_bytes = 4096\nmax_queue_entries = 96",
+        &three_namespaces(),
+    );
     let opts = HostOptions::default();
     let (mut admin, cntlid) = enabled_admin(target.addr, &opts);
     let id = admin.identify_controller().unwrap();
@@ -552,8 +586,10 @@ fn identify_controller_reports_the_configured_limits_and_features() {
     assert_eq!(id.aerl, 3, "four Asynchronous Event Requests");
     assert_eq!(id.acl, 3);
     assert_eq!(id.elpe, 63, "64 error log entries");
-    assert_eq!(id.lpa & (idc::LPA_SMART_PER_NAMESPACE | idc::LPA_COMMANDS_EFFECTS | idc::LPA_EXTENDED_DATA),
-        idc::LPA_SMART_PER_NAMESPACE | idc::LPA_COMMANDS_EFFECTS | idc::LPA_EXTENDED_DATA);
+    assert_eq!(
+        id.lpa & (idc::LPA_SMART_PER_NAMESPACE | idc::LPA_COMMANDS_EFFECTS | idc::LPA_EXTENDED_DATA),
+        idc::LPA_SMART_PER_NAMESPACE | idc::LPA_COMMANDS_EFFECTS | idc::LPA_EXTENDED_DATA
+    );
     assert_ne!(id.ctratt & idc::CTRATT_HOST_ID_128, 0);
     assert_ne!(id.cmic & idc::CMIC_MULTI_CONTROLLER, 0);
     assert_eq!(id.oaes, idc::OAES_NAMESPACE_ATTRIBUTE);
@@ -599,10 +635,13 @@ fn identify_namespace_of_inactive_zero_and_broadcast_nsids() {
 
 #[test]
 fn every_nsid_up_to_nn_is_valid() {
-    let target = Target::start("", &format!(
-        "[[subsystem]]\nnqn = \"{NQN}\"\nallow_any_host = true\n  [[subsystem.namespace]]\n  nsid = 1\n  backend = \"mem\"\n  size = \"1MiB\"\n  \
+    let target = Target::start(
+        "",
+        &format!(
+            "[[subsystem]]\nnqn = \"{NQN}\"\nallow_any_host = true\n  [[subsystem.namespace]]\n  nsid = 1\n  backend = \"mem\"\n  size = \"1MiB\"\n  \
          [[subsystem.namespace]]\n  nsid = 5000\n  backend = \"mem\"\n  size = \"1MiB\"\n"
-    ));
+        ),
+    );
     let (mut admin, _) = enabled_admin(target.addr, &HostOptions::default());
     let nn = admin.identify_controller().unwrap().nn;
     assert_eq!(nn, 5000, "NN: the largest NSID");
@@ -663,7 +702,11 @@ fn identify_csi_specific_structures_and_unsupported_cns() {
     let target = Target::start("", &three_namespaces());
     let (mut admin, _) = enabled_admin(target.addr, &HostOptions::default());
     let c = admin.execute(identify_csi(cns::CSI_CONTROLLER, 0, csi::NVM)).unwrap().success().unwrap();
-    assert_eq!(NvmIdentifyController::decode(&c.data).unwrap(), NvmIdentifyController::default(), "no limits beyond MDTS");
+    assert_eq!(
+        NvmIdentifyController::decode(&c.data).unwrap(),
+        NvmIdentifyController::default(),
+        "no limits beyond MDTS"
+    );
     let c = admin.execute(identify_csi(cns::CSI_NAMESPACE, 1, csi::NVM)).unwrap();
     assert_status(&c, Status::SUCCESS, "CNS 05h of namespace 1");
     let c = admin.execute(identify_csi(cns::CSI_NAMESPACE, 5, csi::NVM)).unwrap();
@@ -696,7 +739,11 @@ fn error_log_lists_failed_commands_newest_first() {
     assert_status(&out_of_range, Status::LBA_OUT_OF_RANGE.with_dnr(), "read past the end");
 
     let page = admin.get_log_page(lid::ERROR_INFORMATION, 0, 0, PAGE, false).unwrap().success().unwrap();
-    let entries: Vec<ErrorInformationEntry> = page.data.chunks_exact(ErrorInformationEntry::SIZE).map(|e| ErrorInformationEntry::decode(e).unwrap()).collect();
+    let entries: Vec<ErrorInformationEntry> = page
+        .data
+        .chunks_exact(ErrorInformationEntry::SIZE)
+        .map(|e| ErrorInformationEntry::decode(e).unwrap())
+        .collect();
     assert_eq!(entries.len(), 64);
     let expect = [(3, 1, &out_of_range, 1, blocks), (2, 1, &bad_ns, 9, 0), (1, 0, &bad_cns, 0, 0)];
     for (entry, (count, sqid, c, nsid, lba)) in entries.iter().zip(expect) {
@@ -721,7 +768,11 @@ fn error_log_keeps_the_newest_64_entries() {
     let (mut admin, _) = enabled_admin(target.addr, &HostOptions::default());
     let cids: Vec<u16> = (0..70).map(|_| admin.identify(0x1C, 0, 0).unwrap().cqe.cid).collect();
     let page = admin.get_log_page(lid::ERROR_INFORMATION, 0, 0, PAGE, false).unwrap().success().unwrap();
-    let entries: Vec<ErrorInformationEntry> = page.data.chunks_exact(ErrorInformationEntry::SIZE).map(|e| ErrorInformationEntry::decode(e).unwrap()).collect();
+    let entries: Vec<ErrorInformationEntry> = page
+        .data
+        .chunks_exact(ErrorInformationEntry::SIZE)
+        .map(|e| ErrorInformationEntry::decode(e).unwrap())
+        .collect();
     let counts: Vec<u64> = entries.iter().map(|e| e.error_count).collect();
     assert_eq!(counts, (7..=70).rev().collect::<Vec<u64>>(), "the newest 64 of 70, newest first");
     let logged: Vec<u16> = entries.iter().map(|e| e.cid).collect();
@@ -736,8 +787,14 @@ fn smart_log_counts_io_per_namespace_and_in_total() {
     let (mut admin, cntlid) = enabled_admin(target.addr, &opts);
     let mut io = io_queue(target.addr, &opts, cntlid, 1);
     let fresh = smart(&mut admin, 0xFFFF_FFFF);
-    assert_eq!((fresh.data_units_read, fresh.data_units_written, fresh.host_read_commands, fresh.host_write_commands), (0, 0, 0, 0));
-    assert_eq!((fresh.available_spare_pct, fresh.available_spare_threshold_pct, fresh.power_cycles, fresh.media_errors), (100, 10, 1, 0));
+    assert_eq!(
+        (fresh.data_units_read, fresh.data_units_written, fresh.host_read_commands, fresh.host_write_commands),
+        (0, 0, 0, 0)
+    );
+    assert_eq!(
+        (fresh.available_spare_pct, fresh.available_spare_threshold_pct, fresh.power_cycles, fresh.media_errors),
+        (100, 10, 1, 0)
+    );
 
     // Namespace 1 (512-byte blocks): 1000 blocks (512000 bytes, one data unit) in four
     // writes, then one more block: 512512 bytes, two data units, five commands.
@@ -755,7 +812,10 @@ fn smart_log_counts_io_per_namespace_and_in_total() {
     assert_eq!((ns1.data_units_written, ns1.host_write_commands), (2, 5));
     assert_eq!((ns1.data_units_read, ns1.host_read_commands), (1, 4));
     let ns2 = smart(&mut admin, 2);
-    assert_eq!((ns2.data_units_read, ns2.data_units_written, ns2.host_read_commands, ns2.host_write_commands), (0, 0, 0, 0));
+    assert_eq!(
+        (ns2.data_units_read, ns2.data_units_written, ns2.host_read_commands, ns2.host_write_commands),
+        (0, 0, 0, 0)
+    );
 
     // Namespace 2 (4096-byte blocks): one block written.
     assert!(io.write(2, 0, 1, &[1; 4096], false).unwrap().is_success());
@@ -790,9 +850,21 @@ fn firmware_slot_log_reports_the_running_version_in_slot_one() {
 fn commands_supported_and_effects_log_lists_what_the_target_implements() {
     let target = Target::simple();
     let (mut admin, _) = enabled_admin(target.addr, &HostOptions::default());
-    let c = admin.get_log_page(lid::COMMANDS_SUPPORTED_AND_EFFECTS, 0, 0, CommandsEffectsLog::SIZE, false).unwrap().success().unwrap();
+    let c = admin
+        .get_log_page(lid::COMMANDS_SUPPORTED_AND_EFFECTS, 0, 0, CommandsEffectsLog::SIZE, false)
+        .unwrap()
+        .success()
+        .unwrap();
     let dword = |at: usize| u32::from_le_bytes(c.data[at * 4..at * 4 + 4].try_into().unwrap());
-    let admin_ops = [AdminOpcode::GetLogPage, AdminOpcode::Identify, AdminOpcode::Abort, AdminOpcode::SetFeatures, AdminOpcode::GetFeatures, AdminOpcode::AsyncEventRequest, AdminOpcode::KeepAlive];
+    let admin_ops = [
+        AdminOpcode::GetLogPage,
+        AdminOpcode::Identify,
+        AdminOpcode::Abort,
+        AdminOpcode::SetFeatures,
+        AdminOpcode::GetFeatures,
+        AdminOpcode::AsyncEventRequest,
+        AdminOpcode::KeepAlive,
+    ];
     for op in 0..=255u8 {
         let supported = admin_ops.iter().any(|&a| u8::from(a) == op);
         assert_eq!(dword(usize::from(op)), if supported { log::EFFECTS_CSUPP } else { 0 }, "admin opcode {op:#04x}");
@@ -815,18 +887,26 @@ fn commands_supported_and_effects_log_lists_what_the_target_implements() {
 fn changed_namespace_list_is_empty() {
     let target = Target::simple();
     let (mut admin, _) = enabled_admin(target.addr, &HostOptions::default());
-    let c = admin.get_log_page(lid::CHANGED_NAMESPACE_LIST, 0, 0, log::CHANGED_NS_LIST_SIZE, false).unwrap().success().unwrap();
+    let c = admin
+        .get_log_page(lid::CHANGED_NAMESPACE_LIST, 0, 0, log::CHANGED_NS_LIST_SIZE, false)
+        .unwrap()
+        .success()
+        .unwrap();
     assert_eq!(log::decode_changed_ns_list(&c.data).unwrap(), log::ChangedNamespaces::List(Vec::new()));
 }
 
 #[test]
 fn log_page_windows_and_bounds() {
-    let target = Target::start("mdts_bytes = \"64KiB\"", &format!(
-        "[[subsystem]]\nnqn = \"{NQN}\"\nallow_any_host = true\n  [[subsystem.namespace]]\n  nsid = 1\n  backend = \"mem\"\n  size = \"1MiB\"\n"
-    ));
+    let target = Target::start(
+        "mdts_bytes = \"64KiB\"",
+        &format!(
+            "[[subsystem]]\nnqn = \"{NQN}\"\nallow_any_host = true\n  [[subsystem.namespace]]\n  nsid = 1\n  backend = \"mem\"\n  size = \"1MiB\"\n"
+        ),
+    );
     let (mut admin, _) = enabled_admin(target.addr, &HostOptions::default());
     let whole = admin.get_log_page(lid::COMMANDS_SUPPORTED_AND_EFFECTS, 0, 0, PAGE, false).unwrap().success().unwrap();
-    let window = admin.get_log_page(lid::COMMANDS_SUPPORTED_AND_EFFECTS, 0, 1024, 1024, false).unwrap().success().unwrap();
+    let window =
+        admin.get_log_page(lid::COMMANDS_SUPPORTED_AND_EFFECTS, 0, 1024, 1024, false).unwrap().success().unwrap();
     assert_eq!(window.data, whole.data[1024..2048], "the I/O half of the effects log");
     let smart_whole = admin.get_log_page(lid::SMART_HEALTH, 0, 0, SmartLog::SIZE, false).unwrap().success().unwrap();
     let smart_tail = admin.get_log_page(lid::SMART_HEALTH, 0, 508, 4, false).unwrap().success().unwrap();
@@ -853,9 +933,12 @@ fn log_page_windows_and_bounds() {
 
 #[test]
 fn number_of_queues_grants_at_most_max_io_queues() {
-    let target = Target::start("max_io_queues = 6", &format!(
-        "[[subsystem]]\nnqn = \"{NQN}\"\nallow_any_host = true\n  [[subsystem.namespace]]\n  nsid = 1\n  backend = \"mem\"\n  size = \"1MiB\"\n  block_size = 512\n"
-    ));
+    let target = Target::start(
+        "max_io_queues = 6",
+        &format!(
+            "[[subsystem]]\nnqn = \"{NQN}\"\nallow_any_host = true\n  [[subsystem.namespace]]\n  nsid = 1\n  backend = \"mem\"\n  size = \"1MiB\"\n  block_size = 512\n"
+        ),
+    );
     let opts = HostOptions::default();
     let (mut admin, cntlid) = enabled_admin(target.addr, &opts);
     let before = admin.get_features(fid::NUMBER_OF_QUEUES, 0, 0).unwrap().success().unwrap();
@@ -884,12 +967,19 @@ fn keep_alive_timer_and_async_event_configuration_features() {
     let mut admin = Connection::open(target.addr, &HostOptions::default()).unwrap();
     admin.connect_admin(NQN, 60_000, 31).unwrap();
     admin.enable().unwrap();
-    assert_eq!(admin.get_features(fid::KEEP_ALIVE_TIMER, 0, 0).unwrap().success().unwrap().cqe.dw0, 60_000, "KATO from Connect");
+    assert_eq!(
+        admin.get_features(fid::KEEP_ALIVE_TIMER, 0, 0).unwrap().success().unwrap().cqe.dw0,
+        60_000,
+        "KATO from Connect"
+    );
     assert!(admin.set_features(fid::KEEP_ALIVE_TIMER, 90_000).unwrap().is_success());
     assert_eq!(admin.get_features(fid::KEEP_ALIVE_TIMER, 0, 0).unwrap().cqe.dw0, 90_000);
     assert_eq!(admin.get_features(fid::ASYNC_EVENT_CONFIGURATION, 0, 0).unwrap().success().unwrap().cqe.dw0, 0);
     assert!(admin.set_features(fid::ASYNC_EVENT_CONFIGURATION, feat::AEC_NAMESPACE_ATTRIBUTE).unwrap().is_success());
-    assert_eq!(admin.get_features(fid::ASYNC_EVENT_CONFIGURATION, 0, 0).unwrap().cqe.dw0, feat::AEC_NAMESPACE_ATTRIBUTE);
+    assert_eq!(
+        admin.get_features(fid::ASYNC_EVENT_CONFIGURATION, 0, 0).unwrap().cqe.dw0,
+        feat::AEC_NAMESPACE_ATTRIBUTE
+    );
     assert!(admin.set_features(fid::ASYNC_EVENT_CONFIGURATION, 0).unwrap().is_success());
     assert_eq!(admin.get_features(fid::ASYNC_EVENT_CONFIGURATION, 0, 0).unwrap().cqe.dw0, 0);
 }
@@ -899,10 +989,17 @@ fn volatile_write_cache_feature() {
     let target = Target::simple();
     let opts = HostOptions::default();
     let (mut admin, cntlid) = enabled_admin(target.addr, &opts);
-    assert_eq!(admin.get_features(fid::VOLATILE_WRITE_CACHE, 0, 0).unwrap().success().unwrap().cqe.dw0, feat::VWC_WCE, "enabled by default");
+    assert_eq!(
+        admin.get_features(fid::VOLATILE_WRITE_CACHE, 0, 0).unwrap().success().unwrap().cqe.dw0,
+        feat::VWC_WCE,
+        "enabled by default"
+    );
     assert!(admin.set_features(fid::VOLATILE_WRITE_CACHE, 0).unwrap().is_success());
     assert_eq!(admin.get_features(fid::VOLATILE_WRITE_CACHE, 0, 0).unwrap().cqe.dw0, 0);
-    assert_eq!(admin.get_features(fid::VOLATILE_WRITE_CACHE, feat::Sel::Default as u8, 0).unwrap().cqe.dw0, feat::VWC_WCE);
+    assert_eq!(
+        admin.get_features(fid::VOLATILE_WRITE_CACHE, feat::Sel::Default as u8, 0).unwrap().cqe.dw0,
+        feat::VWC_WCE
+    );
     // Writes through (the cache disabled) work and read back.
     let mut io = io_queue(target.addr, &opts, cntlid, 1);
     write_read_back(&mut io, 1, 0, 16, 15);
@@ -919,7 +1016,11 @@ fn host_identifier_feature_returns_the_connect_host_id() {
     let target = Target::simple();
     let opts = HostOptions::default();
     let (mut admin, _) = enabled_admin(target.addr, &opts);
-    let c = admin.execute(get_features_cmd(fid::HOST_IDENTIFIER, 0, feat::HOST_ID_EXHID).with_data_in(16)).unwrap().success().unwrap();
+    let c = admin
+        .execute(get_features_cmd(fid::HOST_IDENTIFIER, 0, feat::HOST_ID_EXHID).with_data_in(16))
+        .unwrap()
+        .success()
+        .unwrap();
     assert_eq!(c.data, opts.hostid, "the 128-bit host ID of the Connect data");
     assert_eq!(c.cqe.dw0 & 1, 1, "EXHID");
     let c = admin.execute(get_features_cmd(fid::HOST_IDENTIFIER, 0, 0).with_data_in(16)).unwrap();
@@ -957,7 +1058,15 @@ fn feature_select_default_and_supported_capabilities() {
     assert_eq!(admin.get_features(fid::ARBITRATION, default, 0).unwrap().success().unwrap().cqe.dw0, 0);
     assert_eq!(admin.get_features(fid::ASYNC_EVENT_CONFIGURATION, default, 0).unwrap().cqe.dw0, 0);
     assert_eq!(admin.get_features(fid::TEMPERATURE_THRESHOLD, default, 0).unwrap().cqe.dw0, 0x0157);
-    for f in [fid::ARBITRATION, fid::POWER_MANAGEMENT, fid::TEMPERATURE_THRESHOLD, fid::VOLATILE_WRITE_CACHE, fid::NUMBER_OF_QUEUES, fid::KEEP_ALIVE_TIMER, fid::ASYNC_EVENT_CONFIGURATION] {
+    for f in [
+        fid::ARBITRATION,
+        fid::POWER_MANAGEMENT,
+        fid::TEMPERATURE_THRESHOLD,
+        fid::VOLATILE_WRITE_CACHE,
+        fid::NUMBER_OF_QUEUES,
+        fid::KEEP_ALIVE_TIMER,
+        fid::ASYNC_EVENT_CONFIGURATION,
+    ] {
         let c = admin.get_features(f, supported, 0).unwrap();
         assert_status(&c, Status::SUCCESS, &format!("capabilities of FID {f:#x}"));
         assert_eq!(c.cqe.dw0, feat::CAP_CHANGEABLE, "FID {f:#x}: changeable, neither saveable nor per namespace");
@@ -974,7 +1083,11 @@ fn saving_and_unknown_features_are_refused() {
         let c = admin.execute(set_features_cmd(f, 0, true)).unwrap();
         assert_status(&c, Status::FEATURE_IDENTIFIER_NOT_SAVEABLE.with_dnr(), &format!("save FID {f:#x}"));
     }
-    assert_eq!(admin.get_features(fid::VOLATILE_WRITE_CACHE, 0, 0).unwrap().cqe.dw0, feat::VWC_WCE, "unchanged by the refused save");
+    assert_eq!(
+        admin.get_features(fid::VOLATILE_WRITE_CACHE, 0, 0).unwrap().cqe.dw0,
+        feat::VWC_WCE,
+        "unchanged by the refused save"
+    );
     for f in [fid::LBA_RANGE_TYPE, fid::HOST_MEMORY_BUFFER, fid::TIMESTAMP, 0x7E, 0xC0] {
         let c = admin.get_features(f, 0, 0).unwrap();
         assert_status(&c, Status::INVALID_FIELD.with_dnr(), &format!("Get FID {f:#x}"));
@@ -1036,7 +1149,11 @@ fn disconnect_closes_the_queue_and_the_admin_disconnect_ends_the_association() {
     assert_closed(&mut admin, "disconnected admin queue");
     assert_closed(&mut io, "I/O queue of a torn-down controller");
     let cqe = refused(Connection::open(target.addr, &opts).unwrap().connect_io(NQN, cntlid, 1, 31));
-    assert_eq!((cqe.status, cqe.dw0), (Status::CONNECT_INVALID_PARAMETERS.with_dnr(), IN_DATA | 16), "the controller is gone");
+    assert_eq!(
+        (cqe.status, cqe.dw0),
+        (Status::CONNECT_INVALID_PARAMETERS.with_dnr(), IN_DATA | 16),
+        "the controller is gone"
+    );
     // A new association works.
     let (_admin, cntlid) = enabled_admin(target.addr, &opts);
     let mut io = io_queue(target.addr, &opts, cntlid, 1);

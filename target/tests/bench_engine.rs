@@ -47,9 +47,15 @@ fn device(target: &Target, host: HostOptions) -> Device {
 
 fn check_run(target: &Target, host: HostOptions, w: Workload) {
     let monitor = Monitor { target_pid: Some(target.pid()), progress: false };
-    let outcome = run(&device(target, host), w, &monitor).unwrap_or_else(|e| panic!("run failed: {e}\n{}", target.log_text()));
+    let outcome =
+        run(&device(target, host), w, &monitor).unwrap_or_else(|e| panic!("run failed: {e}\n{}", target.log_text()));
     let stats = &outcome.stats;
-    assert!(!stats.reads.is_empty() && !stats.writes.is_empty(), "reads {} writes {}", stats.reads.len(), stats.writes.len());
+    assert!(
+        !stats.reads.is_empty() && !stats.writes.is_empty(),
+        "reads {} writes {}",
+        stats.reads.len(),
+        stats.writes.len()
+    );
     assert!(stats.verified_reads > 0, "no read was verified");
     assert!(outcome.target_cpu.is_some());
     assert_eq!(outcome.namespace.unwrap().lba_size, 512);
@@ -64,12 +70,8 @@ fn randrw_verify_over_two_queues_in_capsule() {
 #[test]
 fn randrw_verify_by_r2t_with_digests_and_success_flag() {
     let target = Target::simple();
-    let host = HostOptions {
-        header_digest: true,
-        data_digest: true,
-        disable_sq_flow_control: true,
-        ..HostOptions::default()
-    };
+    let host =
+        HostOptions { header_digest: true, data_digest: true, disable_sq_flow_control: true, ..HostOptions::default() };
     check_run(&target, host, workload(64 * 1024, 8, 2, 1));
 }
 

@@ -19,11 +19,15 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{NQN, Target};
-use fabriq_bench::host::{Command, Connection, HostError, HostOptions, Placement, connect_data, generate_host_identity};
+use fabriq_bench::host::{
+    Command, Connection, HostError, HostOptions, Placement, connect_data, generate_host_identity,
+};
 use fabriq_target::nvme::sqe::Connect;
 use fabriq_target::nvme::{Cqe, Status};
 use fabriq_target::tcp::pdu::{H2cData, Pdu, R2t};
-use protocol::{BLOCK, Host, NSID, assert_pattern, expect_closed, pattern_of, pipelined_mixed_io, serves, write_read_back};
+use protocol::{
+    BLOCK, Host, NSID, assert_pattern, expect_closed, pattern_of, pipelined_mixed_io, serves, write_read_back,
+};
 
 /// How long the daemon has to exit after SIGTERM in these tests: far more than it needs, so
 /// that only a daemon that does not stop at all fails.
@@ -378,7 +382,8 @@ fn reactor_of(target: &Target, local: SocketAddr) -> usize {
         .lines()
         .find(|l| l.contains("connection accepted") && l.contains(&peer))
         .unwrap_or_else(|| panic!("no \"connection accepted\" line for {local} in the log:\n{log}"));
-    let reactor = line.split("reactor=").nth(1).and_then(|rest| rest.split_whitespace().next()).expect("a reactor field");
+    let reactor =
+        line.split("reactor=").nth(1).and_then(|rest| rest.split_whitespace().next()).expect("a reactor field");
     reactor.parse().unwrap()
 }
 
@@ -435,7 +440,10 @@ fn io_queues_of_one_controller_on_two_reactors() {
 /// The daemon with the smallest pool: MDTS 16 KiB gives classes of 4, 16 and 64 KiB, 64
 /// buffers each (each connection's 64 KiB receive buffer comes from the last).
 fn short_pool_target() -> Target {
-    Target::start("mdts_bytes = 16384\nin_capsule_data_bytes = 4096\nbuffer_pool_bytes = 16384", &protocol::simple_subsystem())
+    Target::start(
+        "mdts_bytes = 16384\nin_capsule_data_bytes = 4096\nbuffer_pool_bytes = 16384",
+        &protocol::simple_subsystem(),
+    )
 }
 
 /// Receives PDUs on `io`, answering every R2T with the pattern of `seed` for its blocks, until
@@ -570,7 +578,9 @@ fn a_term_req_behind_unread_data_survives_new_connections() {
         "[[subsystem]]\nnqn = \"{NQN}\"\nallow_any_host = true\n  [[subsystem.namespace]]\n  nsid = 1\n  backend = \"null\"\n  size = \"1GiB\"\n  block_size = 512\n"
     );
     let target = Target::start("mdts_bytes = 1048576", &null_namespace);
-    let open = |count: usize| -> Vec<Connection> { (0..count).map(|_| Connection::open(target.addr, &HostOptions::default()).unwrap()).collect() };
+    let open = |count: usize| -> Vec<Connection> {
+        (0..count).map(|_| Connection::open(target.addr, &HostOptions::default()).unwrap()).collect()
+    };
     let mut others = open(200);
     // Without SQ flow control a read is one C2HData: 31 of them and the C2HTermReq fit one send.
     let opts = HostOptions { disable_sq_flow_control: true, ..HostOptions::default() };
@@ -594,7 +604,11 @@ fn a_term_req_behind_unread_data_survives_new_connections() {
     others.extend(open(60));
     for cid in 1..READS {
         let received = io.recv_pdu().unwrap();
-        assert!(matches!(received.pdu, Pdu::C2hData(d) if d.cccid == cid && d.datal as usize == MIB), "{:?}", received.pdu);
+        assert!(
+            matches!(received.pdu, Pdu::C2hData(d) if d.cccid == cid && d.datal as usize == MIB),
+            "{:?}",
+            received.pdu
+        );
     }
     protocol::expect_term_req(&mut io, fabriq_target::tcp::pdu::Fes::InvalidHeaderField, 2, &bad[..8]);
     drop(others);
@@ -612,7 +626,13 @@ fn bursts_of_connections_all_get_intact_icresps() {
         let target = Target::simple();
         let conns: Vec<Connection> = thread::scope(|s| {
             let opening: Vec<_> = (0..THREADS)
-                .map(|_| s.spawn(|| (0..EACH).map(|_| Connection::open(target.addr, &HostOptions::default()).unwrap()).collect::<Vec<_>>()))
+                .map(|_| {
+                    s.spawn(|| {
+                        (0..EACH)
+                            .map(|_| Connection::open(target.addr, &HostOptions::default()).unwrap())
+                            .collect::<Vec<_>>()
+                    })
+                })
                 .collect();
             opening.into_iter().flat_map(|t| t.join().unwrap()).collect()
         });

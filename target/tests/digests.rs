@@ -13,8 +13,10 @@ use common::Target;
 use fabriq_bench::host::{Command, Connection, HostOptions, Placement};
 use fabriq_target::nvme::{Cqe, Status};
 use fabriq_target::tcp::digest::DIGEST_LEN;
-use fabriq_target::tcp::pdu::{Digests, Fes, H2cData, Pdu, PduType, CAPSULE_CMD_HLEN, DATA_HLEN};
-use protocol::{BLOCK, Host, NSID, assert_pattern, assert_status, expect_term_req, pattern_of, pipelined_mixed_io, write_read_back};
+use fabriq_target::tcp::pdu::{CAPSULE_CMD_HLEN, DATA_HLEN, Digests, Fes, H2cData, Pdu, PduType};
+use protocol::{
+    BLOCK, Host, NSID, assert_pattern, assert_status, expect_term_req, pattern_of, pipelined_mixed_io, write_read_back,
+};
 
 fn with_digests(header: bool, data: bool) -> HostOptions {
     HostOptions { header_digest: header, data_digest: data, ..HostOptions::default() }
@@ -74,7 +76,9 @@ fn corrupted_header_digest_is_a_fatal_header_digest_error() {
     io.send_raw(&capsule).unwrap();
     let received = io.recv_pdu().unwrap();
     let Pdu::R2t(r2t) = received.pdu else { panic!("expected an R2T, got {:?}", received.pdu) };
-    let mut h2c = io.framing().h2c_data(&H2cData { cccid: 4, ttag: r2t.ttag, datao: 0, datal: r2t.r2tl, last: true }, &pattern_of(64, 16, 3));
+    let mut h2c = io
+        .framing()
+        .h2c_data(&H2cData { cccid: 4, ttag: r2t.ttag, datao: 0, datal: r2t.r2tl, last: true }, &pattern_of(64, 16, 3));
     let data_hlen = usize::from(DATA_HLEN);
     h2c[data_hlen + 3] ^= 0x40;
     io.send_raw(&h2c).unwrap();
@@ -180,14 +184,19 @@ fn pdu_without_its_negotiated_digest_is_an_invalid_flags_field() {
     write_read_back(&mut witness_io, 0, 8, 1);
     // H2CData without its data digest, and H2CData with one nobody negotiated.
     for (header, data) in [(true, true), (true, false)] {
-        let mut io = witness.io_queue_with(&HostOptions { header_digest: header, data_digest: data, ..witness.opts.clone() }, 31);
+        let mut io = witness
+            .io_queue_with(&HostOptions { header_digest: header, data_digest: data, ..witness.opts.clone() }, 31);
         let write = Command::write(NSID, 64, 16, pattern_of(64, 16, 2), false).placed(Placement::R2t);
         let capsule = io.encode_capsule(&write, 4);
         io.send_raw(&capsule).unwrap();
         let received = io.recv_pdu().unwrap();
         let Pdu::R2t(r2t) = received.pdu else { panic!("expected an R2T, got {:?}", received.pdu) };
-        let other_data_digest = fabriq_bench::host::Framing { digests: Digests { header, data: !data }, cpda_alignment: 4 };
-        let h2c = other_data_digest.h2c_data(&H2cData { cccid: 4, ttag: r2t.ttag, datao: 0, datal: r2t.r2tl, last: true }, &pattern_of(64, 16, 2));
+        let other_data_digest =
+            fabriq_bench::host::Framing { digests: Digests { header, data: !data }, cpda_alignment: 4 };
+        let h2c = other_data_digest.h2c_data(
+            &H2cData { cccid: 4, ttag: r2t.ttag, datao: 0, datal: r2t.r2tl, last: true },
+            &pattern_of(64, 16, 2),
+        );
         io.send_raw(&h2c).unwrap();
         expect_term_req(&mut io, Fes::InvalidHeaderField, flags, &quote(&h2c));
         write_read_back(&mut witness_io, 8, 8, 2);

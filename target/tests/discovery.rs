@@ -14,8 +14,8 @@ use common::{NQN, Target, free_port};
 use fabriq_bench::host::{Command, Completion, Connection, HostError, HostOptions};
 use fabriq_target::nvme::discovery::{self as disc, DiscoveryLogEntry, Tsas};
 use fabriq_target::nvme::features::{self as feat, fid};
-use fabriq_target::nvme::identify::controller as idc;
 use fabriq_target::nvme::identify::cns;
+use fabriq_target::nvme::identify::controller as idc;
 use fabriq_target::nvme::log::lid;
 use fabriq_target::nvme::{DISCOVERY_NQN, Features, Status};
 
@@ -97,7 +97,14 @@ fn discovery_log_lists_each_allowed_subsystem_once_per_nvm_listener() {
     let current = &page.entries[0];
     assert_eq!(
         summary(current),
-        (disc::SUBTYPE_CURRENT_DISCOVERY, DISCOVERY_NQN.to_owned(), 2, disc::ADRFAM_IPV4, "127.0.0.1".to_owned(), dport),
+        (
+            disc::SUBTYPE_CURRENT_DISCOVERY,
+            DISCOVERY_NQN.to_owned(),
+            2,
+            disc::ADRFAM_IPV4,
+            "127.0.0.1".to_owned(),
+            dport
+        ),
         "the current discovery subsystem, as reached"
     );
     let nvm = |nqn: &str, portid, adrfam, traddr: &str, trsvcid: &str| {
@@ -110,7 +117,11 @@ fn discovery_log_lists_each_allowed_subsystem_once_per_nvm_listener() {
         want.insert(nvm(nqn, 4, disc::ADRFAM_IPV6, "2001:db8::7", "4421"));
     }
     let got: Vec<_> = page.entries[1..].iter().map(summary).collect();
-    assert_eq!(got.len(), want.len(), "no entry twice, none for {THEIRS}, none for the discovery-only listener: {got:#?}");
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "no entry twice, none for {THEIRS}, none for the discovery-only listener: {got:#?}"
+    );
     assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), want);
     for e in &page.entries {
         assert_eq!(e.trtype, disc::TRTYPE_TCP);
@@ -141,7 +152,14 @@ fn discovery_is_served_on_the_nvm_listeners_too() {
     let page = conn.discovery_log().unwrap();
     assert_eq!(
         summary(&page.entries[0]),
-        (disc::SUBTYPE_CURRENT_DISCOVERY, DISCOVERY_NQN.to_owned(), 1, disc::ADRFAM_IPV4, "127.0.0.1".to_owned(), s.target.addr.port().to_string())
+        (
+            disc::SUBTYPE_CURRENT_DISCOVERY,
+            DISCOVERY_NQN.to_owned(),
+            1,
+            disc::ADRFAM_IPV4,
+            "127.0.0.1".to_owned(),
+            s.target.addr.port().to_string()
+        )
     );
     assert_eq!(page.entries.len(), 1 + 6);
     // Through a listener with an advertised address, the current entry shows that address.
@@ -149,7 +167,14 @@ fn discovery_is_served_on_the_nvm_listeners_too() {
     let page = conn.discovery_log().unwrap();
     assert_eq!(
         summary(&page.entries[0]),
-        (disc::SUBTYPE_CURRENT_DISCOVERY, DISCOVERY_NQN.to_owned(), 3, disc::ADRFAM_IPV4, "192.0.2.10".to_owned(), "4420".to_owned())
+        (
+            disc::SUBTYPE_CURRENT_DISCOVERY,
+            DISCOVERY_NQN.to_owned(),
+            3,
+            disc::ADRFAM_IPV4,
+            "192.0.2.10".to_owned(),
+            "4420".to_owned()
+        )
     );
     // The NVM subsystem is reachable where discovery said.
     let mut admin = Connection::open(s.target.addr, &s.host).unwrap();
@@ -186,7 +211,12 @@ fn a_discovery_controller_refuses_io_controller_commands() {
     let s = setup();
     let (mut conn, _) = discovery_ctrl(s.target.discovery, &s.host);
     let invalid = Status::INVALID_FIELD.with_dnr();
-    for (cns, nsid) in [(cns::NAMESPACE, 1), (cns::ACTIVE_NAMESPACE_LIST, 0), (cns::NAMESPACE_ID_DESCRIPTORS, 1), (cns::CSI_CONTROLLER, 0)] {
+    for (cns, nsid) in [
+        (cns::NAMESPACE, 1),
+        (cns::ACTIVE_NAMESPACE_LIST, 0),
+        (cns::NAMESPACE_ID_DESCRIPTORS, 1),
+        (cns::CSI_CONTROLLER, 0),
+    ] {
         assert_status(&conn.identify(cns, nsid, 0).unwrap(), invalid, &format!("Identify CNS {cns:#x}"));
     }
     for f in [fid::NUMBER_OF_QUEUES, fid::VOLATILE_WRITE_CACHE, fid::ARBITRATION, fid::POWER_MANAGEMENT] {
@@ -196,7 +226,9 @@ fn a_discovery_controller_refuses_io_controller_commands() {
         assert_status(&conn.get_features(f, supported, 0).unwrap(), invalid, &format!("capabilities of {f:#x}"));
     }
     let host_id = Features { fid: fid::HOST_IDENTIFIER, cdw11: feat::HOST_ID_EXHID, ..Features::default() };
-    let c = conn.execute(Command::new(host_id.to_sqe(fabriq_target::nvme::AdminOpcode::GetFeatures, 0)).with_data_in(16)).unwrap();
+    let c = conn
+        .execute(Command::new(host_id.to_sqe(fabriq_target::nvme::AdminOpcode::GetFeatures, 0)).with_data_in(16))
+        .unwrap();
     assert_status(&c, invalid, "Host Identifier");
     assert_status(&conn.abort(0, 1).unwrap(), Status::INVALID_OPCODE.with_dnr(), "Abort");
     for lid in [lid::SMART_HEALTH, lid::ERROR_INFORMATION, lid::COMMANDS_SUPPORTED_AND_EFFECTS] {
@@ -205,7 +237,10 @@ fn a_discovery_controller_refuses_io_controller_commands() {
     }
     // What it does take.
     assert!(conn.set_features(fid::ASYNC_EVENT_CONFIGURATION, feat::AEC_DISCOVERY_LOG_CHANGE).unwrap().is_success());
-    assert_eq!(conn.get_features(fid::ASYNC_EVENT_CONFIGURATION, 0, 0).unwrap().cqe.dw0, feat::AEC_DISCOVERY_LOG_CHANGE);
+    assert_eq!(
+        conn.get_features(fid::ASYNC_EVENT_CONFIGURATION, 0, 0).unwrap().cqe.dw0,
+        feat::AEC_DISCOVERY_LOG_CHANGE
+    );
     assert!(conn.set_features(fid::KEEP_ALIVE_TIMER, 30_000).unwrap().is_success());
     assert_eq!(conn.get_features(fid::KEEP_ALIVE_TIMER, 0, 0).unwrap().cqe.dw0, 30_000);
     assert_eq!(conn.discovery_log().unwrap().entries.len(), 1 + 6);

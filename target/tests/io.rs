@@ -60,12 +60,20 @@ fn assert_status(c: &Completion, want: Status, what: &str) {
 
 fn write_ok(io: &mut Connection, nsid: u32, slba: u64, data: &[u8], bs: usize) {
     let nlb = (data.len() / bs) as u32;
-    assert_status(&io.write(nsid, slba, nlb, data, false).unwrap(), Status::SUCCESS, &format!("write {nlb} blocks at {slba}"));
+    assert_status(
+        &io.write(nsid, slba, nlb, data, false).unwrap(),
+        Status::SUCCESS,
+        &format!("write {nlb} blocks at {slba}"),
+    );
 }
 
 fn read_ok(io: &mut Connection, nsid: u32, slba: u64, nlb: u32, bs: usize) -> Vec<u8> {
     let mut buf = vec![0u8; nlb as usize * bs];
-    assert_status(&io.read(nsid, slba, nlb, &mut buf).unwrap(), Status::SUCCESS, &format!("read {nlb} blocks at {slba}"));
+    assert_status(
+        &io.read(nsid, slba, nlb, &mut buf).unwrap(),
+        Status::SUCCESS,
+        &format!("read {nlb} blocks at {slba}"),
+    );
     buf
 }
 
@@ -172,10 +180,18 @@ fn lba_out_of_range_including_overflow() {
         let what = format!("{nlb} blocks at {slba:#x}");
         assert_status(&io.execute(Command::read(1, slba, nlb, len)).unwrap(), out, &format!("read {what}"));
         // In the capsule (the target drops the data) and by R2T (the target never asks for it).
-        assert_status(&io.execute(Command::write(1, slba, nlb, vec![9; len], false)).unwrap(), out, &format!("write {what}"));
+        assert_status(
+            &io.execute(Command::write(1, slba, nlb, vec![9; len], false)).unwrap(),
+            out,
+            &format!("write {what}"),
+        );
         let by_r2t = Command::write(1, slba, nlb, vec![9; len], false).placed(Placement::R2t);
         assert_status(&io.execute(by_r2t).unwrap(), out, &format!("write by R2T {what}"));
-        assert_status(&io.execute(Command::compare(1, slba, nlb, vec![0; len])).unwrap(), out, &format!("compare {what}"));
+        assert_status(
+            &io.execute(Command::compare(1, slba, nlb, vec![0; len])).unwrap(),
+            out,
+            &format!("compare {what}"),
+        );
         assert_status(&io.write_zeroes(1, slba, nlb, false).unwrap(), out, &format!("write zeroes {what}"));
     }
     // The last blocks are in range and were not touched.
@@ -187,16 +203,23 @@ fn lba_out_of_range_including_overflow() {
 
 #[test]
 fn invalid_namespaces_are_invalid_namespace_or_format() {
-    let target = Target::start("", &subsystem(&[
-        "  nsid = 1\n  backend = \"mem\"\n  size = \"1MiB\"\n  block_size = 512",
-        "  nsid = 3\n  backend = \"mem\"\n  size = \"1MiB\"\n  block_size = 512",
-    ]));
+    let target = Target::start(
+        "",
+        &subsystem(&[
+            "  nsid = 1\n  backend = \"mem\"\n  size = \"1MiB\"\n  block_size = 512",
+            "  nsid = 3\n  backend = \"mem\"\n  size = \"1MiB\"\n  block_size = 512",
+        ]),
+    );
     let (_admin, mut io) = associate(target.addr);
     let invalid = Status::INVALID_NAMESPACE_OR_FORMAT.with_dnr();
     for nsid in [0, 2, 4, 0xFFFF_FFFE, BROADCAST] {
         let what = format!("NSID {nsid:#x}");
         assert_status(&io.execute(Command::read(nsid, 0, 1, 512)).unwrap(), invalid, &format!("read {what}"));
-        assert_status(&io.execute(Command::write(nsid, 0, 1, vec![1; 512], false)).unwrap(), invalid, &format!("write {what}"));
+        assert_status(
+            &io.execute(Command::write(nsid, 0, 1, vec![1; 512], false)).unwrap(),
+            invalid,
+            &format!("write {what}"),
+        );
         assert_status(&io.write_zeroes(nsid, 0, 1, false).unwrap(), invalid, &format!("write zeroes {what}"));
         assert_status(&io.dsm_deallocate(nsid, &[(0, 1)]).unwrap(), invalid, &format!("DSM {what}"));
         assert_status(&io.compare(nsid, 0, 1, &[0; 512]).unwrap(), invalid, &format!("compare {what}"));
@@ -234,10 +257,13 @@ fn unknown_and_unsupported_opcodes_are_invalid_opcode() {
 
 #[test]
 fn flush_one_namespace_and_every_namespace() {
-    let target = Target::start("", &subsystem(&[
-        "  nsid = 1\n  backend = \"mem\"\n  size = \"1MiB\"\n  block_size = 512",
-        "  nsid = 2\n  backend = \"null\"\n  size = \"1MiB\"",
-    ]));
+    let target = Target::start(
+        "",
+        &subsystem(&[
+            "  nsid = 1\n  backend = \"mem\"\n  size = \"1MiB\"\n  block_size = 512",
+            "  nsid = 2\n  backend = \"null\"\n  size = \"1MiB\"",
+        ]),
+    );
     let (_admin, mut io) = associate(target.addr);
     let data = pattern_of(512, 0, 8, 9);
     write_ok(&mut io, 1, 0, &data, 512);
@@ -280,7 +306,11 @@ fn write_zeroes_zeroes_the_range_and_keeps_its_neighbours() {
     for slba in (8192..8192 + 2048 + 256).step_by(256) {
         write_ok(&mut io, 1, slba, &pattern_of(512, slba, 256, 11), 512);
     }
-    assert_status(&io.write_zeroes(1, 8192 + 128, 2048, false).unwrap(), Status::SUCCESS, "write zeroes of 2048 blocks");
+    assert_status(
+        &io.write_zeroes(1, 8192 + 128, 2048, false).unwrap(),
+        Status::SUCCESS,
+        "write zeroes of 2048 blocks",
+    );
     check_pattern(&mut io, 1, 8192, 128, 512, 11);
     for slba in (8192 + 128..8192 + 128 + 2048).step_by(256) {
         check_zeroes(&mut io, 1, slba, 256, 512);
@@ -340,7 +370,11 @@ fn compare_matches_and_mismatches() {
     let data = pattern_of(512, 40, 64, 14);
     write_ok(&mut io, 1, 40, &data, 512);
     assert_status(&io.compare(1, 40, 64, &data).unwrap(), Status::SUCCESS, "compare of the same data (by R2T)");
-    assert_status(&io.compare(1, 40, 1, &data[..512]).unwrap(), Status::SUCCESS, "compare of one block (in the capsule)");
+    assert_status(
+        &io.compare(1, 40, 1, &data[..512]).unwrap(),
+        Status::SUCCESS,
+        "compare of one block (in the capsule)",
+    );
     let mut last_byte = data.clone();
     *last_byte.last_mut().unwrap() ^= 1;
     assert_status(&io.compare(1, 40, 64, &last_byte).unwrap(), Status::COMPARE_FAILURE, "the last byte differs");
@@ -366,7 +400,8 @@ fn fua_writes_read_back() {
 
 #[test]
 fn namespace_of_4096_byte_blocks() {
-    let target = Target::start("", &subsystem(&["  nsid = 1\n  backend = \"mem\"\n  size = \"16MiB\"\n  block_size = 4096"]));
+    let target =
+        Target::start("", &subsystem(&["  nsid = 1\n  backend = \"mem\"\n  size = \"16MiB\"\n  block_size = 4096"]));
     let (mut admin, mut io) = associate(target.addr);
     let blocks = (16u64 << 20) / 4096;
     let id = admin.identify_namespace(1).unwrap();
@@ -395,7 +430,8 @@ fn namespace_of_4096_byte_blocks() {
 
 #[test]
 fn null_namespace_reads_zeroes_and_takes_writes() {
-    let target = Target::start("", &subsystem(&["  nsid = 1\n  backend = \"null\"\n  size = \"1GiB\"\n  block_size = 512"]));
+    let target =
+        Target::start("", &subsystem(&["  nsid = 1\n  backend = \"null\"\n  size = \"1GiB\"\n  block_size = 512"]));
     let (mut admin, mut io) = associate(target.addr);
     assert_eq!(admin.identify_namespace(1).unwrap().nsze, (1 << 30) / 512);
     for (slba, nlb) in [(0u64, 1u32), (77, 16), (1000, 256), ((1 << 21) - 1, 1)] {
@@ -418,7 +454,10 @@ fn null_namespace_reads_zeroes_and_takes_writes() {
 fn file_namespace_keeps_its_data_across_sigterm_and_restart() {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("ns.img");
-    let config = subsystem(&[&format!("  nsid = 1\n  backend = \"file\"\n  path = \"{}\"\n  size = \"8MiB\"\n  block_size = 512", image.display())]);
+    let config = subsystem(&[&format!(
+        "  nsid = 1\n  backend = \"file\"\n  path = \"{}\"\n  size = \"8MiB\"\n  block_size = 512",
+        image.display()
+    )]);
     let written = [(0u64, 1u32, 19u64), (1, 16, 20), (100, 256, 21), (16383, 1, 22)];
     {
         let mut target = Target::start("", &config);
@@ -452,11 +491,12 @@ fn file_namespace_keeps_its_data_across_sigterm_and_restart() {
 
 #[test]
 fn backend_faults_fail_reads_and_writes_in_their_range_only() {
-    let target = Target::start("", &subsystem(&[
-        "  nsid = 1\n  backend = \"mem\"\n  size = \"1MiB\"\n  block_size = 512\n  \
+    let target = Target::start(
+        "",
+        &subsystem(&["  nsid = 1\n  backend = \"mem\"\n  size = \"1MiB\"\n  block_size = 512\n  \
          [[subsystem.namespace.fault]]\n  lba = 100\n  blocks = 8\n  writes = false\n  \
-         [[subsystem.namespace.fault]]\n  lba = 200\n  blocks = 4\n  reads = false",
-    ]));
+         [[subsystem.namespace.fault]]\n  lba = 200\n  blocks = 4\n  reads = false"]),
+    );
     let (mut admin, mut io) = associate(target.addr);
     let read_error = Status::UNRECOVERED_READ_ERROR;
     let write_fault = Status::WRITE_FAULT;

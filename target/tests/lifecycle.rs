@@ -25,7 +25,9 @@ use fabriq_target::tcp::pdu::{H2cData, Pdu};
 const BIN: &str = env!("CARGO_BIN_EXE_fabriq-target");
 
 fn mem_subsystem() -> String {
-    format!("[[subsystem]]\nnqn = \"{NQN}\"\nallow_any_host = true\n  [[subsystem.namespace]]\n  nsid = 1\n  backend = \"mem\"\n  size = \"64MiB\"\n  block_size = 512\n")
+    format!(
+        "[[subsystem]]\nnqn = \"{NQN}\"\nallow_any_host = true\n  [[subsystem.namespace]]\n  nsid = 1\n  backend = \"mem\"\n  size = \"64MiB\"\n  block_size = 512\n"
+    )
 }
 
 fn file_subsystem(image: &Path) -> String {
@@ -214,13 +216,8 @@ fn sigterm_with_io_in_flight_exits_zero_and_completed_writes_survive_a_restart()
 /// Runs the daemon with `args` and waits (bounded) for it to exit; returns its exit code,
 /// stdout and stderr.
 fn run_to_exit(args: &[&std::ffi::OsStr], cwd: &Path) -> (Option<i32>, String, String) {
-    let mut child = Process::new(BIN)
-        .args(args)
-        .current_dir(cwd)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        Process::new(BIN).args(args).current_dir(cwd).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -252,7 +249,11 @@ fn a_config_error_stops_the_daemon_before_it_listens() {
             "`subsystem[0].namespace[0].block_size`",
         ),
         (format!("[target]\nmdts = 5\n[[listener]]\naddress = \"127.0.0.1:{port}\"\n"), "2:1", "`target.mdts`"),
-        (format!("[[listener]]\naddress = \"127.0.0.1:{port}\"\n[[subsystem]]\nnqn = \"not an nqn\"\n"), "4:7", "`subsystem[0].nqn`"),
+        (
+            format!("[[listener]]\naddress = \"127.0.0.1:{port}\"\n[[subsystem]]\nnqn = \"not an nqn\"\n"),
+            "4:7",
+            "`subsystem[0].nqn`",
+        ),
     ];
     for (i, (text, line_col, field)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("bad{i}.toml"));
@@ -273,11 +274,20 @@ fn check_config_prints_the_config_with_every_default() {
     let port = free_port();
     let path = dir.path().join("target.toml");
     std::fs::write(&path, format!("[[listener]]\naddress = \"127.0.0.1:{port}\"\n\n{}", mem_subsystem())).unwrap();
-    let (code, out, err) = run_to_exit(&[std::ffi::OsStr::new("--config"), path.as_os_str(), std::ffi::OsStr::new("--check-config")], dir.path());
+    let (code, out, err) = run_to_exit(
+        &[std::ffi::OsStr::new("--config"), path.as_os_str(), std::ffi::OsStr::new("--check-config")],
+        dir.path(),
+    );
     assert_eq!(code, Some(0), "{err}");
     let printed = Config::parse(&out, "<stdout>").unwrap_or_else(|e| panic!("{e}\n{out}"));
     assert_eq!(printed, Config::load(&path).unwrap());
-    for line in ["mdts_bytes = 131072", "max_queue_entries = 128", "reactors = 1", &format!("address = \"127.0.0.1:{port}\""), &format!("nqn = \"{NQN}\"")] {
+    for line in [
+        "mdts_bytes = 131072",
+        "max_queue_entries = 128",
+        "reactors = 1",
+        &format!("address = \"127.0.0.1:{port}\""),
+        &format!("nqn = \"{NQN}\""),
+    ] {
         assert!(out.lines().any(|l| l.trim() == line), "{line:?} missing from:\n{out}");
     }
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "--check-config listened");
@@ -297,7 +307,8 @@ impl Drop for Daemon {
 
 #[test]
 fn without_config_arguments_the_embedded_default_serves_on_4420_and_8009() {
-    let taken: Vec<u16> = [4420u16, 8009].into_iter().filter(|&p| TcpListener::bind(("127.0.0.1", p)).is_err()).collect();
+    let taken: Vec<u16> =
+        [4420u16, 8009].into_iter().filter(|&p| TcpListener::bind(("127.0.0.1", p)).is_err()).collect();
     if !taken.is_empty() {
         eprintln!("SKIPPED: 127.0.0.1 ports {taken:?} are in use, and the embedded default listens on 4420 and 8009");
         return;
@@ -330,7 +341,12 @@ fn without_config_arguments_the_embedded_default_serves_on_4420_and_8009() {
     disc.connect_admin(DISCOVERY_NQN, 0, 31).unwrap();
     disc.enable().unwrap();
     let page = disc.discovery_log().unwrap();
-    let nvm: Vec<_> = page.entries.iter().filter(|e| e.subnqn.as_str() == default_nqn).map(|e| (e.traddr.as_str(), e.trsvcid.as_str())).collect();
+    let nvm: Vec<_> = page
+        .entries
+        .iter()
+        .filter(|e| e.subnqn.as_str() == default_nqn)
+        .map(|e| (e.traddr.as_str(), e.trsvcid.as_str()))
+        .collect();
     assert_eq!(nvm, vec![("127.0.0.1", "4420")]);
     let addr: SocketAddr = "127.0.0.1:4420".parse().unwrap();
     let mut admin = Connection::open(addr, &opts).unwrap();
@@ -375,12 +391,19 @@ fn two_reactors_spread_io_queues_over_both() {
     let log = plain(&target.log_text());
     let reactor_of = |conn: &Connection| -> usize {
         let peer = format!("peer=Some({})", conn.local_addr().unwrap());
-        let line = log.lines().find(|l| l.contains("connection accepted") && l.contains(&peer)).unwrap_or_else(|| panic!("no accept of {peer} in:\n{log}"));
+        let line = log
+            .lines()
+            .find(|l| l.contains("connection accepted") && l.contains(&peer))
+            .unwrap_or_else(|| panic!("no accept of {peer} in:\n{log}"));
         let at = line.find("reactor=").unwrap() + "reactor=".len();
         line[at..].split_whitespace().next().unwrap().parse().unwrap()
     };
     let reactors: Vec<usize> = queues.iter().map(reactor_of).collect();
-    assert_eq!(reactors.iter().copied().collect::<BTreeSet<_>>(), BTreeSet::from([0, 1]), "I/O queues on reactors {reactors:?}");
+    assert_eq!(
+        reactors.iter().copied().collect::<BTreeSet<_>>(),
+        BTreeSet::from([0, 1]),
+        "I/O queues on reactors {reactors:?}"
+    );
     // All four queues at once, each on its own range.
     let threads: Vec<_> = queues
         .into_iter()

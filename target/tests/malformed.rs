@@ -16,8 +16,8 @@ use common::Target;
 use fabriq_bench::host::{Command, Connection, Framing, HostOptions, Placement};
 use fabriq_target::nvme::Cqe;
 use fabriq_target::tcp::pdu::{
-    self, C2hData, CapsuleResp, Digests, Direction, Fes, H2cData, IcResp, Pdu, R2t, TermData, TermReq, COMMON_HEADER_LEN,
-    DATA_HLEN, HDGSTF, DDGSTF, HEADER_BUF_LEN, LAST_PDU, SUCCESS,
+    self, C2hData, COMMON_HEADER_LEN, CapsuleResp, DATA_HLEN, DDGSTF, Digests, Direction, Fes, H2cData, HDGSTF,
+    HEADER_BUF_LEN, IcResp, LAST_PDU, Pdu, R2t, SUCCESS, TermData, TermReq,
 };
 use protocol::{BLOCK, Host, NSID, expect_closed, expect_term_req, pattern_of, write_read_back};
 
@@ -135,7 +135,12 @@ fn wrong_hlen_is_an_invalid_header_field_at_2() {
         Case::common("CapsuleCmd HLEN 71", edited(flush(), |p| p[hlen] = 71), Fes::InvalidHeaderField, hlen),
         Case::common("CapsuleCmd HLEN 128", edited(flush(), |p| p[hlen] = 128), Fes::InvalidHeaderField, hlen),
         Case::common("CapsuleCmd HLEN 0", edited(icd_write(1), |p| p[hlen] = 0), Fes::InvalidHeaderField, hlen),
-        Case::common("H2CData HLEN 28", edited(h2c(CID, 1, 0, 512, true), |p| p[hlen] = 28), Fes::InvalidHeaderField, hlen),
+        Case::common(
+            "H2CData HLEN 28",
+            edited(h2c(CID, 1, 0, 512, true), |p| p[hlen] = 28),
+            Fes::InvalidHeaderField,
+            hlen,
+        ),
     ]);
     bench.finish();
 }
@@ -145,9 +150,24 @@ fn bad_pdo_is_an_invalid_header_field_at_3() {
     let mut bench = Bench::start();
     let pdo = pdu::offset::PDO;
     bench.run(vec![
-        Case::common("CapsuleCmd PDO inside the header", edited(icd_write(1), |p| p[pdo] = 68), Fes::InvalidHeaderField, pdo),
-        Case::common("CapsuleCmd PDO not a multiple of 4", edited(icd_write(1), |p| p[pdo] = 74), Fes::InvalidHeaderField, pdo),
-        Case::common("H2CData PDO inside the header", edited(h2c(CID, 1, 0, 512, true), |p| p[pdo] = 20), Fes::InvalidHeaderField, pdo),
+        Case::common(
+            "CapsuleCmd PDO inside the header",
+            edited(icd_write(1), |p| p[pdo] = 68),
+            Fes::InvalidHeaderField,
+            pdo,
+        ),
+        Case::common(
+            "CapsuleCmd PDO not a multiple of 4",
+            edited(icd_write(1), |p| p[pdo] = 74),
+            Fes::InvalidHeaderField,
+            pdo,
+        ),
+        Case::common(
+            "H2CData PDO inside the header",
+            edited(h2c(CID, 1, 0, 512, true), |p| p[pdo] = 20),
+            Fes::InvalidHeaderField,
+            pdo,
+        ),
         Case::common("H2CData PDO 0", edited(h2c(CID, 1, 0, 512, true), |p| p[pdo] = 0), Fes::InvalidHeaderField, pdo),
     ]);
     bench.finish();
@@ -158,12 +178,37 @@ fn bad_plen_is_an_invalid_header_field_at_4() {
     let mut bench = Bench::start();
     let plen = pdu::offset::PLEN;
     bench.run(vec![
-        Case::common("CapsuleCmd without data, PLEN 71", edited(flush(), |p| set_plen(p, 71)), Fes::InvalidHeaderField, plen),
-        Case::common("CapsuleCmd without data, PLEN 76", edited(flush(), |p| set_plen(p, 76)), Fes::InvalidHeaderField, plen),
+        Case::common(
+            "CapsuleCmd without data, PLEN 71",
+            edited(flush(), |p| set_plen(p, 71)),
+            Fes::InvalidHeaderField,
+            plen,
+        ),
+        Case::common(
+            "CapsuleCmd without data, PLEN 76",
+            edited(flush(), |p| set_plen(p, 76)),
+            Fes::InvalidHeaderField,
+            plen,
+        ),
         Case::common("CapsuleCmd PLEN 0", edited(flush(), |p| set_plen(p, 0)), Fes::InvalidHeaderField, plen),
-        Case::common("CapsuleCmd with PDO but PLEN ending there", edited(icd_write(1), |p| set_plen(p, 72)), Fes::InvalidHeaderField, plen),
-        Case::common("H2CData PLEN short of its PDO", edited(h2c(CID, 1, 0, 512, true), |p| set_plen(p, 20)), Fes::InvalidHeaderField, plen),
-        Case::common("H2CData with no data", edited(h2c(CID, 1, 0, 512, true), |p| set_plen(p, 24)), Fes::InvalidHeaderField, plen),
+        Case::common(
+            "CapsuleCmd with PDO but PLEN ending there",
+            edited(icd_write(1), |p| set_plen(p, 72)),
+            Fes::InvalidHeaderField,
+            plen,
+        ),
+        Case::common(
+            "H2CData PLEN short of its PDO",
+            edited(h2c(CID, 1, 0, 512, true), |p| set_plen(p, 20)),
+            Fes::InvalidHeaderField,
+            plen,
+        ),
+        Case::common(
+            "H2CData with no data",
+            edited(h2c(CID, 1, 0, 512, true), |p| set_plen(p, 24)),
+            Fes::InvalidHeaderField,
+            plen,
+        ),
     ]);
     bench.finish();
 }
@@ -183,7 +228,8 @@ fn in_capsule_data_over_the_limit_is_an_invalid_plen() {
     protocol::assert_pattern(&mut io, 0, 8, 4);
     // One block over.
     let mut victim = host.io_queue(31);
-    let over = victim.encode_capsule(&Command::write(NSID, 0, 9, vec![1; 9 * BLOCK], false).placed(Placement::InCapsule), CID);
+    let over =
+        victim.encode_capsule(&Command::write(NSID, 0, 9, vec![1; 9 * BLOCK], false).placed(Placement::InCapsule), CID);
     victim.send_raw(&over).unwrap();
     expect_term_req(&mut victim, Fes::InvalidHeaderField, plen, &over[..COMMON_HEADER_LEN]);
     // Before Connect the admin queue's 8 KiB applies: 8 KiB passes the size table (and the
@@ -191,7 +237,8 @@ fn in_capsule_data_over_the_limit_is_an_invalid_plen() {
     let mut raw = Connection::open(target.addr, &HostOptions::default()).unwrap();
     let at_admin_limit = Command::keep_alive().with_data_out(vec![2; 8192]).placed(Placement::InCapsule);
     assert!(!raw.execute(at_admin_limit).unwrap().is_success());
-    let over_admin = raw.encode_capsule(&Command::keep_alive().with_data_out(vec![2; 8704]).placed(Placement::InCapsule), CID);
+    let over_admin =
+        raw.encode_capsule(&Command::keep_alive().with_data_out(vec![2; 8704]).placed(Placement::InCapsule), CID);
     raw.send_raw(&over_admin).unwrap();
     expect_term_req(&mut raw, Fes::InvalidHeaderField, plen, &over_admin[..COMMON_HEADER_LEN]);
     write_read_back(&mut io, 100, 8, 5);
@@ -205,7 +252,9 @@ fn pdu_types_a_controller_never_receives_are_an_invalid_field_at_0() {
     let none = Digests::NONE;
     let ic_resp = header_bytes(|out| IcResp { pfv: 0, cpda: 0, digests: none, maxh2cdata: 4096 }.encode(out));
     let resp = header_bytes(|out| CapsuleResp { cqe: Cqe::success(CID, 0).encode() }.encode(out, none));
-    let mut c2h_data = header_bytes(|out| C2hData { cccid: CID, datao: 0, datal: 512, last: true, success: false }.encode(out, none, 4));
+    let mut c2h_data = header_bytes(|out| {
+        C2hData { cccid: CID, datao: 0, datal: 512, last: true, success: false }.encode(out, none, 4)
+    });
     c2h_data.extend_from_slice(&[7; 512]);
     let r2t = header_bytes(|out| R2t { cccid: CID, ttag: 1, r2to: 0, r2tl: 512 }.encode(out, none));
     let at = pdu::offset::PDU_TYPE;
@@ -228,10 +277,30 @@ fn undefined_or_unnegotiated_flags_are_an_invalid_field_at_1() {
     bench.run(vec![
         Case::common("CapsuleCmd LAST_PDU", edited(flush(), |p| p[flags] = LAST_PDU), Fes::InvalidHeaderField, flags),
         Case::common("CapsuleCmd bit 7", edited(flush(), |p| p[flags] = 0x80), Fes::InvalidHeaderField, flags),
-        Case::common("CapsuleCmd HDGSTF without header digests", edited(flush(), |p| p[flags] = HDGSTF), Fes::InvalidHeaderField, flags),
-        Case::common("CapsuleCmd DDGSTF without data digests", edited(icd_write(1), |p| p[flags] = DDGSTF), Fes::InvalidHeaderField, flags),
-        Case::common("H2CData SUCCESS", edited(h2c(CID, 1, 0, 512, true), |p| p[flags] |= SUCCESS), Fes::InvalidHeaderField, flags),
-        Case::common("H2CData bit 4", edited(h2c(CID, 1, 0, 512, true), |p| p[flags] |= 0x10), Fes::InvalidHeaderField, flags),
+        Case::common(
+            "CapsuleCmd HDGSTF without header digests",
+            edited(flush(), |p| p[flags] = HDGSTF),
+            Fes::InvalidHeaderField,
+            flags,
+        ),
+        Case::common(
+            "CapsuleCmd DDGSTF without data digests",
+            edited(icd_write(1), |p| p[flags] = DDGSTF),
+            Fes::InvalidHeaderField,
+            flags,
+        ),
+        Case::common(
+            "H2CData SUCCESS",
+            edited(h2c(CID, 1, 0, 512, true), |p| p[flags] |= SUCCESS),
+            Fes::InvalidHeaderField,
+            flags,
+        ),
+        Case::common(
+            "H2CData bit 4",
+            edited(h2c(CID, 1, 0, 512, true), |p| p[flags] |= 0x10),
+            Fes::InvalidHeaderField,
+            flags,
+        ),
     ]);
     bench.finish();
 }
@@ -275,35 +344,34 @@ fn run_h2c_cases(cases: Vec<H2cCase>) {
 #[test]
 fn h2c_data_naming_the_wrong_transfer_is_an_invalid_field() {
     run_h2c_cases(vec![
-        ("TTAG of another slot", Fes::InvalidHeaderField, pdu::offset::TTAG, |r| vec![h2c(CID, r.ttag + 1, 0, 4096, true)]),
-        ("TTAG beyond the slots", Fes::InvalidHeaderField, pdu::offset::TTAG, |_| vec![h2c(CID, 0xFFFF, 0, 4096, true)]),
-        ("CCCID of no command", Fes::InvalidHeaderField, pdu::offset::CCCID, |r| vec![h2c(CID + 1, r.ttag, 0, 4096, true)]),
-        (
-            "DATAL other than PLEN says",
-            Fes::InvalidHeaderField,
-            pdu::offset::DATAL,
-            |r| vec![edited(h2c(CID, r.ttag, 0, 4096, true), |p| p[pdu::offset::DATAL] = 1)],
-        ),
+        ("TTAG of another slot", Fes::InvalidHeaderField, pdu::offset::TTAG, |r| {
+            vec![h2c(CID, r.ttag + 1, 0, 4096, true)]
+        }),
+        ("TTAG beyond the slots", Fes::InvalidHeaderField, pdu::offset::TTAG, |_| {
+            vec![h2c(CID, 0xFFFF, 0, 4096, true)]
+        }),
+        ("CCCID of no command", Fes::InvalidHeaderField, pdu::offset::CCCID, |r| {
+            vec![h2c(CID + 1, r.ttag, 0, 4096, true)]
+        }),
+        ("DATAL other than PLEN says", Fes::InvalidHeaderField, pdu::offset::DATAL, |r| {
+            vec![edited(h2c(CID, r.ttag, 0, 4096, true), |p| p[pdu::offset::DATAL] = 1)]
+        }),
     ]);
 }
 
 #[test]
 fn h2c_data_outside_its_r2t_is_data_transfer_out_of_range() {
     run_h2c_cases(vec![
-        ("DATAO past the next expected byte", Fes::DataTransferOutOfRange, 0, |r| vec![h2c(CID, r.ttag, 512, 3584, true)]),
+        ("DATAO past the next expected byte", Fes::DataTransferOutOfRange, 0, |r| {
+            vec![h2c(CID, r.ttag, 512, 3584, true)]
+        }),
         ("more data than the R2T asked for", Fes::DataTransferOutOfRange, 0, |r| vec![h2c(CID, r.ttag, 0, 8192, true)]),
-        (
-            "the first half sent twice",
-            Fes::DataTransferOutOfRange,
-            0,
-            |r| vec![h2c(CID, r.ttag, 0, 2048, false), h2c(CID, r.ttag, 0, 2048, true)],
-        ),
-        (
-            "the second PDU runs past the R2T",
-            Fes::DataTransferOutOfRange,
-            0,
-            |r| vec![h2c(CID, r.ttag, 0, 2048, false), h2c(CID, r.ttag, 2048, 4096, true)],
-        ),
+        ("the first half sent twice", Fes::DataTransferOutOfRange, 0, |r| {
+            vec![h2c(CID, r.ttag, 0, 2048, false), h2c(CID, r.ttag, 0, 2048, true)]
+        }),
+        ("the second PDU runs past the R2T", Fes::DataTransferOutOfRange, 0, |r| {
+            vec![h2c(CID, r.ttag, 0, 2048, false), h2c(CID, r.ttag, 2048, 4096, true)]
+        }),
     ]);
 }
 
@@ -314,7 +382,13 @@ fn h2c_data_over_maxh2cdata_is_data_transfer_limit_exceeded() {
     let maxh2cdata = io.ic_resp().unwrap().maxh2cdata;
     let r2t = write_waiting_for_data(&mut io);
     // Only the header: the target must refuse it before reading a byte of the data.
-    let header = header_bytes(|out| H2cData { cccid: CID, ttag: r2t.ttag, datao: 0, datal: maxh2cdata + 4, last: true }.encode(out, Digests::NONE, 4));
+    let header = header_bytes(|out| {
+        H2cData { cccid: CID, ttag: r2t.ttag, datao: 0, datal: maxh2cdata + 4, last: true }.encode(
+            out,
+            Digests::NONE,
+            4,
+        )
+    });
     io.send_raw(&header).unwrap();
     expect_term_req(&mut io, Fes::DataTransferLimitExceeded, 0, &header[..COMMON_HEADER_LEN]);
     bench.witness_works();
@@ -334,9 +408,14 @@ fn h2c_data_with_no_r2t_outstanding_is_an_invalid_ttag() {
     // After the R2T's data all arrived and the command completed.
     let (_host, mut io) = bench.victim();
     let r2t = write_waiting_for_data(&mut io);
-    io.send_h2c_data(&H2cData { cccid: CID, ttag: r2t.ttag, datao: 0, datal: 4096, last: true }, &pattern_of(0, 8, 3)).unwrap();
+    io.send_h2c_data(&H2cData { cccid: CID, ttag: r2t.ttag, datao: 0, datal: 4096, last: true }, &pattern_of(0, 8, 3))
+        .unwrap();
     let received = io.recv_pdu().unwrap();
-    assert!(matches!(received.pdu, Pdu::CapsuleResp(resp) if Cqe::decode(&resp.cqe).cid == CID && Cqe::decode(&resp.cqe).status.is_success()), "{:?}", received.pdu);
+    assert!(
+        matches!(received.pdu, Pdu::CapsuleResp(resp) if Cqe::decode(&resp.cqe).cid == CID && Cqe::decode(&resp.cqe).status.is_success()),
+        "{:?}",
+        received.pdu
+    );
     let again = h2c(CID, r2t.ttag, 0, 4096, true);
     io.send_raw(&again).unwrap();
     expect_term_req(&mut io, Fes::InvalidHeaderField, ttag, &again[..usize::from(DATA_HLEN)]);
@@ -441,7 +520,8 @@ fn h2c_term_req_closes_the_connection_without_a_reply() {
 #[test]
 fn malformed_term_req_is_not_answered() {
     let mut bench = Bench::start();
-    let term = TermReq { direction: Direction::H2c, fes: Fes::PduSequenceError, fei: 0, data: TermData::new(&[0xAB; 8]) };
+    let term =
+        TermReq { direction: Direction::H2c, fes: Fes::PduSequenceError, fei: 0, data: TermData::new(&[0xAB; 8]) };
     let good = header_bytes(|out| term.encode(out));
     let c2h = TermReq { direction: Direction::C2h, ..term };
     let cases = [

@@ -13,9 +13,7 @@ use fabriq_target::config::Config;
 const INSTALLED_BINARY: &str = "/usr/bin/fabriq-target";
 
 fn repo_file(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(relative)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(relative)
 }
 
 /// The unit as shipped, with ExecStart pointing at the binary under test (verify
@@ -47,22 +45,16 @@ fn verify(unit: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fabriq-target.service");
     std::fs::write(&path, unit).unwrap();
-    let output = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&path)
-        .env("SYSTEMD_LOG_COLOR", "0")
-        .output()
-        .unwrap_or_else(|error| {
-            panic!(
-                "cannot run systemd-analyze ({error}): install Debian's `systemd` package \
+    let output =
+        Command::new("systemd-analyze").arg("verify").arg(&path).env("SYSTEMD_LOG_COLOR", "0").output().unwrap_or_else(
+            |error| {
+                panic!(
+                    "cannot run systemd-analyze ({error}): install Debian's `systemd` package \
                  (scripts/test does when run as root)"
-            )
-        });
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+                )
+            },
+        );
+    let printed = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     (output.status.success(), printed)
 }
 
@@ -70,10 +62,7 @@ fn verify(unit: &str) -> (bool, String) {
 fn unit_passes_systemd_analyze_verify_without_warnings() {
     let (success, printed) = verify(&unit_for_test());
     assert!(success, "systemd-analyze verify failed:\n{printed}");
-    assert!(
-        printed.trim().is_empty(),
-        "systemd-analyze verify warned about the unit:\n{printed}"
-    );
+    assert!(printed.trim().is_empty(), "systemd-analyze verify warned about the unit:\n{printed}");
 }
 
 /// verify exits 0 on an unknown key and only prints it: this is why the test above
@@ -112,16 +101,12 @@ fn example_ssd_namespace_parses_when_uncommented() {
             Some(rest) if rest.starts_with("# ") => format!("  {rest}"),
             _ => line.to_owned(),
         };
-        let line = if line.contains("/dev/disk/by-id/") {
-            format!("  path = \"{}\"", device.path().display())
-        } else {
-            line
-        };
+        let line =
+            if line.contains("/dev/disk/by-id/") { format!("  path = \"{}\"", device.path().display()) } else { line };
         uncommented.push_str(&line);
         uncommented.push('\n');
     }
-    let config = Config::parse(&uncommented, "target.toml (uncommented)")
-        .unwrap_or_else(|error| panic!("{error}"));
+    let config = Config::parse(&uncommented, "target.toml (uncommented)").unwrap_or_else(|error| panic!("{error}"));
     let namespaces = &config.subsystems[0].namespaces;
     assert_eq!(namespaces.len(), 2, "{uncommented}");
     assert_eq!(namespaces[1].nsid, 2);
@@ -134,16 +119,8 @@ fn example_ssd_namespace_parses_when_uncommented() {
 fn daemon_refuses_a_bad_configuration() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(
-        &path,
-        "[[listener]]\naddress = \"127.0.0.1:4420\"\nbacklog = 5\n",
-    )
-    .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_fabriq-target"))
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    std::fs::write(&path, "[[listener]]\naddress = \"127.0.0.1:4420\"\nbacklog = 5\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_fabriq-target")).arg("--config").arg(&path).output().unwrap();
     assert_eq!(output.status.code(), Some(78));
     assert_eq!(
         String::from_utf8_lossy(&output.stderr),
@@ -165,16 +142,8 @@ fn check_config_prints_the_example_with_defaults() {
         .arg(repo_file("systemd/target.toml"))
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let printed = String::from_utf8(output.stdout).unwrap();
-    let reparsed =
-        Config::parse(&printed, "--check-config output").unwrap_or_else(|error| panic!("{error}"));
-    assert_eq!(
-        reparsed,
-        Config::load(&repo_file("systemd/target.toml")).unwrap()
-    );
+    let reparsed = Config::parse(&printed, "--check-config output").unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(reparsed, Config::load(&repo_file("systemd/target.toml")).unwrap());
 }

@@ -20,8 +20,12 @@ use fabriq_target::nvme::identify::{IdentifyController, cns};
 use fabriq_target::nvme::sqe::{SglDescriptor, SglKind};
 use fabriq_target::nvme::{Cqe, Status};
 use fabriq_target::tcp::digest::DIGEST_LEN;
-use fabriq_target::tcp::pdu::{self, Digests, Fes, H2cData, IcReq, Pdu, CAPSULE_CMD_HLEN, DATA_HLEN, LAST_PDU, SUCCESS};
-use protocol::{BLOCK, Host, NSID, assert_pattern, assert_status, expect_term_req, pattern_of, pipelined_mixed_io, write_read_back};
+use fabriq_target::tcp::pdu::{
+    self, CAPSULE_CMD_HLEN, DATA_HLEN, Digests, Fes, H2cData, IcReq, LAST_PDU, Pdu, SUCCESS,
+};
+use protocol::{
+    BLOCK, Host, NSID, assert_pattern, assert_status, expect_term_req, pattern_of, pipelined_mixed_io, write_read_back,
+};
 
 const IC_REQ: IcReq = IcReq { pfv: 0, hpda: 0, digests: Digests::NONE, maxr2t: 0 };
 
@@ -70,7 +74,13 @@ fn icreq_with_bad_common_header_fields_is_an_invalid_field() {
     let mut other = Host::connect(target.addr, HostOptions::default());
     let good = ic_req_bytes(&IC_REQ);
     // (field, a wrong value for its first byte); the FEI is the field's offset.
-    let cases = [(pdu::offset::FLAGS, pdu::HDGSTF), (pdu::offset::HLEN, 127), (pdu::offset::PDO, 4), (pdu::offset::PLEN, 132), (pdu::offset::PLEN, 24)];
+    let cases = [
+        (pdu::offset::FLAGS, pdu::HDGSTF),
+        (pdu::offset::HLEN, 127),
+        (pdu::offset::PDO, 4),
+        (pdu::offset::PLEN, 132),
+        (pdu::offset::PLEN, 24),
+    ];
     for (field, value) in cases {
         let mut conn = Connection::open_raw(target.addr, &HostOptions::default()).unwrap();
         let mut ic_req = good.clone();
@@ -122,7 +132,16 @@ fn icresp_echoes_the_digests_asked_for() {
 fn c2h_data_is_aligned_to_the_hosts_hpda() {
     let target = Target::simple();
     // (HPDA, header digest, the PDO that follows: the header and HDGST rounded up).
-    let cases = [(0u8, false, 24u8), (0, true, 28), (1, false, 24), (1, true, 32), (3, false, 32), (7, true, 32), (31, false, 128), (31, true, 128)];
+    let cases = [
+        (0u8, false, 24u8),
+        (0, true, 28),
+        (1, false, 24),
+        (1, true, 32),
+        (3, false, 32),
+        (7, true, 32),
+        (31, false, 128),
+        (31, true, 128),
+    ];
     for (hpda, header_digest, pdo) in cases {
         let opts = HostOptions { hpda, header_digest, ..HostOptions::default() };
         let mut admin = Connection::open(target.addr, &opts).unwrap();
@@ -209,12 +228,32 @@ fn sgl_not_matching_the_data_fails_the_command_not_the_connection() {
     };
     let keyed = SglDescriptor { address: 0, length: 4096, kind: SglKind::KeyedDataBlock { subtype: 0, key: 1 } };
     let cases = [
-        ("in-capsule SGL shorter than the data", write(Placement::InCapsule, Some(SglDescriptor::in_capsule(0, 2048))), Status::DATA_SGL_LENGTH_INVALID),
-        ("in-capsule SGL at offset 16", write(Placement::InCapsule, Some(SglDescriptor::in_capsule(16, 4096))), Status::INVALID_SGL_OFFSET),
-        ("in-capsule data under a transport SGL", write(Placement::InCapsule, Some(SglDescriptor::transport(4096))), Status::SGL_DESCRIPTOR_TYPE_INVALID),
+        (
+            "in-capsule SGL shorter than the data",
+            write(Placement::InCapsule, Some(SglDescriptor::in_capsule(0, 2048))),
+            Status::DATA_SGL_LENGTH_INVALID,
+        ),
+        (
+            "in-capsule SGL at offset 16",
+            write(Placement::InCapsule, Some(SglDescriptor::in_capsule(16, 4096))),
+            Status::INVALID_SGL_OFFSET,
+        ),
+        (
+            "in-capsule data under a transport SGL",
+            write(Placement::InCapsule, Some(SglDescriptor::transport(4096))),
+            Status::SGL_DESCRIPTOR_TYPE_INVALID,
+        ),
         ("in-capsule data under PRPs", write(Placement::InCapsule, None), Status::INVALID_FIELD),
-        ("an in-capsule SGL and no data in the capsule", write(Placement::R2t, Some(SglDescriptor::in_capsule(0, 4096))), Status::DATA_SGL_LENGTH_INVALID),
-        ("a transport SGL shorter than the data", write(Placement::R2t, Some(SglDescriptor::transport(2048))), Status::DATA_SGL_LENGTH_INVALID),
+        (
+            "an in-capsule SGL and no data in the capsule",
+            write(Placement::R2t, Some(SglDescriptor::in_capsule(0, 4096))),
+            Status::DATA_SGL_LENGTH_INVALID,
+        ),
+        (
+            "a transport SGL shorter than the data",
+            write(Placement::R2t, Some(SglDescriptor::transport(2048))),
+            Status::DATA_SGL_LENGTH_INVALID,
+        ),
         ("a keyed (RDMA) SGL", write(Placement::R2t, Some(keyed)), Status::SGL_DESCRIPTOR_TYPE_INVALID),
         (
             "a Read carrying in-capsule data",
@@ -292,7 +331,9 @@ fn raw_read(io: &mut Connection, cid: u16, slba: u64, nlb: u32) -> (pdu::C2hData
 /// The next PDU is the CapsuleResp of `cid` with `status`.
 fn expect_resp(conn: &mut Connection, cid: u16, status: Status) -> Cqe {
     let received = conn.recv_pdu().unwrap();
-    let Pdu::CapsuleResp(resp) = received.pdu else { panic!("expected the CapsuleResp of {cid}, got {:?}", received.pdu) };
+    let Pdu::CapsuleResp(resp) = received.pdu else {
+        panic!("expected the CapsuleResp of {cid}, got {:?}", received.pdu)
+    };
     let cqe = Cqe::decode(&resp.cqe);
     assert_eq!(cqe.cid, cid, "{cqe:?}");
     assert_status(cqe.status, status);
@@ -359,7 +400,8 @@ fn several_r2ts_outstanding_are_answered_in_any_order() {
     const NLB: u32 = 16;
     let slba = |cid: u16| 50_000 + u64::from(cid) * 64;
     for cid in 0..COMMANDS {
-        let command = Command::write(NSID, slba(cid), NLB, pattern_of(slba(cid), NLB, 77), false).placed(Placement::R2t);
+        let command =
+            Command::write(NSID, slba(cid), NLB, pattern_of(slba(cid), NLB, 77), false).placed(Placement::R2t);
         let capsule = io.encode_capsule(&command, cid);
         io.send_raw(&capsule).unwrap();
     }
@@ -453,7 +495,8 @@ fn pdus_split_and_coalesced_at_any_byte() {
         let received = io.recv_pdu().unwrap();
         let Pdu::R2t(r2t) = received.pdu else { panic!("expected an R2T, got {:?}", received.pdu) };
         let data = pattern_of(slba(25), 32, 50);
-        let h2c = io.framing().h2c_data(&H2cData { cccid: 25, ttag: r2t.ttag, datao: 0, datal: r2t.r2tl, last: true }, &data);
+        let h2c =
+            io.framing().h2c_data(&H2cData { cccid: 25, ttag: r2t.ttag, datao: 0, datal: r2t.r2tl, last: true }, &data);
         send_in_pieces(&mut io, &h2c, &[1, 7, 2047, 2, 5000]);
         expect_resp(&mut io, 25, Status::SUCCESS);
         for cid in 0..24u16 {
@@ -485,7 +528,10 @@ fn data_is_taken_from_the_pdo_the_host_sends() {
     let capsule = io.encode_capsule(&r2t_write(100, 61), 2);
     io.send_raw(&capsule).unwrap();
     let Pdu::R2t(r2t) = io.recv_pdu().unwrap().pdu else { panic!("expected an R2T") };
-    let h2c = io.framing().h2c_data(&H2cData { cccid: 2, ttag: r2t.ttag, datao: 0, datal: r2t.r2tl, last: true }, &pattern_of(100, 8, 61));
+    let h2c = io.framing().h2c_data(
+        &H2cData { cccid: 2, ttag: r2t.ttag, datao: 0, datal: r2t.r2tl, last: true },
+        &pattern_of(100, 8, 61),
+    );
     io.send_raw(&padded(h2c, 100)).unwrap();
     expect_resp(&mut io, 2, Status::SUCCESS);
     assert_pattern(&mut io, 0, 8, 60);
@@ -519,7 +565,8 @@ fn small_mdts_sets_maxh2cdata_and_serves() {
     victim.send_raw(&capsule).unwrap();
     let Pdu::R2t(r2t) = victim.recv_pdu().unwrap().pdu else { panic!("expected an R2T") };
     let mut header = [0u8; pdu::HEADER_BUF_LEN];
-    let len = H2cData { cccid: 1, ttag: r2t.ttag, datao: 0, datal: 16388, last: true }.encode(&mut header, Digests::NONE, 4);
+    let len =
+        H2cData { cccid: 1, ttag: r2t.ttag, datao: 0, datal: 16388, last: true }.encode(&mut header, Digests::NONE, 4);
     victim.send_raw(&header[..len]).unwrap();
     expect_term_req(&mut victim, Fes::DataTransferLimitExceeded, 0, &header[..pdu::COMMON_HEADER_LEN]);
     host.still_serves();

@@ -40,12 +40,7 @@ impl Chunks {
         // SAFETY: the layout has a non-zero size.
         let ptr = unsafe { alloc_zeroed(layout) };
         let ptr = NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        Chunks {
-            ptr,
-            layout,
-            chunk,
-            count,
-        }
+        Chunks { ptr, layout, chunk, count }
     }
 
     /// Bytes per chunk (a multiple of the page).
@@ -89,12 +84,7 @@ impl Chunks {
 
     /// One iovec per chunk, for `register_buffers`.
     pub fn iovecs(&self) -> Vec<libc::iovec> {
-        (0..self.count)
-            .map(|i| libc::iovec {
-                iov_base: self.ptr(i).cast(),
-                iov_len: self.chunk,
-            })
-            .collect()
+        (0..self.count).map(|i| libc::iovec { iov_base: self.ptr(i).cast(), iov_len: self.chunk }).collect()
     }
 }
 

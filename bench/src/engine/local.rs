@@ -79,7 +79,8 @@ impl LocalQueue {
             offset: workload.offset,
             seed: workload.seed,
             verify: workload.verify,
-            slots: vec![Slot { busy: false, dir: Dir::Read, unit: 0, byte: 0, issued: now, check: false }; qd].into_boxed_slice(),
+            slots: vec![Slot { busy: false, dir: Dir::Read, unit: 0, byte: 0, issued: now, check: false }; qd]
+                .into_boxed_slice(),
             free: (0..qd as u16).rev().collect(),
             bufs,
             generator,
@@ -121,7 +122,9 @@ impl LocalQueue {
                 opcode::WriteFixed::new(types::Fixed(f), ptr, self.bs, base + cid).offset(byte).build()
             }
             (_, _, Dir::Read) => opcode::Read::new(types::Fd(self.file.as_raw_fd()), ptr, self.bs).offset(byte).build(),
-            (_, _, Dir::Write) => opcode::Write::new(types::Fd(self.file.as_raw_fd()), ptr, self.bs).offset(byte).build(),
+            (_, _, Dir::Write) => {
+                opcode::Write::new(types::Fd(self.file.as_raw_fd()), ptr, self.bs).offset(byte).build()
+            }
         };
         let entry = entry.user_data(token(self.index, OpKind::Io, cid));
         // SAFETY: the slot's chunk belongs to this queue, which outlives the

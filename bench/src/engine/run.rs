@@ -183,9 +183,9 @@ fn run_tcp(spec: &TcpSpec, mut workload: Workload, monitor: &Monitor) -> Result<
             per_job[job].push(TcpQueue::new(index, parts, target, &workload, generator));
         }
     }
-    let verify = workload.verify.then(|| {
-        Arc::new(VerifyMap::new(workload.units(), workload.assume_written, workload.seed, info.lba_size))
-    });
+    let verify = workload
+        .verify
+        .then(|| Arc::new(VerifyMap::new(workload.units(), workload.assume_written, workload.seed, info.lba_size)));
     let device = format!("tcp://{} {} nsid {}", endpoint.addr, endpoint.nqn, info.nsid);
     let result = drive(per_job, &workload, verify, monitor, &mut controllers, |queues| {
         let entries = 2 * queues.len() as u32 + 8;
@@ -286,9 +286,7 @@ where
         .iter()
         .zip(&progress)
         .map(|(queues, progress)| {
-            let rate = workload
-                .rate_iops
-                .map(|r| (r * queues.len() as u64 / total_queues as u64).max(1));
+            let rate = workload.rate_iops.map(|r| (r * queues.len() as u64 / total_queues as u64).max(1));
             JobPlan {
                 clock,
                 rate_iops: rate,
@@ -420,7 +418,8 @@ fn watch(
             let secs = now.duration_since(last_print).as_secs_f64();
             let elapsed = now.saturating_duration_since(clock.measure_from).as_secs();
             let phase = if now < clock.measure_from { "ramp" } else { "run " };
-            let total = clock.end.map_or(String::from("?"), |e| e.duration_since(clock.measure_from).as_secs().to_string());
+            let total =
+                clock.end.map_or(String::from("?"), |e| e.duration_since(clock.measure_from).as_secs().to_string());
             let mut err = std::io::stderr().lock();
             let _ = write!(
                 err,

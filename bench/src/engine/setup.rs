@@ -96,14 +96,16 @@ pub struct Endpoint {
 /// Reads the discovery log at `addr` and picks the NVMe/TCP subsystem named
 /// `nqn`, or the only NVM subsystem when no name is given.
 pub fn discover(addr: SocketAddr, nqn: Option<&str>, host: &HostOptions) -> Result<Endpoint, SetupError> {
-    let mut admin = Connection::open(addr, host).map_err(step(format!("connecting to the discovery service at {addr}")))?;
+    let mut admin =
+        Connection::open(addr, host).map_err(step(format!("connecting to the discovery service at {addr}")))?;
     admin.connect_admin(DISCOVERY_NQN, 0, 31).map_err(step("discovery Connect"))?;
     admin.enable().map_err(step("enabling the discovery controller"))?;
     let log = admin.discovery_log().map_err(step("reading the discovery log"))?;
     let _ = admin.shutdown();
-    let mut fits = log.entries.iter().filter(|e| {
-        e.trtype == TRTYPE_TCP && e.subtype == SUBTYPE_NVM && nqn.is_none_or(|n| e.subnqn.as_str() == n)
-    });
+    let mut fits = log
+        .entries
+        .iter()
+        .filter(|e| e.trtype == TRTYPE_TCP && e.subtype == SUBTYPE_NVM && nqn.is_none_or(|n| e.subnqn.as_str() == n));
     let not_found = |what: String| SetupError::NotDiscovered { addr, what };
     let entry = fits.next().ok_or_else(|| not_found(nqn.unwrap_or("at all").to_string()))?;
     if nqn.is_none() && fits.next().is_some() {

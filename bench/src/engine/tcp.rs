@@ -397,7 +397,13 @@ impl TcpQueue {
                     return;
                 }
                 let datal = (work.end - work.next).min(self.maxh2cdata);
-                let header = H2cData { cccid: cid, ttag: work.ttag, datao: work.next, datal, last: work.next + datal == work.end };
+                let header = H2cData {
+                    cccid: cid,
+                    ttag: work.ttag,
+                    datao: work.next,
+                    datal,
+                    last: work.next + datal == work.end,
+                };
                 // next + datal <= bs (checked when the R2T arrived): inside
                 // the slot's chunk.
                 let data = self.bufs.ptr(usize::from(cid)).wrapping_add(work.next as usize).cast_const();
@@ -519,7 +525,8 @@ impl TcpQueue {
         let bytes = &self.staging[start..start + need];
         match layout.pdu_type {
             PduType::CapsuleResp => {
-                let cqe = Cqe::decode(bytes[pdu::offset::CQE..pdu::offset::CQE + Cqe::SIZE].try_into().expect("16 bytes"));
+                let cqe =
+                    Cqe::decode(bytes[pdu::offset::CQE..pdu::offset::CQE + Cqe::SIZE].try_into().expect("16 bytes"));
                 self.head += need;
                 self.on_response(cqe, ctx)?;
             }
@@ -568,7 +575,11 @@ impl TcpQueue {
         let slot = self.busy_slot(cqe.cid, PduType::CapsuleResp)?;
         let bs = self.bs as usize;
         if slot.dir == Dir::Read && cqe.status.is_success() && !(slot.received == self.bs && slot.last_seen) {
-            return Err(self.violation(Violation::MissingData { cid: cqe.cid, received: slot.received as usize, len: bs }));
+            return Err(self.violation(Violation::MissingData {
+                cid: cqe.cid,
+                received: slot.received as usize,
+                len: bs,
+            }));
         }
         self.complete_slot(cqe.cid, cqe.status, ctx)
     }
@@ -688,7 +699,14 @@ impl TcpQueue {
         Ok(true)
     }
 
-    fn finish_c2h(&mut self, cid: u16, datal: u32, last: bool, success: bool, ctx: &mut Ctx<'_>) -> Result<(), EngineError> {
+    fn finish_c2h(
+        &mut self,
+        cid: u16,
+        datal: u32,
+        last: bool,
+        success: bool,
+        ctx: &mut Ctx<'_>,
+    ) -> Result<(), EngineError> {
         let slot = &mut self.slots[usize::from(cid)];
         slot.received += datal;
         slot.last_seen = last;
@@ -905,10 +923,11 @@ impl Driver for TcpQueue {
             let n = self.gather();
             self.msg.msg_iov = self.iov.as_mut_ptr();
             self.msg.msg_iovlen = n;
-            let entry = opcode::SendMsg::new(fd, &*self.msg)
-                .flags(libc::MSG_NOSIGNAL as u32)
-                .build()
-                .user_data(token(self.index, OpKind::Send, 0));
+            let entry = opcode::SendMsg::new(fd, &*self.msg).flags(libc::MSG_NOSIGNAL as u32).build().user_data(token(
+                self.index,
+                OpKind::Send,
+                0,
+            ));
             // SAFETY: the msghdr, the iovecs and everything they point at
             // (segments, slot templates and buffers) belong to this queue,
             // which outlives the operation (the job drains the ring before
@@ -1144,7 +1163,10 @@ mod tests {
         let mut h = harness(4096, 2, NONE, false, 0);
         h.issue(0, Dir::Read, 0);
         let err = h.feed(&c2h(0, 0, &[0; 4096], true, true, NONE), 1 << 20).unwrap_err();
-        assert!(matches!(err, EngineError::Protocol { violation: Violation::SuccessWithFlowControl { cid: 0 }, .. }), "{err}");
+        assert!(
+            matches!(err, EngineError::Protocol { violation: Violation::SuccessWithFlowControl { cid: 0 }, .. }),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1216,7 +1238,12 @@ mod tests {
         assert!(matches!(err, EngineError::Status { write: true, slba: 72, .. }), "{err}");
 
         let mut h = harness(4096, 2, NONE, false, 0);
-        let term = TermReq { direction: pdu::Direction::C2h, fes: Fes::PduSequenceError, fei: 0, data: TermData::new(&[4; 8]) };
+        let term = TermReq {
+            direction: pdu::Direction::C2h,
+            fes: Fes::PduSequenceError,
+            fei: 0,
+            data: TermData::new(&[4; 8]),
+        };
         let mut out = [0u8; pdu::HEADER_BUF_LEN];
         let len = term.encode(&mut out);
         let err = h.feed(&out[..len], 5).unwrap_err();
@@ -1254,6 +1281,9 @@ mod tests {
         let mut bytes = c2h(0, 0, &bad, true, false, NONE);
         bytes.extend(resp(0, Status::SUCCESS, NONE));
         let err = h.feed(&bytes, 1 << 20).unwrap_err();
-        assert!(matches!(err, EngineError::Verify { mismatch: pattern::Mismatch { lba: 33, offset: 488, .. }, .. }), "{err}");
+        assert!(
+            matches!(err, EngineError::Verify { mismatch: pattern::Mismatch { lba: 33, offset: 488, .. }, .. }),
+            "{err}"
+        );
     }
 }

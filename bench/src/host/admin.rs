@@ -17,13 +17,11 @@ use fabriq_target::nvme::PropertySize;
 use fabriq_target::nvme::discovery::{DiscoveryLogEntry, DiscoveryLogHeader};
 use fabriq_target::nvme::features::NumberOfQueues;
 use fabriq_target::nvme::identify::{
-    IdentifyController, IdentifyNamespace, NamespaceId, cns, decode_ns_id_descriptors,
-    decode_ns_list,
+    IdentifyController, IdentifyNamespace, NamespaceId, cns, decode_ns_id_descriptors, decode_ns_list,
 };
 use fabriq_target::nvme::log::lid;
 use fabriq_target::nvme::property::{
-    self, CAP_CSS_IO_COMMAND_SETS, CC_CSS_ALL_IO, CC_CSS_NVM, Cap, Cc, Csts, ShutdownNotification,
-    ShutdownStatus,
+    self, CAP_CSS_IO_COMMAND_SETS, CC_CSS_ALL_IO, CC_CSS_NVM, Cap, Cc, Csts, ShutdownNotification, ShutdownStatus,
 };
 use fabriq_target::nvme::sqe::Features;
 
@@ -56,22 +54,13 @@ pub struct DiscoveryLogPage {
 impl Connection {
     /// Property Get; returns the value (dw0, and dw1 for 8-byte properties).
     pub fn property_get(&mut self, offset: u32, size: PropertySize) -> Result<u64, HostError> {
-        let completion = self
-            .execute(Command::property_get(offset, size))?
-            .success()?;
+        let completion = self.execute(Command::property_get(offset, size))?.success()?;
         Ok(completion.cqe.value_u64())
     }
 
     /// Property Set.
-    pub fn property_set(
-        &mut self,
-        offset: u32,
-        size: PropertySize,
-        value: u64,
-    ) -> Result<(), HostError> {
-        self.execute(Command::property_set(offset, size, value))?
-            .success()
-            .map(|_| ())
+    pub fn property_set(&mut self, offset: u32, size: PropertySize, value: u64) -> Result<(), HostError> {
+        self.execute(Command::property_set(offset, size, value))?.success().map(|_| ())
     }
 
     /// CSTS.
@@ -86,11 +75,7 @@ impl Connection {
     /// time-out if CAP.TO is 0).
     pub fn enable(&mut self) -> Result<(), HostError> {
         let cap = Cap::from_u64(self.property_get(property::CAP, PropertySize::Eight)?);
-        let css = if cap.css & CAP_CSS_IO_COMMAND_SETS != 0 {
-            CC_CSS_ALL_IO
-        } else {
-            CC_CSS_NVM
-        };
+        let css = if cap.css & CAP_CSS_IO_COMMAND_SETS != 0 { CC_CSS_ALL_IO } else { CC_CSS_NVM };
         let cc = Cc {
             en: true,
             css,
@@ -121,10 +106,7 @@ impl Connection {
     /// Normal shutdown: CC.SHN = 01b, then polls CSTS.SHST for "complete".
     pub fn shutdown(&mut self) -> Result<(), HostError> {
         let cc = self.cc()?;
-        let cc = Cc {
-            shn: ShutdownNotification::Normal,
-            ..cc
-        };
+        let cc = Cc { shn: ShutdownNotification::Normal, ..cc };
         self.property_set(property::CC, PropertySize::Four, u64::from(cc.to_u32()))?;
         let timeout = self.options().io_timeout;
         self.poll_csts(timeout, |csts| csts.shst == ShutdownStatus::Complete)
@@ -135,11 +117,7 @@ impl Connection {
         Ok(Cc::from_u32(value)?)
     }
 
-    fn poll_csts(
-        &mut self,
-        timeout: Duration,
-        done: impl Fn(&Csts) -> bool,
-    ) -> Result<(), HostError> {
+    fn poll_csts(&mut self, timeout: Duration, done: impl Fn(&Csts) -> bool) -> Result<(), HostError> {
         let deadline = Instant::now() + timeout;
         loop {
             let raw = self.property_get(property::CSTS, PropertySize::Four)? as u32;
@@ -177,17 +155,13 @@ impl Connection {
     /// Active Namespace ID list (CNS 02h): the active NSIDs greater than
     /// `from`, at most 1024 of them.
     pub fn active_namespaces(&mut self, from: u32) -> Result<Vec<u32>, HostError> {
-        let completion = self
-            .identify(cns::ACTIVE_NAMESPACE_LIST, from, 0)?
-            .success()?;
+        let completion = self.identify(cns::ACTIVE_NAMESPACE_LIST, from, 0)?.success()?;
         Ok(decode_ns_list(&completion.data)?)
     }
 
     /// Namespace Identification Descriptor list (CNS 03h) of `nsid`.
     pub fn namespace_descriptors(&mut self, nsid: u32) -> Result<Vec<NamespaceId>, HostError> {
-        let completion = self
-            .identify(cns::NAMESPACE_ID_DESCRIPTORS, nsid, 0)?
-            .success()?;
+        let completion = self.identify(cns::NAMESPACE_ID_DESCRIPTORS, nsid, 0)?.success()?;
         Ok(decode_ns_id_descriptors(&completion.data)?)
     }
 
@@ -210,19 +184,13 @@ impl Connection {
 
     /// Set Features of `fid` to `cdw11` (controller-wide, not saved).
     pub fn set_features(&mut self, fid: u8, cdw11: u32) -> Result<Completion, HostError> {
-        self.execute(Command::set_features(&Features {
-            fid,
-            cdw11,
-            ..Features::default()
-        }))
+        self.execute(Command::set_features(&Features { fid, cdw11, ..Features::default() }))
     }
 
     /// Set Features Number of Queues asking for `count` I/O queues; returns
     /// what the controller granted (NSQA/NCQA plus one).
     pub fn set_number_of_queues(&mut self, count: u32) -> Result<NumberOfQueues, HostError> {
-        let completion = self
-            .execute(Command::set_number_of_queues(count))?
-            .success()?;
+        let completion = self.execute(Command::set_number_of_queues(count))?.success()?;
         Ok(NumberOfQueues::from_dword(completion.cqe.dw0))
     }
 
@@ -257,10 +225,7 @@ impl Connection {
         for _ in 0..DISCOVERY_TRIES {
             let header = self.discovery_header(true)?;
             if header.numrec == 0 {
-                return Ok(DiscoveryLogPage {
-                    genctr: header.genctr,
-                    entries: Vec::new(),
-                });
+                return Ok(DiscoveryLogPage { genctr: header.genctr, entries: Vec::new() });
             }
             let entries_len = usize::try_from(header.numrec)
                 .ok()
@@ -270,9 +235,7 @@ impl Connection {
             while entries_bytes.len() < entries_len {
                 let offset = DiscoveryLogHeader::SIZE + entries_bytes.len();
                 let len = (entries_len - entries_bytes.len()).min(DISCOVERY_CHUNK_BYTES);
-                let chunk = self
-                    .get_log_page(lid::DISCOVERY, 0, offset as u64, len, true)?
-                    .success()?;
+                let chunk = self.get_log_page(lid::DISCOVERY, 0, offset as u64, len, true)?.success()?;
                 entries_bytes.extend_from_slice(&chunk.data);
             }
             let again = self.discovery_header(false)?;
@@ -280,30 +243,19 @@ impl Connection {
                 continue;
             }
             if again.numrec != header.numrec {
-                return Err(Violation::NumrecChanged {
-                    before: header.numrec,
-                    after: again.numrec,
-                }
-                .into());
+                return Err(Violation::NumrecChanged { before: header.numrec, after: again.numrec }.into());
             }
             let entries = entries_bytes
                 .chunks_exact(DiscoveryLogEntry::SIZE)
                 .map(DiscoveryLogEntry::decode)
                 .collect::<Result<Vec<_>, _>>()?;
-            return Ok(DiscoveryLogPage {
-                genctr: header.genctr,
-                entries,
-            });
+            return Ok(DiscoveryLogPage { genctr: header.genctr, entries });
         }
-        Err(HostError::DiscoveryChanging {
-            tries: DISCOVERY_TRIES,
-        })
+        Err(HostError::DiscoveryChanging { tries: DISCOVERY_TRIES })
     }
 
     fn discovery_header(&mut self, rae: bool) -> Result<DiscoveryLogHeader, HostError> {
-        let completion = self
-            .get_log_page(lid::DISCOVERY, 0, 0, DiscoveryLogHeader::SIZE, rae)?
-            .success()?;
+        let completion = self.get_log_page(lid::DISCOVERY, 0, 0, DiscoveryLogHeader::SIZE, rae)?.success()?;
         Ok(DiscoveryLogHeader::decode(&completion.data)?)
     }
 }

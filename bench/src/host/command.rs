@@ -19,8 +19,8 @@ use fabriq_target::nvme::features::NumberOfQueues;
 use fabriq_target::nvme::ids::{NQN_FIELD_LEN, Nqn};
 use fabriq_target::nvme::sqe::fabrics_offsets as off;
 use fabriq_target::nvme::sqe::{
-    Abort, AsyncEventRequest, Connect, ConnectData, DatasetManagement, Disconnect, DsmRange,
-    Features, GetLogPage, Identify, KeepAlive, PropertyGet, PropertySet, ReadWrite, SglDescriptor,
+    Abort, AsyncEventRequest, Connect, ConnectData, DatasetManagement, Disconnect, DsmRange, Features, GetLogPage,
+    Identify, KeepAlive, PropertyGet, PropertySet, ReadWrite, SglDescriptor,
 };
 use fabriq_target::nvme::{AdminOpcode, CntlId, FabricsType, IoOpcode, PropertySize, Sqe};
 
@@ -99,12 +99,7 @@ pub struct Capsule {
 impl Command {
     /// A command with no data.
     pub fn new(sqe: Sqe) -> Command {
-        Command {
-            sqe,
-            data: Data::None,
-            placement: Placement::Auto,
-            keep_dptr: false,
-        }
+        Command { sqe, data: Data::None, placement: Placement::Auto, keep_dptr: false }
     }
 
     /// The same command sending `data` to the controller.
@@ -143,14 +138,7 @@ impl Command {
 
     /// Property Set.
     pub fn property_set(offset: u32, size: PropertySize, value: u64) -> Command {
-        Command::new(
-            PropertySet {
-                size,
-                offset,
-                value,
-            }
-            .to_sqe(0),
-        )
+        Command::new(PropertySet { size, offset, value }.to_sqe(0))
     }
 
     /// Disconnect of the queue it is sent on.
@@ -160,21 +148,13 @@ impl Command {
 
     /// Identify, reading its 4096 bytes.
     pub fn identify(cns: u8, nsid: u32, cntid: u16) -> Command {
-        let identify = Identify {
-            cns,
-            cntid,
-            nsid,
-            ..Identify::default()
-        };
+        let identify = Identify { cns, cntid, nsid, ..Identify::default() };
         Command::new(identify.to_sqe(0)).with_data_in(IDENTIFY_BYTES)
     }
 
     /// Get Log Page reading `len` bytes (a multiple of 4) at byte `offset`.
     pub fn get_log_page(lid: u8, nsid: u32, offset: u64, len: usize, rae: bool) -> Command {
-        assert!(
-            len > 0 && len.is_multiple_of(4),
-            "log page length {len} is not a positive number of dwords"
-        );
+        assert!(len > 0 && len.is_multiple_of(4), "log page length {len} is not a positive number of dwords");
         let get = GetLogPage {
             lid,
             lsp: 0,
@@ -193,12 +173,7 @@ impl Command {
     /// Get Features of `fid` with Select `sel` (0 current, 1 default, 2
     /// saved, 3 supported capabilities).
     pub fn get_features(fid: u8, sel: u8, nsid: u32) -> Command {
-        let features = Features {
-            fid,
-            sel,
-            nsid,
-            ..Features::default()
-        };
+        let features = Features { fid, sel, nsid, ..Features::default() };
         Command::new(features.to_sqe(AdminOpcode::GetFeatures, 0))
     }
 
@@ -210,10 +185,7 @@ impl Command {
     /// Set Features Number of Queues asking for `count` I/O submission and
     /// completion queues.
     pub fn set_number_of_queues(count: u32) -> Command {
-        let queues = NumberOfQueues {
-            sq_count: count,
-            cq_count: count,
-        };
+        let queues = NumberOfQueues { sq_count: count, cq_count: count };
         Command::set_features(&Features {
             fid: fabriq_target::nvme::features::fid::NUMBER_OF_QUEUES,
             cdw11: queues.to_dword(),
@@ -248,8 +220,7 @@ impl Command {
 
     /// Compare of `nlb` blocks at `slba` with `data`.
     pub fn compare(nsid: u32, slba: u64, nlb: u32, data: Vec<u8>) -> Command {
-        Command::new(rw(nlb, slba, false, false).to_sqe(IoOpcode::Compare, 0, nsid))
-            .with_data_out(data)
+        Command::new(rw(nlb, slba, false, false).to_sqe(IoOpcode::Compare, 0, nsid)).with_data_out(data)
     }
 
     /// Write Zeroes of `nlb` blocks at `slba`, deallocating them if asked.
@@ -259,10 +230,7 @@ impl Command {
 
     /// Flush.
     pub fn flush(nsid: u32) -> Command {
-        Command::new(Sqe {
-            nsid,
-            ..Sqe::new(IoOpcode::Flush as u8, 0)
-        })
+        Command::new(Sqe { nsid, ..Sqe::new(IoOpcode::Flush as u8, 0) })
     }
 
     /// Dataset Management deallocating `ranges` of (SLBA, block count).
@@ -276,12 +244,7 @@ impl Command {
         let mut data = vec![0u8; dsm.data_len_bytes()];
         for (range, out) in ranges.iter().zip(data.chunks_exact_mut(DsmRange::SIZE)) {
             let (slba, nlb) = *range;
-            DsmRange {
-                context_attributes: 0,
-                nlb,
-                slba,
-            }
-            .encode(out);
+            DsmRange { context_attributes: 0, nlb, slba }.encode(out);
         }
         Command::new(dsm.to_sqe(0, nsid)).with_data_out(data)
     }
@@ -294,21 +257,14 @@ impl Command {
         let in_capsule = self.goes_in_capsule(icd_limit);
         if !self.keep_dptr {
             let len = u32::try_from(self.data.len()).expect("data over 4 GiB");
-            let sgl = if in_capsule {
-                SglDescriptor::in_capsule(0, len)
-            } else {
-                SglDescriptor::transport(len)
-            };
+            let sgl = if in_capsule { SglDescriptor::in_capsule(0, len) } else { SglDescriptor::transport(len) };
             sqe = sqe.with_sgl(sgl);
         }
         let icd: &[u8] = match (&self.data, in_capsule) {
             (Data::ToController(data), true) => data,
             _ => &[],
         };
-        Capsule {
-            bytes: framing.capsule_cmd(&sqe.encode(), icd),
-            in_capsule,
-        }
+        Capsule { bytes: framing.capsule_cmd(&sqe.encode(), icd), in_capsule }
     }
 
     fn goes_in_capsule(&self, icd_limit: u32) -> bool {
@@ -318,11 +274,7 @@ impl Command {
         if data.is_empty() {
             return false;
         }
-        let limit = if self.sqe.is_fabrics() {
-            ADMIN_ICD_BYTES
-        } else {
-            icd_limit
-        };
+        let limit = if self.sqe.is_fabrics() { ADMIN_ICD_BYTES } else { icd_limit };
         match self.placement {
             Placement::Auto => data.len() <= limit as usize,
             Placement::InCapsule => true,
@@ -337,13 +289,7 @@ impl Command {
 }
 
 fn rw(nlb: u32, slba: u64, fua: bool, deac: bool) -> ReadWrite {
-    ReadWrite {
-        slba,
-        nlb,
-        fua,
-        limited_retry: false,
-        deac,
-    }
+    ReadWrite { slba, nlb, fua, limited_retry: false, deac }
 }
 
 /// The 1024 bytes of Connect data (NVMe Base 2.0, 6.3 Figure 380). The NQNs
@@ -353,13 +299,7 @@ fn rw(nlb: u32, slba: u64, fua: bool, deac: bool) -> ReadWrite {
 pub fn connect_data(hostid: [u8; 16], cntlid: u16, subnqn: &str, hostnqn: &str) -> Vec<u8> {
     let mut out = vec![0u8; ConnectData::SIZE];
     if let (Ok(subnqn), Ok(hostnqn)) = (Nqn::parse(subnqn), Nqn::parse(hostnqn)) {
-        ConnectData {
-            hostid,
-            cntlid: CntlId::from_wire(cntlid),
-            subnqn,
-            hostnqn,
-        }
-        .encode(&mut out);
+        ConnectData { hostid, cntlid: CntlId::from_wire(cntlid), subnqn, hostnqn }.encode(&mut out);
         return out;
     }
     out[usize::from(off::DATA_HOSTID)..][..16].copy_from_slice(&hostid);
@@ -394,16 +334,7 @@ mod tests {
         assert!(write(8192).placed(Placement::InCapsule).goes_in_capsule(0));
         assert!(!write(8).placed(Placement::R2t).goes_in_capsule(4096));
         // Fabrics commands always get the admin limit.
-        let connect = Command::connect(
-            &Connect {
-                recfmt: 0,
-                qid: 1,
-                sqsize: 31,
-                cattr: 0,
-                kato_ms: 0,
-            },
-            vec![0; 1024],
-        );
+        let connect = Command::connect(&Connect { recfmt: 0, qid: 1, sqsize: 31, cattr: 0, kato_ms: 0 }, vec![0; 1024]);
         assert!(connect.goes_in_capsule(0));
         assert!(!Command::read(1, 0, 1, 512).goes_in_capsule(8192));
     }

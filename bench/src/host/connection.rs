@@ -73,11 +73,7 @@ impl Completion {
 
     /// `Ok(self)` when the command succeeded, else [`HostError::Status`].
     pub fn success(self) -> Result<Completion, HostError> {
-        if self.is_success() {
-            Ok(self)
-        } else {
-            Err(HostError::Status(self.cqe))
-        }
+        if self.is_success() { Ok(self) } else { Err(HostError::Status(self.cqe)) }
     }
 }
 
@@ -112,12 +108,7 @@ enum Transfer {
     /// Data for the controller, sent when R2Ts ask for it.
     ByR2t { data: Vec<u8>, requested: Ranges },
     /// Data from the controller, arriving in C2HData PDUs.
-    Reading {
-        buf: Vec<u8>,
-        received: Ranges,
-        last_seen: bool,
-        digest_error: Option<DataDigestMismatch>,
-    },
+    Reading { buf: Vec<u8>, received: Ranges, last_seen: bool, digest_error: Option<DataDigestMismatch> },
 }
 
 /// What a connected queue hands over when another driver (the load
@@ -195,18 +186,9 @@ impl Connection {
     /// exactly the digests asked for (as Linux requires), CPDA and MAXH2CDATA
     /// in range (checked by [`IcResp::decode`]).
     pub fn initialize(&mut self) -> Result<&IcResp, HostError> {
-        let requested = Digests {
-            header: self.opts.header_digest,
-            data: self.opts.data_digest,
-        };
-        let ic_req = IcReq {
-            pfv: 0,
-            hpda: self.opts.hpda,
-            digests: requested,
-            maxr2t: self.opts.maxr2t,
-        };
-        self.wire
-            .send(PduType::IcReq, wire::ic_req_bytes(&ic_req))?;
+        let requested = Digests { header: self.opts.header_digest, data: self.opts.data_digest };
+        let ic_req = IcReq { pfv: 0, hpda: self.opts.hpda, digests: requested, maxr2t: self.opts.maxr2t };
+        self.wire.send(PduType::IcReq, wire::ic_req_bytes(&ic_req))?;
         let received = self.recv_until(Instant::now() + self.opts.io_timeout)?;
         let ic_resp = match received.pdu {
             Pdu::IcResp(ic_resp) => ic_resp,
@@ -214,28 +196,16 @@ impl Connection {
             _ => return Err(Violation::Unexpected(received.pdu_type()).into()),
         };
         if ic_resp.digests != requested {
-            return Err(Violation::DigestsNotEchoed {
-                requested,
-                granted: ic_resp.digests,
-            }
-            .into());
+            return Err(Violation::DigestsNotEchoed { requested, granted: ic_resp.digests }.into());
         }
-        self.wire.set_framing(Framing {
-            digests: ic_resp.digests,
-            cpda_alignment: pdu::pda_alignment(ic_resp.cpda),
-        });
+        self.wire.set_framing(Framing { digests: ic_resp.digests, cpda_alignment: pdu::pda_alignment(ic_resp.cpda) });
         Ok(self.ic_resp.insert(ic_resp))
     }
 
     /// Connect on the admin queue (QID 0) asking for a dynamic controller;
     /// returns its CNTLID. A refused Connect is [`HostError::Status`] with the
     /// status and dw0 (IATTR/IPO for Invalid Parameters).
-    pub fn connect_admin(
-        &mut self,
-        subnqn: &str,
-        kato_ms: u32,
-        sqsize: u16,
-    ) -> Result<u16, HostError> {
+    pub fn connect_admin(&mut self, subnqn: &str, kato_ms: u32, sqsize: u16) -> Result<u16, HostError> {
         let cqe = self.connect(subnqn, 0, 0xFFFF, sqsize, kato_ms)?;
         self.icd_limit = ADMIN_ICD_BYTES;
         Ok(connect_dw0_cntlid(cqe.dw0))
@@ -244,36 +214,13 @@ impl Connection {
     /// Connect of I/O queue `qid` of controller `cntlid`. Set
     /// [`Connection::set_icd_limit`] from the controller's IOCCSZ afterwards
     /// to send writes in the capsule.
-    pub fn connect_io(
-        &mut self,
-        subnqn: &str,
-        cntlid: u16,
-        qid: u16,
-        sqsize: u16,
-    ) -> Result<(), HostError> {
+    pub fn connect_io(&mut self, subnqn: &str, cntlid: u16, qid: u16, sqsize: u16) -> Result<(), HostError> {
         self.connect(subnqn, qid, cntlid, sqsize, 0).map(|_| ())
     }
 
-    fn connect(
-        &mut self,
-        subnqn: &str,
-        qid: u16,
-        cntlid: u16,
-        sqsize: u16,
-        kato_ms: u32,
-    ) -> Result<Cqe, HostError> {
-        let cattr = if self.opts.disable_sq_flow_control {
-            CATTR_DISABLE_SQ_FLOW_CONTROL
-        } else {
-            0
-        };
-        let connect = Connect {
-            recfmt: 0,
-            qid,
-            sqsize,
-            cattr,
-            kato_ms,
-        };
+    fn connect(&mut self, subnqn: &str, qid: u16, cntlid: u16, sqsize: u16, kato_ms: u32) -> Result<Cqe, HostError> {
+        let cattr = if self.opts.disable_sq_flow_control { CATTR_DISABLE_SQ_FLOW_CONTROL } else { 0 };
+        let connect = Connect { recfmt: 0, qid, sqsize, cattr, kato_ms };
         let data = command::connect_data(self.opts.hostid, cntlid, subnqn, &self.opts.hostnqn);
         let completion = self.execute(Command::connect(&connect, data))?.success()?;
         self.qid = Some(qid);
@@ -347,10 +294,7 @@ impl Connection {
         let capsule = command.to_capsule(cid, self.wire.framing(), self.icd_limit);
         let transfer = match command.data {
             Data::ToController(data) if !capsule.in_capsule && !data.is_empty() => {
-                Transfer::ByR2t {
-                    data,
-                    requested: Ranges::default(),
-                }
+                Transfer::ByR2t { data, requested: Ranges::default() }
             }
             Data::FromController(len) if len > 0 => Transfer::Reading {
                 buf: vec![0; len],
@@ -411,10 +355,7 @@ impl Connection {
     /// # Panics
     /// When nothing is outstanding.
     pub fn wait_any(&mut self) -> Result<Completion, HostError> {
-        assert!(
-            !self.outstanding.is_empty() || !self.finished.is_empty(),
-            "no command is outstanding"
-        );
+        assert!(!self.outstanding.is_empty() || !self.finished.is_empty(), "no command is outstanding");
         let deadline = Instant::now() + self.opts.io_timeout;
         while self.finish_order.is_empty() {
             self.pump(deadline)?;
@@ -441,10 +382,7 @@ impl Connection {
         let transfer = self
             .outstanding
             .remove(&cqe.cid)
-            .ok_or(Violation::UnknownCid {
-                pdu_type: PduType::CapsuleResp,
-                cid: cqe.cid,
-            })?;
+            .ok_or(Violation::UnknownCid { pdu_type: PduType::CapsuleResp, cid: cqe.cid })?;
         let result = complete(cqe, transfer)?;
         self.finish(cqe.cid, result);
         Ok(())
@@ -457,32 +395,16 @@ impl Connection {
         digest_error: Option<DataDigestMismatch>,
     ) -> Result<(), HostError> {
         let cid = header.cccid;
-        let transfer = self
-            .outstanding
-            .get_mut(&cid)
-            .ok_or(Violation::UnknownCid {
-                pdu_type: PduType::C2hData,
-                cid,
-            })?;
-        let Transfer::Reading {
-            buf,
-            received,
-            last_seen,
-            digest_error: command_digest_error,
-        } = transfer
-        else {
+        let transfer =
+            self.outstanding.get_mut(&cid).ok_or(Violation::UnknownCid { pdu_type: PduType::C2hData, cid })?;
+        let Transfer::Reading { buf, received, last_seen, digest_error: command_digest_error } = transfer else {
             return Err(Violation::C2hDataWithoutRead { cid }.into());
         };
-        let out_of_range = Violation::C2hDataOutOfRange {
-            cid,
-            datao: header.datao,
-            datal: header.datal,
-            len: buf.len(),
-        };
+        let out_of_range =
+            Violation::C2hDataOutOfRange { cid, datao: header.datao, datal: header.datal, len: buf.len() };
         let start = u64::from(header.datao);
         let end = start + u64::from(header.datal);
-        if *last_seen || end > buf.len() as u64 || !received.insert(start, u64::from(header.datal))
-        {
+        if *last_seen || end > buf.len() as u64 || !received.insert(start, u64::from(header.datal)) {
             return Err(out_of_range.into());
         }
         buf[start as usize..end as usize].copy_from_slice(data);
@@ -495,10 +417,7 @@ impl Connection {
                 return Err(Violation::SuccessWithFlowControl { cid }.into());
             }
             let transfer = self.outstanding.remove(&cid).expect("outstanding");
-            let cqe = Cqe {
-                sqid: self.qid.unwrap_or(0),
-                ..Cqe::success(cid, 0)
-            };
+            let cqe = Cqe { sqid: self.qid.unwrap_or(0), ..Cqe::success(cid, 0) };
             let result = complete(cqe, transfer)?;
             self.finish(cid, result);
         }
@@ -507,26 +426,14 @@ impl Connection {
 
     fn on_r2t(&mut self, r2t: &R2t) -> Result<(), HostError> {
         let cid = r2t.cccid;
-        let transfer = self
-            .outstanding
-            .get_mut(&cid)
-            .ok_or(Violation::UnknownCid {
-                pdu_type: PduType::R2t,
-                cid,
-            })?;
+        let transfer = self.outstanding.get_mut(&cid).ok_or(Violation::UnknownCid { pdu_type: PduType::R2t, cid })?;
         let Transfer::ByR2t { data, requested } = transfer else {
             return Err(Violation::R2tWithoutData { cid }.into());
         };
         let start = u64::from(r2t.r2to);
         let end = start + u64::from(r2t.r2tl);
         if end > data.len() as u64 || !requested.insert(start, u64::from(r2t.r2tl)) {
-            return Err(Violation::R2tOutOfRange {
-                cid,
-                r2to: r2t.r2to,
-                r2tl: r2t.r2tl,
-                len: data.len(),
-            }
-            .into());
+            return Err(Violation::R2tOutOfRange { cid, r2to: r2t.r2to, r2tl: r2t.r2tl, len: data.len() }.into());
         }
         let maxh2cdata = self.ic_resp.map_or(pdu::MIN_MAXH2CDATA, |ic| ic.maxh2cdata);
         let framing = self.wire.framing();
@@ -535,16 +442,9 @@ impl Connection {
         // MAXH2CDATA is at least 4096, so this loop ends.
         while offset < end {
             let datal = (end - offset).min(maxh2cdata);
-            let header = H2cData {
-                cccid: cid,
-                ttag: r2t.ttag,
-                datao: offset,
-                datal,
-                last: offset + datal == end,
-            };
+            let header = H2cData { cccid: cid, ttag: r2t.ttag, datao: offset, datal, last: offset + datal == end };
             let chunk = &data[offset as usize..(offset + datal) as usize];
-            self.wire
-                .send(PduType::H2cData, framing.h2c_data(&header, chunk))?;
+            self.wire.send(PduType::H2cData, framing.h2c_data(&header, chunk))?;
             offset += datal;
         }
         Ok(())
@@ -574,10 +474,7 @@ impl Connection {
     pub fn into_queue_parts(self) -> Result<QueueParts, HostError> {
         let qid = self.qid.expect("into_queue_parts of a queue that is not connected");
         let ic_resp = self.ic_resp.expect("connected, so initialized");
-        assert!(
-            self.outstanding.is_empty() && self.finished.is_empty(),
-            "into_queue_parts with commands outstanding"
-        );
+        assert!(self.outstanding.is_empty() && self.finished.is_empty(), "into_queue_parts with commands outstanding");
         let framing = self.wire.framing();
         let stream = self.wire.into_stream();
         stream.set_read_timeout(None)?;
@@ -626,20 +523,14 @@ impl Connection {
 
     /// Rewrites the next PDU of `pdu_type` the connection sends (whole PDU,
     /// digests included) with `edit`; see [`wire::refresh_header_digest`].
-    pub fn tamper_next(
-        &mut self,
-        pdu_type: PduType,
-        edit: impl FnOnce(&mut Vec<u8>) + Send + 'static,
-    ) {
+    pub fn tamper_next(&mut self, pdu_type: PduType, edit: impl FnOnce(&mut Vec<u8>) + Send + 'static) {
         self.wire.tamper(Tamper::new(pdu_type, edit));
     }
 
     /// The CapsuleCmd PDU `submit` would send for `command` as CID `cid`,
     /// to edit and send with [`Connection::send_raw`].
     pub fn encode_capsule(&self, command: &Command, cid: u16) -> Vec<u8> {
-        command
-            .to_capsule(cid, self.wire.framing(), self.icd_limit)
-            .bytes
+        command.to_capsule(cid, self.wire.framing(), self.icd_limit).bytes
     }
 
     /// Sends one H2CData PDU, framed with the connection's digests and CPDA,
@@ -650,20 +541,9 @@ impl Connection {
     }
 
     /// Sends an H2CTermReq quoting `offending_header`.
-    pub fn send_term_req(
-        &mut self,
-        fes: Fes,
-        fei: u32,
-        offending_header: &[u8],
-    ) -> Result<(), HostError> {
-        let term_req = TermReq {
-            direction: pdu::Direction::H2c,
-            fes,
-            fei,
-            data: pdu::TermData::new(offending_header),
-        };
-        self.wire
-            .send(PduType::H2cTermReq, wire::term_req_bytes(&term_req))
+    pub fn send_term_req(&mut self, fes: Fes, fei: u32, offending_header: &[u8]) -> Result<(), HostError> {
+        let term_req = TermReq { direction: pdu::Direction::H2c, fes, fei, data: pdu::TermData::new(offending_header) };
+        self.wire.send(PduType::H2cTermReq, wire::term_req_bytes(&term_req))
     }
 
     /// Closes the sending half of the socket (a host that vanishes
@@ -687,17 +567,8 @@ pub fn icd_limit_from_ioccsz(ioccsz: u32) -> u32 {
 
 /// The completion of a command whose CQE (real or synthesized) arrived.
 fn complete(cqe: Cqe, transfer: Transfer) -> Result<Result<Completion, HostError>, HostError> {
-    let Transfer::Reading {
-        buf,
-        received,
-        last_seen,
-        digest_error,
-    } = transfer
-    else {
-        return Ok(Ok(Completion {
-            cqe,
-            data: Vec::new(),
-        }));
+    let Transfer::Reading { buf, received, last_seen, digest_error } = transfer else {
+        return Ok(Ok(Completion { cqe, data: Vec::new() }));
     };
     if let Some(mismatch) = digest_error {
         return Ok(Err(HostError::Digest {
@@ -709,22 +580,13 @@ fn complete(cqe: Cqe, transfer: Transfer) -> Result<Result<Completion, HostError
     }
     let complete = received.total() == buf.len() as u64 && last_seen;
     if cqe.status.is_success() && !complete {
-        return Err(Violation::MissingData {
-            cid: cqe.cid,
-            received: received.total() as usize,
-            len: buf.len(),
-        }
-        .into());
+        return Err(Violation::MissingData { cid: cqe.cid, received: received.total() as usize, len: buf.len() }.into());
     }
     Ok(Ok(Completion { cqe, data: buf }))
 }
 
 fn term_req_error(term_req: &TermReq) -> HostError {
-    HostError::TermReq {
-        fes: term_req.fes,
-        fei: term_req.fei,
-        data: term_req.data.as_slice().to_vec(),
-    }
+    HostError::TermReq { fes: term_req.fes, fei: term_req.fei, data: term_req.data.as_slice().to_vec() }
 }
 
 #[cfg(test)]

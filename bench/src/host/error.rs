@@ -56,9 +56,7 @@ pub enum HostError {
     },
     /// A digest did not verify. For a data digest, `cid` is the command whose
     /// data it was; the connection is still in step.
-    #[error(
-        "{kind:?} digest mismatch (cid {cid:?}): computed {computed:#010x}, received {received:#010x}"
-    )]
+    #[error("{kind:?} digest mismatch (cid {cid:?}): computed {computed:#010x}, received {received:#010x}")]
     Digest {
         /// Header or data.
         kind: DigestKind,
@@ -147,9 +145,7 @@ pub enum Violation {
     },
     /// C2HData outside the command's buffer, overlapping data already
     /// received, or after the PDU flagged LAST_PDU.
-    #[error(
-        "C2HData for cid {cid}: {datal} bytes at {datao} outside {len}, again, or after the last"
-    )]
+    #[error("C2HData for cid {cid}: {datal} bytes at {datao} outside {len}, again, or after the last")]
     C2hDataOutOfRange {
         /// The command.
         cid: u16,

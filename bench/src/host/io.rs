@@ -19,13 +19,7 @@ use super::error::HostError;
 impl Connection {
     /// Reads `nlb` blocks at `slba` into `buf`. The data is copied into `buf`
     /// when the command succeeds; the completion's `data` is left empty.
-    pub fn read(
-        &mut self,
-        nsid: u32,
-        slba: u64,
-        nlb: u32,
-        buf: &mut [u8],
-    ) -> Result<Completion, HostError> {
+    pub fn read(&mut self, nsid: u32, slba: u64, nlb: u32, buf: &mut [u8]) -> Result<Completion, HostError> {
         let mut completion = self.execute(Command::read(nsid, slba, nlb, buf.len()))?;
         if completion.is_success() {
             buf.copy_from_slice(&completion.data);
@@ -36,26 +30,13 @@ impl Connection {
 
     /// Writes `data` as `nlb` blocks at `slba`: in the capsule when it fits
     /// [`Connection::icd_limit`], else by R2T.
-    pub fn write(
-        &mut self,
-        nsid: u32,
-        slba: u64,
-        nlb: u32,
-        data: &[u8],
-        fua: bool,
-    ) -> Result<Completion, HostError> {
+    pub fn write(&mut self, nsid: u32, slba: u64, nlb: u32, data: &[u8], fua: bool) -> Result<Completion, HostError> {
         self.execute(Command::write(nsid, slba, nlb, data.to_vec(), fua))
     }
 
     /// Compares `nlb` blocks at `slba` with `data` (Compare Failure status
     /// when they differ).
-    pub fn compare(
-        &mut self,
-        nsid: u32,
-        slba: u64,
-        nlb: u32,
-        data: &[u8],
-    ) -> Result<Completion, HostError> {
+    pub fn compare(&mut self, nsid: u32, slba: u64, nlb: u32, data: &[u8]) -> Result<Completion, HostError> {
         self.execute(Command::compare(nsid, slba, nlb, data.to_vec()))
     }
 
@@ -65,22 +46,12 @@ impl Connection {
     }
 
     /// Write Zeroes of `nlb` blocks at `slba`, deallocating them if asked.
-    pub fn write_zeroes(
-        &mut self,
-        nsid: u32,
-        slba: u64,
-        nlb: u32,
-        deallocate: bool,
-    ) -> Result<Completion, HostError> {
+    pub fn write_zeroes(&mut self, nsid: u32, slba: u64, nlb: u32, deallocate: bool) -> Result<Completion, HostError> {
         self.execute(Command::write_zeroes(nsid, slba, nlb, deallocate))
     }
 
     /// Dataset Management deallocating `ranges` of (SLBA, block count).
-    pub fn dsm_deallocate(
-        &mut self,
-        nsid: u32,
-        ranges: &[(u64, u32)],
-    ) -> Result<Completion, HostError> {
+    pub fn dsm_deallocate(&mut self, nsid: u32, ranges: &[(u64, u32)]) -> Result<Completion, HostError> {
         self.execute(Command::dsm_deallocate(nsid, ranges))
     }
 }

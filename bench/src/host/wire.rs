@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use fabriq_target::tcp::digest::{self, DIGEST_LEN, DataDigest};
 use fabriq_target::tcp::pdu::{
-    self, COMMON_HEADER_LEN, CapsuleCmd, CommonHeader, Digests, H2cData, HEADER_BUF_LEN, IcReq,
-    Layout, Limits, Pdu, PduType, Role, TermReq, check,
+    self, COMMON_HEADER_LEN, CapsuleCmd, CommonHeader, Digests, H2cData, HEADER_BUF_LEN, IcReq, Layout, Limits, Pdu,
+    PduType, Role, TermReq, check,
 };
 
 use super::error::{DigestKind, HostError, Violation};
@@ -42,40 +42,25 @@ pub struct Framing {
 
 impl Framing {
     /// Before the ICResp: no digests, 4-byte alignment.
-    pub const INITIAL: Framing = Framing {
-        digests: Digests::NONE,
-        cpda_alignment: 4,
-    };
+    pub const INITIAL: Framing = Framing { digests: Digests::NONE, cpda_alignment: 4 };
 
     /// A CapsuleCmd carrying `sqe` and `icd` as in-capsule data.
     pub fn capsule_cmd(&self, sqe: &[u8; 64], icd: &[u8]) -> Vec<u8> {
         let icd_len = u32::try_from(icd.len()).expect("in-capsule data over 4 GiB");
         let capsule = CapsuleCmd { sqe: *sqe };
-        self.with_data(icd, |out| {
-            capsule.encode(out, self.digests, icd_len, self.cpda_alignment)
-        })
+        self.with_data(icd, |out| capsule.encode(out, self.digests, icd_len, self.cpda_alignment))
     }
 
     /// An H2CData PDU; `header.datal` must be `data.len()`.
     pub fn h2c_data(&self, header: &H2cData, data: &[u8]) -> Vec<u8> {
-        assert_eq!(
-            header.datal as usize,
-            data.len(),
-            "DATAL is not the data length"
-        );
-        self.with_data(data, |out| {
-            header.encode(out, self.digests, self.cpda_alignment)
-        })
+        assert_eq!(header.datal as usize, data.len(), "DATAL is not the data length");
+        self.with_data(data, |out| header.encode(out, self.digests, self.cpda_alignment))
     }
 
     fn with_data(&self, data: &[u8], encode: impl FnOnce(&mut [u8]) -> usize) -> Vec<u8> {
         let mut header = [0u8; HEADER_BUF_LEN];
         let data_start = encode(&mut header);
-        let digest_len = if self.digests.data && !data.is_empty() {
-            DIGEST_LEN
-        } else {
-            0
-        };
+        let digest_len = if self.digests.data && !data.is_empty() { DIGEST_LEN } else { 0 };
         let mut bytes = Vec::with_capacity(data_start + data.len() + digest_len);
         bytes.extend_from_slice(&header[..data_start]);
         bytes.extend_from_slice(data);
@@ -129,10 +114,7 @@ type Edit = Box<dyn FnOnce(&mut Vec<u8>) + Send>;
 impl Tamper {
     /// Rewrites the next PDU of `pdu_type` with `edit`.
     pub fn new(pdu_type: PduType, edit: impl FnOnce(&mut Vec<u8>) + Send + 'static) -> Tamper {
-        Tamper {
-            pdu_type,
-            edit: Box::new(edit),
-        }
+        Tamper { pdu_type, edit: Box::new(edit) }
     }
 }
 
@@ -200,11 +182,7 @@ impl<S: Read + Write> Wire<S> {
         Wire {
             stream,
             framing: Framing::INITIAL,
-            limits: Limits {
-                max_icd_bytes: 0,
-                max_data_pdu_bytes: MAX_C2H_DATA_BYTES,
-                data_alignment: hpda_alignment,
-            },
+            limits: Limits { max_icd_bytes: 0, max_data_pdu_bytes: MAX_C2H_DATA_BYTES, data_alignment: hpda_alignment },
             tampers: Vec::new(),
             broken: false,
         }
@@ -260,11 +238,7 @@ impl<S: Read + Write> Wire<S> {
         if self.broken {
             return Err(HostError::Broken);
         }
-        if let Err(error) = self
-            .stream
-            .write_all(bytes)
-            .and_then(|()| self.stream.flush())
-        {
+        if let Err(error) = self.stream.write_all(bytes).and_then(|()| self.stream.flush()) {
             // How much of the PDU went out is unknown.
             self.broken = true;
             return Err(io_error(error, None));
@@ -303,12 +277,7 @@ impl<S: Read + Write> Wire<S> {
     /// Reads exactly `buf.len()` bytes. `at_boundary` says no byte of this
     /// PDU was read yet, so that a time-out or end of stream before the first
     /// byte is clean.
-    fn fill(
-        &mut self,
-        buf: &mut [u8],
-        at_boundary: bool,
-        timeout: Duration,
-    ) -> Result<(), HostError> {
+    fn fill(&mut self, buf: &mut [u8], at_boundary: bool, timeout: Duration) -> Result<(), HostError> {
         let mut filled = 0;
         while filled < buf.len() {
             match self.stream.read(&mut buf[filled..]) {
@@ -336,9 +305,7 @@ impl<S: Read + Write> Wire<S> {
 fn finish_pdu(layout: Layout, bytes: Vec<u8>) -> Result<ReceivedPdu, HostError> {
     let hlen = usize::from(layout.hlen);
     if layout.header_digest_len > 0 {
-        let received: [u8; DIGEST_LEN] = bytes[hlen..hlen + DIGEST_LEN]
-            .try_into()
-            .expect("four bytes");
+        let received: [u8; DIGEST_LEN] = bytes[hlen..hlen + DIGEST_LEN].try_into().expect("four bytes");
         if digest::check_header_digest(&bytes[..hlen], received).is_err() {
             return Err(HostError::Digest {
                 kind: DigestKind::Header,
@@ -352,28 +319,20 @@ fn finish_pdu(layout: Layout, bytes: Vec<u8>) -> Result<ReceivedPdu, HostError> 
     let data_digest_error = if layout.data_digest_len > 0 {
         let data = &bytes[layout.data_range()];
         let end = layout.data_range().end;
-        let received: [u8; DIGEST_LEN] =
-            bytes[end..end + DIGEST_LEN].try_into().expect("four bytes");
+        let received: [u8; DIGEST_LEN] = bytes[end..end + DIGEST_LEN].try_into().expect("four bytes");
         let mut ddgst = DataDigest::new();
         ddgst.update(data);
         ddgst.check(received).err()
     } else {
         None
     };
-    Ok(ReceivedPdu {
-        pdu,
-        layout,
-        bytes,
-        data_digest_error,
-    })
+    Ok(ReceivedPdu { pdu, layout, bytes, data_digest_error })
 }
 
 /// A socket time-out shows as `WouldBlock` (Unix) or `TimedOut` (others).
 fn io_error(error: io::Error, timeout: Option<Duration>) -> HostError {
     match (error.kind(), timeout) {
-        (io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut, Some(timeout)) => {
-            HostError::Timeout(timeout)
-        }
+        (io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut, Some(timeout)) => HostError::Timeout(timeout),
         _ => HostError::Io(error),
     }
 }
@@ -409,34 +368,16 @@ mod tests {
     }
 
     fn wire(input: Vec<u8>, digests: Digests) -> Wire<Script> {
-        let mut wire = Wire::new(
-            Script {
-                input: Cursor::new(input),
-                output: Vec::new(),
-            },
-            4,
-        );
-        wire.set_framing(Framing {
-            digests,
-            cpda_alignment: 4,
-        });
+        let mut wire = Wire::new(Script { input: Cursor::new(input), output: Vec::new() }, 4);
+        wire.set_framing(Framing { digests, cpda_alignment: 4 });
         wire
     }
 
-    const BOTH: Digests = Digests {
-        header: true,
-        data: true,
-    };
+    const BOTH: Digests = Digests { header: true, data: true };
     const T: Duration = Duration::from_secs(1);
 
     fn c2h_data(digests: Digests, data: &[u8], flags_success: bool) -> Vec<u8> {
-        let header = C2hData {
-            cccid: 7,
-            datao: 0,
-            datal: data.len() as u32,
-            last: true,
-            success: flags_success,
-        };
+        let header = C2hData { cccid: 7, datao: 0, datal: data.len() as u32, last: true, success: flags_success };
         let mut out = [0u8; HEADER_BUF_LEN];
         let start = header.encode(&mut out, digests, 4);
         let mut bytes = out[..start].to_vec();
@@ -482,24 +423,13 @@ mod tests {
     fn header_digest_mismatch_is_an_error() {
         let mut bytes = {
             let mut out = [0u8; HEADER_BUF_LEN];
-            let r2t = R2t {
-                cccid: 1,
-                ttag: 2,
-                r2to: 0,
-                r2tl: 4096,
-            };
+            let r2t = R2t { cccid: 1, ttag: 2, r2to: 0, r2tl: 4096 };
             let len = r2t.encode(&mut out, BOTH);
             out[..len].to_vec()
         };
         bytes[24] ^= 1;
         let mut wire = wire(bytes, BOTH);
-        assert!(matches!(
-            wire.recv(T),
-            Err(HostError::Digest {
-                kind: DigestKind::Header,
-                ..
-            })
-        ));
+        assert!(matches!(wire.recv(T), Err(HostError::Digest { kind: DigestKind::Header, .. })));
     }
 
     #[test]
@@ -544,10 +474,7 @@ mod tests {
 
     #[test]
     fn refreshed_header_digest_verifies() {
-        let framing = Framing {
-            digests: BOTH,
-            cpda_alignment: 4,
-        };
+        let framing = Framing { digests: BOTH, cpda_alignment: 4 };
         let mut bytes = framing.capsule_cmd(&[0; 64], &[]);
         bytes[8] = 0x02;
         refresh_header_digest(&mut bytes);

@@ -42,9 +42,7 @@ fn with_listener(rest: &str) -> String {
 
 /// One listener and one subsystem `nqn.2026-11.dev.fabriq:a` (lines 1-4), then `rest`.
 fn with_subsystem(rest: &str) -> String {
-    with_listener(&format!(
-        "[[subsystem]]\nnqn = \"nqn.2026-11.dev.fabriq:a\"\n{rest}"
-    ))
+    with_listener(&format!("[[subsystem]]\nnqn = \"nqn.2026-11.dev.fabriq:a\"\n{rest}"))
 }
 
 #[test]
@@ -63,9 +61,7 @@ fn issue_example_parses() {
             subsystems: vec![Subsystem {
                 nqn: "nqn.2026-11.dev.fabriq:demo".into(),
                 allow_any_host: false,
-                hosts: vec![
-                    "nqn.2014-08.org.nvmexpress:uuid:7f3c0e0a-4a7e-4c52-9d3b-2f1b8f7e5a10".into()
-                ],
+                hosts: vec!["nqn.2014-08.org.nvmexpress:uuid:7f3c0e0a-4a7e-4c52-9d3b-2f1b8f7e5a10".into()],
                 serial: None,
                 model: None,
                 namespaces: vec![Namespace {
@@ -166,34 +162,19 @@ size = 1048576
         ns[0],
         Namespace {
             nsid: 7,
-            backend: Backend::File {
-                path: device.clone(),
-                size_bytes: None,
-                direct: DirectIo::Off,
-            },
+            backend: Backend::File { path: device.clone(), size_bytes: None, direct: DirectIo::Off },
             block_size: 512,
             uuid: Some("6ba7b810-9dad-11d1-80b4-00c04fd430c8".parse().unwrap()),
             nguid: Some([
-                0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
-                0xee, 0xff
+                0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff
             ]),
             faults: Vec::new(),
         }
     );
     assert_eq!(ns[1].nsid, 0xFFFF_FFFE);
-    assert_eq!(
-        ns[1].backend,
-        Backend::Null {
-            size_bytes: 128_000_000_000
-        }
-    );
+    assert_eq!(ns[1].backend, Backend::Null { size_bytes: 128_000_000_000 });
     assert_eq!(ns[1].block_size, 4096);
-    assert_eq!(
-        ns[2].backend,
-        Backend::Mem {
-            size_bytes: 1 << 20
-        }
-    );
+    assert_eq!(ns[2].backend, Backend::Mem { size_bytes: 1 << 20 });
     assert_eq!(parse(&config.to_toml()), config);
 }
 
@@ -202,18 +183,9 @@ fn embedded_default_is_as_documented_and_round_trips() {
     let config = Config::embedded_default(Path::new("/tmp/fabriq-test-data"));
     assert_eq!(config.target.data_dir, Path::new("/tmp/fabriq-test-data"));
     assert_eq!(config.target.reactors, 1);
-    let addresses: Vec<(String, bool)> = config
-        .listeners
-        .iter()
-        .map(|l| (l.address.to_string(), l.discovery_only))
-        .collect();
-    assert_eq!(
-        addresses,
-        [
-            ("127.0.0.1:4420".to_string(), false),
-            ("127.0.0.1:8009".to_string(), true)
-        ]
-    );
+    let addresses: Vec<(String, bool)> =
+        config.listeners.iter().map(|l| (l.address.to_string(), l.discovery_only)).collect();
+    assert_eq!(addresses, [("127.0.0.1:4420".to_string(), false), ("127.0.0.1:8009".to_string(), true)]);
     let subsystem = &config.subsystems[0];
     assert_eq!(subsystem.nqn, "nqn.2026-11.dev.fabriq:default");
     assert!(subsystem.allow_any_host);
@@ -233,10 +205,7 @@ fn embedded_default_is_as_documented_and_round_trips() {
         }]
     );
     let text = config.to_toml();
-    assert_eq!(
-        Config::parse(&text, "default.toml").unwrap_or_else(|e| panic!("{e}\n{text}")),
-        config
-    );
+    assert_eq!(Config::parse(&text, "default.toml").unwrap_or_else(|e| panic!("{e}\n{text}")), config);
 }
 
 #[test]
@@ -252,14 +221,8 @@ fn omitted_sections_take_their_defaults() {
 
 #[test]
 fn syntax_error_names_the_place() {
-    assert_eq!(
-        error("[target]\nreactors = \n"),
-        "t.toml:2:12: string values must be quoted, expected literal string"
-    );
-    assert_eq!(
-        error("[target]\nreactors = 1\nreactors = 2\n"),
-        "t.toml:3:1: duplicate key"
-    );
+    assert_eq!(error("[target]\nreactors = \n"), "t.toml:2:12: string values must be quoted, expected literal string");
+    assert_eq!(error("[target]\nreactors = 1\nreactors = 2\n"), "t.toml:3:1: duplicate key");
 }
 
 #[test]
@@ -290,15 +253,11 @@ fn wrong_type_is_refused() {
         "t.toml:2:12: field `target.reactors`: invalid type: string \"two\", expected an integer"
     );
     assert_eq!(
-        error(&with_subsystem(
-            "hosts = [\"nqn.2014-08.org.nvmexpress:uuid:1\", 5]\n"
-        )),
+        error(&with_subsystem("hosts = [\"nqn.2014-08.org.nvmexpress:uuid:1\", 5]\n")),
         "t.toml:5:47: field `subsystem[0].hosts[1]`: invalid type: integer `5`, expected a string"
     );
     assert_eq!(
-        error(&with_subsystem(
-            "namespace = [{ nsid = 1, backend = \"mem\", size = 1.5 }]\n"
-        )),
+        error(&with_subsystem("namespace = [{ nsid = 1, backend = \"mem\", size = 1.5 }]\n")),
         "t.toml:5:50: field `subsystem[0].namespace[0].size`: invalid type: floating point `1.5`, \
          expected a size in bytes: an integer, or a string such as \"512MiB\" or \"100GB\""
     );
@@ -323,15 +282,11 @@ fn duplicate_nsid_is_refused() {
 #[test]
 fn nsid_out_of_range_is_refused() {
     assert_eq!(
-        error(&with_subsystem(
-            "[[subsystem.namespace]]\nnsid = 0\nbackend = \"null\"\nsize = 4096\n"
-        )),
+        error(&with_subsystem("[[subsystem.namespace]]\nnsid = 0\nbackend = \"null\"\nsize = 4096\n")),
         "t.toml:6:8: field `subsystem[0].namespace[0].nsid`: 0 is out of range 1..=4294967294"
     );
     assert_eq!(
-        error(&with_subsystem(
-            "[[subsystem.namespace]]\nnsid = 0xFFFFFFFF\nbackend = \"null\"\nsize = 4096\n"
-        )),
+        error(&with_subsystem("[[subsystem.namespace]]\nnsid = 0xFFFFFFFF\nbackend = \"null\"\nsize = 4096\n")),
         "t.toml:6:8: field `subsystem[0].namespace[0].nsid`: 4294967295 is out of range 1..=4294967294"
     );
 }
@@ -350,15 +305,11 @@ fn bad_block_size_is_refused() {
 #[test]
 fn size_not_a_multiple_of_the_block_size_is_refused() {
     assert_eq!(
-        error(&with_subsystem(
-            "[[subsystem.namespace]]\nnsid = 1\nbackend = \"mem\"\nsize = \"100kB\"\n"
-        )),
+        error(&with_subsystem("[[subsystem.namespace]]\nnsid = 1\nbackend = \"mem\"\nsize = \"100kB\"\n")),
         "t.toml:8:8: field `subsystem[0].namespace[0].size`: 100000 is not a multiple of 4096 (the block size)"
     );
     assert_eq!(
-        error(&with_subsystem(
-            "[[subsystem.namespace]]\nnsid = 1\nbackend = \"mem\"\nsize = 0\n"
-        )),
+        error(&with_subsystem("[[subsystem.namespace]]\nnsid = 1\nbackend = \"mem\"\nsize = 0\n")),
         "t.toml:8:8: field `subsystem[0].namespace[0].size`: must not be zero"
     );
 }
@@ -366,23 +317,17 @@ fn size_not_a_multiple_of_the_block_size_is_refused() {
 #[test]
 fn invalid_nqn_is_refused() {
     assert_eq!(
-        error(&with_listener(
-            "[[subsystem]]\nnqn = \"nqn.26-11.dev.fabriq:a\"\n"
-        )),
+        error(&with_listener("[[subsystem]]\nnqn = \"nqn.26-11.dev.fabriq:a\"\n")),
         "t.toml:4:7: field `subsystem[0].nqn`: \"nqn.26-11.dev.fabriq:a\" is not a valid NQN: no \"yyyy-mm.\" \
          date after \"nqn.\""
     );
     assert_eq!(
-        error(&with_listener(
-            "[[subsystem]]\nnqn = \"iqn.2026-11.dev.fabriq:a\"\n"
-        )),
+        error(&with_listener("[[subsystem]]\nnqn = \"iqn.2026-11.dev.fabriq:a\"\n")),
         "t.toml:4:7: field `subsystem[0].nqn`: \"iqn.2026-11.dev.fabriq:a\" is not a valid NQN: does not start \
          with \"nqn.\""
     );
     assert_eq!(
-        error(&with_listener(
-            "[[subsystem]]\nnqn = \"nqn.2026-13.dev.fabriq:a\"\n"
-        )),
+        error(&with_listener("[[subsystem]]\nnqn = \"nqn.2026-13.dev.fabriq:a\"\n")),
         "t.toml:4:7: field `subsystem[0].nqn`: \"nqn.2026-13.dev.fabriq:a\" is not a valid NQN: the month of \
          the date is not 01..12"
     );
@@ -394,12 +339,8 @@ fn invalid_nqn_is_refused() {
     let long = format!("nqn.2026-11.dev.fabriq:{}", "x".repeat(201));
     assert_eq!(long.len(), 224);
     assert_eq!(
-        error(&with_listener(&format!(
-            "[[subsystem]]\nnqn = \"{long}\"\n"
-        ))),
-        format!(
-            "t.toml:4:7: field `subsystem[0].nqn`: \"{long}\" is not a valid NQN: longer than 223 bytes"
-        )
+        error(&with_listener(&format!("[[subsystem]]\nnqn = \"{long}\"\n"))),
+        format!("t.toml:4:7: field `subsystem[0].nqn`: \"{long}\" is not a valid NQN: longer than 223 bytes")
     );
     assert_eq!(
         error(&with_listener("[[subsystem]]\nallow_any_host = true\n")),
@@ -410,9 +351,7 @@ fn invalid_nqn_is_refused() {
 #[test]
 fn discovery_nqn_is_reserved() {
     assert_eq!(
-        error(&with_listener(
-            "[[subsystem]]\nnqn = \"nqn.2014-08.org.nvmexpress.discovery\"\n"
-        )),
+        error(&with_listener("[[subsystem]]\nnqn = \"nqn.2014-08.org.nvmexpress.discovery\"\n")),
         "t.toml:4:7: field `subsystem[0].nqn`: \"nqn.2014-08.org.nvmexpress.discovery\" is the discovery \
          subsystem, which the target serves by itself"
     );
@@ -421,9 +360,7 @@ fn discovery_nqn_is_reserved() {
 #[test]
 fn duplicate_subsystem_nqn_is_refused() {
     assert_eq!(
-        error(&with_subsystem(
-            "[[subsystem]]\nnqn = \"nqn.2026-11.dev.fabriq:a\"\n"
-        )),
+        error(&with_subsystem("[[subsystem]]\nnqn = \"nqn.2026-11.dev.fabriq:a\"\n")),
         "t.toml:6:7: field `subsystem[1].nqn`: NQN already used by `subsystem[0].nqn` (line 4)"
     );
 }
@@ -431,9 +368,7 @@ fn duplicate_subsystem_nqn_is_refused() {
 #[test]
 fn host_nqns_are_checked() {
     assert_eq!(
-        error(&with_subsystem(
-            "hosts = [\"nqn.2014-08.org.nvmexpress:uuid:1\", \"host-b\"]\n"
-        )),
+        error(&with_subsystem("hosts = [\"nqn.2014-08.org.nvmexpress:uuid:1\", \"host-b\"]\n")),
         "t.toml:5:47: field `subsystem[0].hosts[1]`: \"host-b\" is not a valid NQN: does not start with \"nqn.\""
     );
     assert_eq!(
@@ -447,16 +382,12 @@ fn host_nqns_are_checked() {
 #[test]
 fn allow_any_host_with_a_host_list_is_refused() {
     assert_eq!(
-        error(&with_subsystem(
-            "allow_any_host = true\nhosts = [\"nqn.2014-08.org.nvmexpress:uuid:1\"]\n"
-        )),
+        error(&with_subsystem("allow_any_host = true\nhosts = [\"nqn.2014-08.org.nvmexpress:uuid:1\"]\n")),
         "t.toml:6:9: field `subsystem[0].hosts`: allow_any_host = true admits every host, so the `hosts` list \
          would be ignored: remove one of the two"
     );
     // An empty list says the same as no list.
-    assert!(
-        parse(&with_subsystem("allow_any_host = true\nhosts = []\n")).subsystems[0].allow_any_host
-    );
+    assert!(parse(&with_subsystem("allow_any_host = true\nhosts = []\n")).subsystems[0].allow_any_host);
 }
 
 #[test]
@@ -466,9 +397,7 @@ fn listeners_are_checked() {
         "t.toml:1:1: field `listener`: at least one [[listener]] is needed, or no host can reach the target"
     );
     assert_eq!(
-        error(
-            "[[listener]]\naddress = \"127.0.0.1:4420\"\n[[listener]]\naddress = \"127.0.0.1:4420\"\n"
-        ),
+        error("[[listener]]\naddress = \"127.0.0.1:4420\"\n[[listener]]\naddress = \"127.0.0.1:4420\"\n"),
         "t.toml:4:11: field `listener[1].address`: address already used by `listener[0].address` (line 2)"
     );
     assert_eq!(
@@ -514,8 +443,7 @@ fn listeners_are_checked() {
         "t.toml:1:1: field `listener`: every listener is discovery_only, so no host can reach the subsystems"
     );
     // Port 0 (the kernel chooses) may repeat: each bind gets its own port.
-    let config =
-        parse("[[listener]]\naddress = \"127.0.0.1:0\"\n[[listener]]\naddress = \"127.0.0.1:0\"\n");
+    let config = parse("[[listener]]\naddress = \"127.0.0.1:0\"\n[[listener]]\naddress = \"127.0.0.1:0\"\n");
     assert_eq!(config.listeners.len(), 2);
 }
 
@@ -529,16 +457,12 @@ fn file_namespace_needs_a_size_or_an_existing_path() {
          without `size` the target cannot create it"
     );
     assert_eq!(
-        error(&with_subsystem(
-            "[[subsystem.namespace]]\nnsid = 1\nbackend = \"file\"\nsize = \"1GiB\"\n"
-        )),
+        error(&with_subsystem("[[subsystem.namespace]]\nnsid = 1\nbackend = \"file\"\nsize = \"1GiB\"\n")),
         "t.toml:5:1: field `subsystem[0].namespace[0].path`: missing: the file or block device that holds the \
          blocks"
     );
     assert_eq!(
-        error(&with_subsystem(
-            "[[subsystem.namespace]]\nnsid = 1\nbackend = \"file\"\npath = \"\"\nsize = 4096\n"
-        )),
+        error(&with_subsystem("[[subsystem.namespace]]\nnsid = 1\nbackend = \"file\"\npath = \"\"\nsize = 4096\n")),
         "t.toml:8:8: field `subsystem[0].namespace[0].path`: must not be empty"
     );
     let dir = tempfile::tempdir().unwrap();
@@ -548,38 +472,27 @@ fn file_namespace_needs_a_size_or_an_existing_path() {
     ));
     assert_eq!(
         error(&text),
-        format!(
-            "t.toml:8:8: field `subsystem[0].namespace[0].path`: {} is a directory",
-            dir.path().display()
-        )
+        format!("t.toml:8:8: field `subsystem[0].namespace[0].path`: {} is a directory", dir.path().display())
     );
 }
 
 #[test]
 fn backend_keys_are_checked() {
     assert_eq!(
-        error(&with_subsystem(
-            "[[subsystem.namespace]]\nnsid = 1\nbackend = \"mem\"\n"
-        )),
+        error(&with_subsystem("[[subsystem.namespace]]\nnsid = 1\nbackend = \"mem\"\n")),
         "t.toml:5:1: field `subsystem[0].namespace[0].size`: missing: a null or mem namespace has no device to \
          take its size from"
     );
     assert_eq!(
-        error(&with_subsystem(
-            "[[subsystem.namespace]]\nnsid = 1\nbackend = \"mem\"\nsize = 4096\npath = \"/x\"\n"
-        )),
+        error(&with_subsystem("[[subsystem.namespace]]\nnsid = 1\nbackend = \"mem\"\nsize = 4096\npath = \"/x\"\n")),
         "t.toml:9:8: field `subsystem[0].namespace[0].path`: applies only to backend = \"file\", not \"mem\""
     );
     assert_eq!(
-        error(&with_subsystem(
-            "[[subsystem.namespace]]\nnsid = 1\nbackend = \"null\"\nsize = 4096\ndirect = \"on\"\n"
-        )),
+        error(&with_subsystem("[[subsystem.namespace]]\nnsid = 1\nbackend = \"null\"\nsize = 4096\ndirect = \"on\"\n")),
         "t.toml:9:10: field `subsystem[0].namespace[0].direct`: applies only to backend = \"file\", not \"null\""
     );
     assert_eq!(
-        error(&with_subsystem(
-            "[[subsystem.namespace]]\nnsid = 1\nbackend = \"spdk\"\n"
-        )),
+        error(&with_subsystem("[[subsystem.namespace]]\nnsid = 1\nbackend = \"spdk\"\n")),
         "t.toml:7:11: field `subsystem[0].namespace[0].backend`: \"spdk\" is not one of \"file\", \"null\", \"mem\""
     );
     assert_eq!(
@@ -598,9 +511,7 @@ fn backend_keys_are_checked() {
 #[test]
 fn namespace_identifiers_are_checked() {
     let ns = |extra: &str| {
-        with_subsystem(&format!(
-            "[[subsystem.namespace]]\nnsid = 1\nbackend = \"null\"\nsize = 4096\n{extra}"
-        ))
+        with_subsystem(&format!("[[subsystem.namespace]]\nnsid = 1\nbackend = \"null\"\nsize = 4096\n{extra}"))
     };
     assert_eq!(
         error(&ns("uuid = \"not-a-uuid\"\n")),
@@ -697,23 +608,14 @@ fn target_numbers_are_checked() {
     );
     assert_eq!(
         error("[target]\nreactors = 0\n"),
-        format!(
-            "t.toml:2:12: field `target.reactors`: 0 is out of range 1..={}",
-            cpus() * 4
-        )
+        format!("t.toml:2:12: field `target.reactors`: 0 is out of range 1..={}", cpus() * 4)
     );
     let too_many = cpus() * 4 + 1;
     assert_eq!(
         error(&format!("[target]\nreactors = {too_many}\n")),
-        format!(
-            "t.toml:2:12: field `target.reactors`: {too_many} reactors for {} CPUs: at most 4 per CPU",
-            cpus()
-        )
+        format!("t.toml:2:12: field `target.reactors`: {too_many} reactors for {} CPUs: at most 4 per CPU", cpus())
     );
-    assert_eq!(
-        error("[target]\ndata_dir = \"\"\n"),
-        "t.toml:2:12: field `target.data_dir`: must not be empty"
-    );
+    assert_eq!(error("[target]\ndata_dir = \"\"\n"), "t.toml:2:12: field `target.data_dir`: must not be empty");
 }
 
 fn cpus() -> usize {
@@ -722,11 +624,8 @@ fn cpus() -> usize {
 
 #[test]
 fn bad_sizes_name_the_field() {
-    let ns = |size: &str| {
-        with_subsystem(&format!(
-            "[[subsystem.namespace]]\nnsid = 1\nbackend = \"mem\"\nsize = {size}\n"
-        ))
-    };
+    let ns =
+        |size: &str| with_subsystem(&format!("[[subsystem.namespace]]\nnsid = 1\nbackend = \"mem\"\nsize = {size}\n"));
     assert_eq!(
         error(&ns("\"4k\"")),
         "t.toml:8:8: field `subsystem[0].namespace[0].size`: invalid size \"4k\": unit \"k\" is ambiguous: \
@@ -769,16 +668,10 @@ fn sizes_parse() {
     for (text, bytes) in &cases[..13] {
         assert_eq!(parse_size(text), Ok(*bytes), "{text}");
     }
-    assert_eq!(
-        parse_size(cases[13].0),
-        Err(SizeError::UnknownUnit("EiB".into()))
-    );
+    assert_eq!(parse_size(cases[13].0), Err(SizeError::UnknownUnit("EiB".into())));
     assert_eq!(parse_size("4k"), Err(SizeError::Ambiguous("k".into())));
     assert_eq!(parse_size("1G"), Err(SizeError::Ambiguous("G".into())));
-    assert_eq!(
-        parse_size("1.5GiB"),
-        Err(SizeError::UnknownUnit(".5GiB".into()))
-    );
+    assert_eq!(parse_size("1.5GiB"), Err(SizeError::UnknownUnit(".5GiB".into())));
     assert_eq!(parse_size("20000000TiB"), Err(SizeError::Overflow));
     assert_eq!(parse_size("99999999999999999999"), Err(SizeError::Overflow));
     assert_eq!(parse_size(""), Err(SizeError::NoNumber));
@@ -792,19 +685,13 @@ fn load_names_the_file() {
     let error = Config::load(&path).unwrap_err();
     assert_eq!(
         error.to_string(),
-        format!(
-            "{}:2:12: field `target.reactors`: invalid type: string \"x\", expected an integer",
-            path.display()
-        )
+        format!("{}:2:12: field `target.reactors`: invalid type: string \"x\", expected an integer", path.display())
     );
     assert_eq!(error.location().map(|l| l.line), Some(2));
     let missing = dir.path().join("missing.toml");
     let error = Config::load(&missing).unwrap_err();
     assert!(
-        error.to_string().starts_with(&format!(
-            "{}: cannot read the configuration: ",
-            missing.display()
-        )),
+        error.to_string().starts_with(&format!("{}: cannot read the configuration: ", missing.display())),
         "{error}"
     );
     assert_eq!(error.location(), None);

@@ -10,21 +10,21 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::nvme::features::{self as feat, fid, AsyncEvent, NumberOfQueues, Sel};
+use crate::nvme::features::{self as feat, AsyncEvent, NumberOfQueues, Sel, fid};
 use crate::nvme::identify::controller as idc;
 use crate::nvme::identify::namespace as idn;
 use crate::nvme::identify::{
-    self, cns, csi, IdentifyController, IdentifyNamespace, LbaFormat, NamespaceId, NvmIdentifyController,
+    self, IdentifyController, IdentifyNamespace, LbaFormat, NamespaceId, NvmIdentifyController, cns, csi,
 };
-use crate::nvme::log::{self, lid, CommandsEffectsLog, ErrorInformationEntry, FirmwareSlotLog, SmartLog};
+use crate::nvme::log::{self, CommandsEffectsLog, ErrorInformationEntry, FirmwareSlotLog, SmartLog, lid};
 use crate::nvme::property::{self, Cap, Cc, PropertySize, ShutdownNotification, Vs};
 use crate::nvme::{
-    AdminOpcode, Features, GetLogPage, Identify, IoOpcode, PropertyGet, PropertySet, Sqe, Status, NSID_BROADCAST,
+    AdminOpcode, Features, GetLogPage, Identify, IoOpcode, NSID_BROADCAST, PropertyGet, PropertySet, Sqe, Status,
 };
 use crate::subsys::{Limits, NsTotals, Target};
 
 use super::state::{Action, Event};
-use super::{discovery, AdminOp, AdminOutcome, Controller, DataDir, Exec, Prepared, AER_LIMIT, ERROR_LOG_ENTRIES};
+use super::{AER_LIMIT, AdminOp, AdminOutcome, Controller, DataDir, ERROR_LOG_ENTRIES, Exec, Prepared, discovery};
 
 /// Asynchronous Event Configuration: namespace attribute notices.
 pub const AEC_NAMESPACE_ATTRIBUTE: u32 = 1 << 8;
@@ -78,7 +78,11 @@ pub struct ErrorEntry {
 
 impl ErrorEntry {
     pub fn new(error_count: u64, sqid: u16, sqe: &Sqe, status: Status) -> ErrorEntry {
-        let io = sqid != 0 && matches!(IoOpcode::try_from(sqe.opcode), Ok(IoOpcode::Read | IoOpcode::Write | IoOpcode::Compare | IoOpcode::WriteZeroes));
+        let io = sqid != 0
+            && matches!(
+                IoOpcode::try_from(sqe.opcode),
+                Ok(IoOpcode::Read | IoOpcode::Write | IoOpcode::Compare | IoOpcode::WriteZeroes)
+            );
         let lba = if io { u64::from(sqe.cdw10) | u64::from(sqe.cdw11) << 32 } else { 0 };
         ErrorEntry { error_count, sqid, cid: sqe.cid, status, nsid: sqe.nsid, lba }
     }
@@ -107,7 +111,9 @@ pub fn prepare(sqe: &Sqe, ctrl: &Controller, limits: &Limits) -> Result<Prepared
             }
             c2h(len as u32, AdminOp::GetLogPage)
         }
-        AdminOpcode::GetFeatures if Features::from_sqe(sqe).fid == fid::HOST_IDENTIFIER => c2h(HOST_ID_BYTES, AdminOp::GetFeatures),
+        AdminOpcode::GetFeatures if Features::from_sqe(sqe).fid == fid::HOST_IDENTIFIER => {
+            c2h(HOST_ID_BYTES, AdminOp::GetFeatures)
+        }
         AdminOpcode::GetFeatures => none(AdminOp::GetFeatures),
         AdminOpcode::SetFeatures => none(AdminOp::SetFeatures),
         AdminOpcode::KeepAlive => none(AdminOp::KeepAlive),
@@ -389,7 +395,15 @@ fn firmware_log() -> Vec<u8> {
 
 fn effects_log() -> Vec<u8> {
     let mut effects = CommandsEffectsLog::default();
-    for op in [AdminOpcode::GetLogPage, AdminOpcode::Identify, AdminOpcode::Abort, AdminOpcode::SetFeatures, AdminOpcode::GetFeatures, AdminOpcode::AsyncEventRequest, AdminOpcode::KeepAlive] {
+    for op in [
+        AdminOpcode::GetLogPage,
+        AdminOpcode::Identify,
+        AdminOpcode::Abort,
+        AdminOpcode::SetFeatures,
+        AdminOpcode::GetFeatures,
+        AdminOpcode::AsyncEventRequest,
+        AdminOpcode::KeepAlive,
+    ] {
         effects.admin[usize::from(u8::from(op))] = log::EFFECTS_CSUPP;
     }
     for op in [IoOpcode::Flush, IoOpcode::Read, IoOpcode::Compare] {
@@ -539,7 +553,11 @@ fn property_set(ctrl: &Controller, sqe: &Sqe) -> AdminOutcome {
         let entry_sizes_ok = ctrl.is_discovery() || (new.iosqes == 6 && new.iocqes == 4);
         let valid = new.css == property::CC_CSS_NVM && new.mps == 0 && entry_sizes_ok;
         if new.en && !valid {
-            tracing::warn!(cntlid = ctrl.cntlid, cc = set.value, "enable with unsupported CC values; controller fatal status");
+            tracing::warn!(
+                cntlid = ctrl.cntlid,
+                cc = set.value,
+                "enable with unsupported CC values; controller fatal status"
+            );
         }
         events.push(if new.en { Event::Enable { valid } } else { Event::Disable });
         if !new.en {

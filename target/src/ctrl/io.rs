@@ -6,7 +6,7 @@
 //! block size; everything else is an NVMe status with DNR set.
 
 use crate::backend::Op;
-use crate::nvme::{DatasetManagement, DsmRange, IoOpcode, ReadWrite, Sqe, Status, NSID_BROADCAST};
+use crate::nvme::{DatasetManagement, DsmRange, IoOpcode, NSID_BROADCAST, ReadWrite, Sqe, Status};
 use crate::subsys::{Limits, Namespace, NsTable};
 
 use super::{DataDir, Exec, Prepared};
@@ -14,14 +14,34 @@ use super::{DataDir, Exec, Prepared};
 /// A validated I/O command, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IoOp {
-    Read { offset: u64, len: u32 },
-    Write { offset: u64, len: u32, fua: bool },
-    Compare { offset: u64, len: u32 },
+    Read {
+        offset: u64,
+        len: u32,
+    },
+    Write {
+        offset: u64,
+        len: u32,
+        fua: bool,
+    },
+    Compare {
+        offset: u64,
+        len: u32,
+    },
     /// `all`: the broadcast NSID, every namespace of the subsystem.
-    Flush { all: bool },
-    WriteZeroes { offset: u64, len: u64, deallocate: bool, fua: bool },
+    Flush {
+        all: bool,
+    },
+    WriteZeroes {
+        offset: u64,
+        len: u64,
+        deallocate: bool,
+        fua: bool,
+    },
     /// `ranges` range descriptors arrive as data.
-    DatasetManagement { ranges: u32, deallocate: bool },
+    DatasetManagement {
+        ranges: u32,
+        deallocate: bool,
+    },
 }
 
 /// An I/O command bound to a namespace of the queue's table.
@@ -155,10 +175,19 @@ mod tests {
         let l = Limits::default();
         let mut flush = Sqe::new(IoOpcode::Flush.into(), 1);
         flush.nsid = NSID_BROADCAST;
-        assert_eq!(prepare(&flush, &t, &l).unwrap().exec, Exec::Io(IoCmd { ns_index: 0, op: IoOp::Flush { all: true } }));
+        assert_eq!(
+            prepare(&flush, &t, &l).unwrap().exec,
+            Exec::Io(IoCmd { ns_index: 0, op: IoOp::Flush { all: true } })
+        );
         let p = prepare(&rw(IoOpcode::WriteZeroes, 1, 0, 2048), &t, &l).unwrap();
         assert_eq!(p.len, 0);
-        assert_eq!(p.exec, Exec::Io(IoCmd { ns_index: 0, op: IoOp::WriteZeroes { offset: 0, len: 1 << 20, deallocate: false, fua: false } }));
+        assert_eq!(
+            p.exec,
+            Exec::Io(IoCmd {
+                ns_index: 0,
+                op: IoOp::WriteZeroes { offset: 0, len: 1 << 20, deallocate: false, fua: false }
+            })
+        );
     }
 
     #[test]

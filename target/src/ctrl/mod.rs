@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::nvme::{
-    connect_invalid_param_dw0, fabrics_offsets, CntlId, Connect, ConnectData, FabricsType, Nqn, Sqe, Status,
-    FABRICS_OPCODE,
+    CntlId, Connect, ConnectData, FABRICS_OPCODE, FabricsType, Nqn, Sqe, Status, connect_invalid_param_dw0,
+    fabrics_offsets,
 };
 use crate::subsys::{Limits, ListenerInfo, NsTable, Subsystem, SubsystemKind, Target};
 
@@ -197,7 +197,13 @@ fn invalid_param(in_data: bool, offset: u16, reason: String) -> Refused {
 
 /// Runs a Connect (NVMe over Fabrics: Connect command and response): admin queues create a
 /// controller, I/O queues join one.
-pub fn connect(target: &Target, listener: &ListenerInfo, sqe: &Sqe, data: &[u8], reactor: usize) -> Result<Connected, Refused> {
+pub fn connect(
+    target: &Target,
+    listener: &ListenerInfo,
+    sqe: &Sqe,
+    data: &[u8],
+    reactor: usize,
+) -> Result<Connected, Refused> {
     let cmd = Connect::from_sqe(sqe);
     if cmd.recfmt != 0 {
         return Err(Refused {
@@ -216,40 +222,86 @@ pub fn connect(target: &Target, listener: &ListenerInfo, sqe: &Sqe, data: &[u8],
         return Err(invalid_param(true, fabrics_offsets::DATA_SUBNQN, format!("no subsystem {subnqn}")));
     };
     if listener.discovery_only && subsys.kind == SubsystemKind::Nvm {
-        return Err(invalid_param(true, fabrics_offsets::DATA_SUBNQN, format!("{subnqn} is not served on this discovery-only port")));
+        return Err(invalid_param(
+            true,
+            fabrics_offsets::DATA_SUBNQN,
+            format!("{subnqn} is not served on this discovery-only port"),
+        ));
     }
     if !subsys.allows(hostnqn) {
-        return Err(refuse(Status::CONNECT_INVALID_HOST, true, fabrics_offsets::DATA_HOSTNQN, format!("host {hostnqn} is not allowed on {subnqn}")));
+        return Err(refuse(
+            Status::CONNECT_INVALID_HOST,
+            true,
+            fabrics_offsets::DATA_HOSTNQN,
+            format!("host {hostnqn} is not allowed on {subnqn}"),
+        ));
     }
     let entries = u32::from(cmd.sqsize) + 1;
     if cmd.sqsize == 0 || entries > u32::from(target.limits.max_queue_entries) {
-        return Err(invalid_param(false, fabrics_offsets::CONNECT_SQSIZE, format!("queue size {entries} outside 2..={}", target.limits.max_queue_entries)));
+        return Err(invalid_param(
+            false,
+            fabrics_offsets::CONNECT_SQSIZE,
+            format!("queue size {entries} outside 2..={}", target.limits.max_queue_entries),
+        ));
     }
     let sq_flow_disabled = cmd.sq_flow_control_disabled();
     if cmd.qid == 0 {
         if data.cntlid != CntlId::DYNAMIC {
-            return Err(invalid_param(true, fabrics_offsets::DATA_CNTLID, format!("controller id {:#x} on an admin queue (dynamic model)", data.cntlid.get())));
+            return Err(invalid_param(
+                true,
+                fabrics_offsets::DATA_CNTLID,
+                format!("controller id {:#x} on an admin queue (dynamic model)", data.cntlid.get()),
+            ));
         }
         let kato_ms = match (subsys.kind, cmd.kato_ms) {
             (SubsystemKind::Discovery, 0) => target.limits.discovery_kato_ms,
             (_, kato) => kato,
         };
         let made = subsys.register_controller(|cntlid| {
-            Arc::new(Controller::new(cntlid, Arc::clone(&subsys), data.hostnqn.clone(), data.hostid, listener.port_id, kato_ms, reactor, target))
+            Arc::new(Controller::new(
+                cntlid,
+                Arc::clone(&subsys),
+                data.hostnqn.clone(),
+                data.hostid,
+                listener.port_id,
+                kato_ms,
+                reactor,
+                target,
+            ))
         });
         let Some(ctrl) = made else {
-            return Err(Refused { status: Status::CONNECT_CONTROLLER_BUSY, dw0: 0, reason: String::from("no controller id left") });
+            return Err(Refused {
+                status: Status::CONNECT_CONTROLLER_BUSY,
+                dw0: 0,
+                reason: String::from("no controller id left"),
+            });
         };
         let cntlid = ctrl.cntlid;
-        return Ok(Connected { binding: Binding::Admin(ctrl), cntlid, sqsize: entries as u16, sq_flow_disabled, epoch: 0 });
+        return Ok(Connected {
+            binding: Binding::Admin(ctrl),
+            cntlid,
+            sqsize: entries as u16,
+            sq_flow_disabled,
+            epoch: 0,
+        });
     }
     let Some(ctrl) = subsys.controller(data.cntlid.get()).filter(|c| !c.is_dead()) else {
-        return Err(invalid_param(true, fabrics_offsets::DATA_CNTLID, format!("no controller {:#x} in {subnqn}", data.cntlid.get())));
+        return Err(invalid_param(
+            true,
+            fabrics_offsets::DATA_CNTLID,
+            format!("no controller {:#x} in {subnqn}", data.cntlid.get()),
+        ));
     };
     if ctrl.hostnqn != data.hostnqn || ctrl.hostid != data.hostid {
-        return Err(invalid_param(true, fabrics_offsets::DATA_HOSTNQN, format!("host {hostnqn} does not own controller {}", ctrl.cntlid)));
+        return Err(invalid_param(
+            true,
+            fabrics_offsets::DATA_HOSTNQN,
+            format!("host {hostnqn} does not own controller {}", ctrl.cntlid),
+        ));
     }
-    let epoch = ctrl.add_io_queue(cmd.qid).map_err(|r| Refused { reason: format!("I/O queue {}: {}", cmd.qid, r.reason), ..r })?;
+    let epoch = ctrl
+        .add_io_queue(cmd.qid)
+        .map_err(|r| Refused { reason: format!("I/O queue {}: {}", cmd.qid, r.reason), ..r })?;
     let cntlid = ctrl.cntlid;
     Ok(Connected { binding: Binding::Io(ctrl, cmd.qid), cntlid, sqsize: entries as u16, sq_flow_disabled, epoch })
 }
@@ -295,7 +347,16 @@ pub struct Controller {
 
 impl Controller {
     #[allow(clippy::too_many_arguments)]
-    fn new(cntlid: u16, subsys: Arc<Subsystem>, hostnqn: Nqn, hostid: [u8; 16], port_id: u16, kato_ms: u32, reactor: usize, target: &Target) -> Controller {
+    fn new(
+        cntlid: u16,
+        subsys: Arc<Subsystem>,
+        hostnqn: Nqn,
+        hostid: [u8; 16],
+        port_id: u16,
+        kato_ms: u32,
+        reactor: usize,
+        target: &Target,
+    ) -> Controller {
         // A discovery controller supports no I/O queues (NVMe Base 2.0, Discovery controller).
         let io_queues = if subsys.kind == SubsystemKind::Discovery { 0 } else { target.limits.max_io_queues };
         Controller {
@@ -367,10 +428,18 @@ impl Controller {
     fn add_io_queue(&self, qid: u16) -> Result<u32, Refused> {
         let mut s = self.state();
         if !s.life.is_ready() {
-            return Err(Refused { status: Status::COMMAND_SEQUENCE_ERROR.with_dnr(), dw0: 0, reason: String::from("controller not enabled") });
+            return Err(Refused {
+                status: Status::COMMAND_SEQUENCE_ERROR.with_dnr(),
+                dw0: 0,
+                reason: String::from("controller not enabled"),
+            });
         }
         if qid > s.io_queues {
-            return Err(invalid_param(false, fabrics_offsets::CONNECT_QID, format!("beyond the {} I/O queues granted", s.io_queues)));
+            return Err(invalid_param(
+                false,
+                fabrics_offsets::CONNECT_QID,
+                format!("beyond the {} I/O queues granted", s.io_queues),
+            ));
         }
         let connected = &mut s.io_qids[usize::from(qid - 1)];
         if *connected {
@@ -390,7 +459,10 @@ impl Controller {
     /// The next asynchronous event to report, as a completion's dword 0.
     pub fn take_event(&self, target: &Target) -> Option<u32> {
         let mut s = self.state();
-        if self.is_discovery() && s.features.async_event_config & admin::AEC_DISCOVERY_LOG_CHANGE != 0 && !s.discovery_event_masked {
+        if self.is_discovery()
+            && s.features.async_event_config & admin::AEC_DISCOVERY_LOG_CHANGE != 0
+            && !s.discovery_event_masked
+        {
             let genctr = target.discovery_genctr();
             if genctr != s.reported_genctr {
                 s.reported_genctr = genctr;

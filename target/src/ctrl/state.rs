@@ -100,9 +100,15 @@ impl State {
 mod tests {
     use super::*;
 
-    const STATES: [State; 5] = [State::Disabled, State::Enabled, State::ShutdownPending, State::ShutdownComplete, State::Failed];
-    const EVENTS: [Event; 5] =
-        [Event::Enable { valid: true }, Event::Enable { valid: false }, Event::Disable, Event::Shutdown, Event::FlushDone];
+    const STATES: [State; 5] =
+        [State::Disabled, State::Enabled, State::ShutdownPending, State::ShutdownComplete, State::Failed];
+    const EVENTS: [Event; 5] = [
+        Event::Enable { valid: true },
+        Event::Enable { valid: false },
+        Event::Disable,
+        Event::Shutdown,
+        Event::FlushDone,
+    ];
 
     /// The whole table, written out: every state against every event.
     #[test]

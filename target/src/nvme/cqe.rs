@@ -11,9 +11,7 @@
 //! [`Cqe::phase_of`] serve a transport that needs it.
 
 use super::status::Status;
-use super::wire::{
-    WireError, assert_out_len, check_len, get_array, get_u16, get_u32, put_u16, put_u32,
-};
+use super::wire::{WireError, assert_out_len, check_len, get_array, get_u16, get_u32, put_u16, put_u32};
 
 /// A completion queue entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -38,20 +36,12 @@ impl Cqe {
 
     /// A successful completion of command `cid` with Dword 0 `dw0`.
     pub fn success(cid: u16, dw0: u32) -> Cqe {
-        Cqe {
-            dw0,
-            cid,
-            ..Cqe::default()
-        }
+        Cqe { dw0, cid, ..Cqe::default() }
     }
 
     /// A completion of command `cid` with `status` and no command specific data.
     pub fn error(cid: u16, status: Status) -> Cqe {
-        Cqe {
-            cid,
-            status,
-            ..Cqe::default()
-        }
+        Cqe { cid, status, ..Cqe::default() }
     }
 
     /// The 16 bytes of the entry, phase tag 0.
@@ -132,8 +122,7 @@ mod tests {
             status: Status::INVALID_FIELD.with_dnr(),
         };
         let want = [
-            0x01, 0, 0, 0, 0x0D, 0x0C, 0x0B, 0x0A, 0x10, 0x00, 0x02, 0x00, 0x34, 0x12,
-            // 4002h << 1 = 8004h
+            0x01, 0, 0, 0, 0x0D, 0x0C, 0x0B, 0x0A, 0x10, 0x00, 0x02, 0x00, 0x34, 0x12, // 4002h << 1 = 8004h
             0x04, 0x80,
         ];
         assert_eq!(cqe.encode(), want);
@@ -153,10 +142,7 @@ mod tests {
 
     #[test]
     fn decode_from_checks_length() {
-        assert_eq!(
-            Cqe::decode_from(&[0; 15]),
-            Err(WireError::Short { need: 16, got: 15 })
-        );
+        assert_eq!(Cqe::decode_from(&[0; 15]), Err(WireError::Short { need: 16, got: 15 }));
         assert!(Cqe::decode_from(&[0; 24]).unwrap().status.is_success());
     }
 

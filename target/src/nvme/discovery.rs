@@ -19,8 +19,8 @@
 
 use super::ids::{NQN_FIELD_LEN, Nqn};
 use super::wire::{
-    WireError, ascii_padded, ascii_trimmed, assert_out_len, at_offset, check_len, get_u16, get_u64,
-    put_bytes, put_u16, put_u64,
+    WireError, ascii_padded, ascii_trimmed, assert_out_len, at_offset, check_len, get_u16, get_u64, put_bytes, put_u16,
+    put_u64,
 };
 
 /// Transport types (TRTYPE).
@@ -83,12 +83,7 @@ pub enum Tsas {
     /// NVMe/TCP: security type at byte 0.
     Tcp { sectype: u8 },
     /// RDMA: QP type 0, provider type 1, connection management 2, P_KEY 8..10.
-    Rdma {
-        qptype: u8,
-        prtype: u8,
-        cms: u8,
-        pkey: u16,
-    },
+    Rdma { qptype: u8, prtype: u8, cms: u8, pkey: u16 },
 }
 
 impl Tsas {
@@ -96,12 +91,7 @@ impl Tsas {
         match *self {
             Tsas::None => {}
             Tsas::Tcp { sectype } => b[0] = sectype,
-            Tsas::Rdma {
-                qptype,
-                prtype,
-                cms,
-                pkey,
-            } => {
+            Tsas::Rdma { qptype, prtype, cms, pkey } => {
                 b[..3].copy_from_slice(&[qptype, prtype, cms]);
                 put_u16(b, 8, pkey);
             }
@@ -111,12 +101,7 @@ impl Tsas {
     fn decode(trtype: u8, b: &[u8]) -> Tsas {
         match trtype {
             TRTYPE_TCP => Tsas::Tcp { sectype: b[0] },
-            TRTYPE_RDMA => Tsas::Rdma {
-                qptype: b[0],
-                prtype: b[1],
-                cms: b[2],
-                pkey: get_u16(b, 8),
-            },
+            TRTYPE_RDMA => Tsas::Rdma { qptype: b[0], prtype: b[1], cms: b[2], pkey: get_u16(b, 8) },
             _ => Tsas::None,
         }
     }
@@ -152,11 +137,7 @@ impl DiscoveryLogHeader {
     /// learn NUMREC; this decoder needs only those 18 bytes.
     pub fn decode(b: &[u8]) -> Result<DiscoveryLogHeader, WireError> {
         check_len(b, 18)?;
-        Ok(DiscoveryLogHeader {
-            genctr: get_u64(b, 0),
-            numrec: get_u64(b, 8),
-            recfmt: get_u16(b, 16),
-        })
+        Ok(DiscoveryLogHeader { genctr: get_u64(b, 0), numrec: get_u64(b, 8), recfmt: get_u16(b, 16) })
     }
 }
 
@@ -208,13 +189,10 @@ impl DiscoveryLogEntry {
         put_u16(out, 6, self.cntlid);
         put_u16(out, 8, self.asqsz);
         put_u16(out, 10, self.eflags);
-        let trsvcid: [u8; TRSVCID_LEN] =
-            ascii_padded(&self.trsvcid).expect("TRSVCID is ASCII of at most 32 bytes");
+        let trsvcid: [u8; TRSVCID_LEN] = ascii_padded(&self.trsvcid).expect("TRSVCID is ASCII of at most 32 bytes");
         put_bytes(out, TRSVCID, &trsvcid);
-        self.subnqn
-            .write_fixed_field(&mut out[SUBNQN..SUBNQN + NQN_FIELD_LEN]);
-        let traddr: [u8; TRADDR_LEN] =
-            ascii_padded(&self.traddr).expect("TRADDR is ASCII of at most 256 bytes");
+        self.subnqn.write_fixed_field(&mut out[SUBNQN..SUBNQN + NQN_FIELD_LEN]);
+        let traddr: [u8; TRADDR_LEN] = ascii_padded(&self.traddr).expect("TRADDR is ASCII of at most 256 bytes");
         put_bytes(out, TRADDR, &traddr);
         self.tsas.encode(&mut out[TSAS..Self::SIZE]);
     }
@@ -223,17 +201,10 @@ impl DiscoveryLogEntry {
     pub fn decode(b: &[u8]) -> Result<DiscoveryLogEntry, WireError> {
         check_len(b, Self::SIZE)?;
         let text = |off: usize, len: usize| {
-            ascii_trimmed(&b[off..off + len])
-                .map(str::to_owned)
-                .map_err(|e| at_offset(e, off))
+            ascii_trimmed(&b[off..off + len]).map(str::to_owned).map_err(|e| at_offset(e, off))
         };
-        let subnqn =
-            Nqn::from_fixed_field(&b[SUBNQN..SUBNQN + NQN_FIELD_LEN]).map_err(|source| {
-                WireError::Nqn {
-                    offset: SUBNQN as u16,
-                    source,
-                }
-            })?;
+        let subnqn = Nqn::from_fixed_field(&b[SUBNQN..SUBNQN + NQN_FIELD_LEN])
+            .map_err(|source| WireError::Nqn { offset: SUBNQN as u16, source })?;
         Ok(DiscoveryLogEntry {
             trtype: b[0],
             adrfam: b[1],
@@ -265,11 +236,7 @@ impl DiscoveryLog<'_> {
     }
 
     fn header(&self) -> DiscoveryLogHeader {
-        DiscoveryLogHeader {
-            genctr: self.genctr,
-            numrec: self.entries.len() as u64,
-            recfmt: 0,
-        }
+        DiscoveryLogHeader { genctr: self.genctr, numrec: self.entries.len() as u64, recfmt: 0 }
     }
 
     /// Writes the window `[offset, offset + out.len())` of the page into
@@ -326,9 +293,7 @@ mod tests {
             trsvcid: "4420".into(),
             subnqn: Nqn::parse(&format!("nqn.2026-11.dev.fabriq:vol:{port}")).unwrap(),
             traddr: "192.0.2.10".into(),
-            tsas: Tsas::Tcp {
-                sectype: TCP_SECTYPE_NONE,
-            },
+            tsas: Tsas::Tcp { sectype: TCP_SECTYPE_NONE },
         }
     }
 
@@ -358,39 +323,18 @@ mod tests {
         b[768..771].copy_from_slice(&[RDMA_QPTYPE_CONNECTED, RDMA_PRTYPE_ROCEV2, RDMA_CMS_RDMA_CM]);
         b[776..778].copy_from_slice(&[0xFF, 0xFF]);
         let e = DiscoveryLogEntry::decode(&b).unwrap();
-        assert_eq!(
-            (e.trsvcid.as_str(), e.traddr.as_str()),
-            ("4420", "fe80::1%2")
-        );
-        assert_eq!(
-            e.tsas,
-            Tsas::Rdma {
-                qptype: 1,
-                prtype: 4,
-                cms: 1,
-                pkey: 0xFFFF
-            }
-        );
+        assert_eq!((e.trsvcid.as_str(), e.traddr.as_str()), ("4420", "fe80::1%2"));
+        assert_eq!(e.tsas, Tsas::Rdma { qptype: 1, prtype: 4, cms: 1, pkey: 0xFFFF });
         b[33] = 0x01;
-        assert_eq!(
-            DiscoveryLogEntry::decode(&b).unwrap_err().offset(),
-            Some(32)
-        );
+        assert_eq!(DiscoveryLogEntry::decode(&b).unwrap_err().offset(), Some(32));
     }
 
     #[test]
     fn header_golden() {
-        let h = DiscoveryLogHeader {
-            genctr: 5,
-            numrec: 2,
-            recfmt: 0,
-        };
+        let h = DiscoveryLogHeader { genctr: 5, numrec: 2, recfmt: 0 };
         let mut b = [0u8; 1024];
         h.encode(&mut b);
-        assert_eq!(
-            &b[..18],
-            &[5, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0]
-        );
+        assert_eq!(&b[..18], &[5, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(DiscoveryLogHeader::decode(&b[..18]), Ok(h));
     }
 
@@ -406,10 +350,7 @@ mod tests {
     #[test]
     fn window_reads_the_header_alone_as_hosts_do() {
         let entries = [tcp_entry(1), tcp_entry(2)];
-        let log = DiscoveryLog {
-            genctr: 9,
-            entries: &entries,
-        };
+        let log = DiscoveryLog { genctr: 9, entries: &entries };
         let mut out = [0u8; 16];
         assert_eq!(log.write_window(0, &mut out), Some(16));
         assert_eq!(&out, &[9, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0]);

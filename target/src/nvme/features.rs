@@ -60,10 +60,7 @@ impl TryFrom<u8> for Sel {
             1 => Ok(Sel::Default),
             2 => Ok(Sel::Saved),
             3 => Ok(Sel::SupportedCapabilities),
-            value => Err(WireError::Reserved {
-                offset: 41,
-                value: value as u32,
-            }),
+            value => Err(WireError::Reserved { offset: 41, value: value as u32 }),
         }
     }
 }
@@ -90,10 +87,7 @@ pub struct NumberOfQueues {
 impl NumberOfQueues {
     /// Reads the dword.
     pub const fn from_dword(dw: u32) -> NumberOfQueues {
-        NumberOfQueues {
-            sq_count: (dw & 0xFFFF) + 1,
-            cq_count: (dw >> 16) + 1,
-        }
+        NumberOfQueues { sq_count: (dw & 0xFFFF) + 1, cq_count: (dw >> 16) + 1 }
     }
 
     /// The dword.
@@ -102,10 +96,7 @@ impl NumberOfQueues {
     /// When a count is not in 1..=65536.
     pub fn to_dword(self) -> u32 {
         let ok = |n: u32| (1..=0x1_0000).contains(&n);
-        assert!(
-            ok(self.sq_count) && ok(self.cq_count),
-            "queue counts out of 1..=65536"
-        );
+        assert!(ok(self.sq_count) && ok(self.cq_count), "queue counts out of 1..=65536");
         (self.sq_count - 1) | (self.cq_count - 1) << 16
     }
 
@@ -189,11 +180,7 @@ impl AsyncEvent {
 
     /// Reads Dword 0 of the completion.
     pub const fn from_dw0(dw0: u32) -> AsyncEvent {
-        AsyncEvent {
-            event_type: (dw0 & 7) as u8,
-            info: (dw0 >> 8) as u8,
-            log_page: (dw0 >> 16) as u8,
-        }
+        AsyncEvent { event_type: (dw0 & 7) as u8, info: (dw0 >> 8) as u8, log_page: (dw0 >> 16) as u8 }
     }
 }
 
@@ -205,22 +192,13 @@ mod tests {
     #[test]
     fn async_event_golden() {
         assert_eq!(AsyncEvent::DISCOVERY_LOG_CHANGED.to_dw0(), 0x0070_F002);
-        assert_eq!(
-            AsyncEvent::NAMESPACE_ATTRIBUTE_CHANGED.to_dw0(),
-            0x0004_0002
-        );
-        assert_eq!(
-            AsyncEvent::from_dw0(0x0070_F002),
-            AsyncEvent::DISCOVERY_LOG_CHANGED
-        );
+        assert_eq!(AsyncEvent::NAMESPACE_ATTRIBUTE_CHANGED.to_dw0(), 0x0004_0002);
+        assert_eq!(AsyncEvent::from_dw0(0x0070_F002), AsyncEvent::DISCOVERY_LOG_CHANGED);
     }
 
     #[test]
     fn number_of_queues_golden() {
-        let q = NumberOfQueues {
-            sq_count: 8,
-            cq_count: 4,
-        };
+        let q = NumberOfQueues { sq_count: 8, cq_count: 4 };
         assert_eq!(q.to_dword(), 0x0003_0007);
         assert_eq!(NumberOfQueues::from_dword(0x0003_0007), q);
         assert!(!NumberOfQueues::from_dword(0xFFFF).is_valid_request());
@@ -231,10 +209,7 @@ mod tests {
     fn sel_values() {
         assert_eq!(Sel::try_from(3), Ok(Sel::SupportedCapabilities));
         assert!(Sel::try_from(4).is_err());
-        assert_eq!(
-            CAP_SAVEABLE | CAP_NAMESPACE_SPECIFIC | CAP_CHANGEABLE,
-            0b111
-        );
+        assert_eq!(CAP_SAVEABLE | CAP_NAMESPACE_SPECIFIC | CAP_CHANGEABLE, 0b111);
     }
 
     #[test]
@@ -243,10 +218,7 @@ mod tests {
         assert_eq!(fid::ASYNC_EVENT_CONFIGURATION, 0x0B);
         assert_eq!(fid::KEEP_ALIVE_TIMER, 0x0F);
         assert_eq!(fid::HOST_IDENTIFIER, 0x81);
-        assert_eq!(
-            AEC_NAMESPACE_ATTRIBUTE | AEC_DISCOVERY_LOG_CHANGE,
-            0x8000_0100
-        );
+        assert_eq!(AEC_NAMESPACE_ATTRIBUTE | AEC_DISCOVERY_LOG_CHANGE, 0x8000_0100);
     }
 
     proptest! {

@@ -48,11 +48,7 @@ impl Nsid {
 
     /// `Some` for 1..=FFFF_FFFEh, `None` for 0 and the broadcast value.
     pub const fn new(raw: u32) -> Option<Nsid> {
-        if raw == 0 || raw == NSID_BROADCAST {
-            None
-        } else {
-            Some(Nsid(raw))
-        }
+        if raw == 0 || raw == NSID_BROADCAST { None } else { Some(Nsid(raw)) }
     }
 
     /// The identifier as it goes on the wire.
@@ -123,11 +119,7 @@ impl CntlId {
 
     /// `Some` for an id a controller can have, 1..=FFEFh.
     pub const fn new(raw: u16) -> Option<CntlId> {
-        if raw >= Self::MIN_DYNAMIC.0 && raw <= Self::MAX_DYNAMIC.0 {
-            Some(CntlId(raw))
-        } else {
-            None
-        }
+        if raw >= Self::MIN_DYNAMIC.0 && raw <= Self::MAX_DYNAMIC.0 { Some(CntlId(raw)) } else { None }
     }
 
     /// Any value read from a wire field, special values included.
@@ -235,12 +227,7 @@ impl Nqn {
     /// shorter field is a bug in the caller.
     pub fn write_fixed_field(&self, field: &mut [u8]) {
         let name = self.0.as_bytes();
-        assert!(
-            field.len() > name.len(),
-            "NQN field of {} bytes cannot hold a {}-byte name",
-            field.len(),
-            name.len()
-        );
+        assert!(field.len() > name.len(), "NQN field of {} bytes cannot hold a {}-byte name", field.len(), name.len());
         field[..name.len()].copy_from_slice(name);
         field[name.len()..].fill(0);
     }
@@ -324,25 +311,15 @@ fn validate_domain(domain: &str) -> Result<(), NqnError> {
             && !l.ends_with('-')
             && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
     };
-    if domain.split('.').all(label_ok) {
-        Ok(())
-    } else {
-        Err(NqnError::BadDomain)
-    }
+    if domain.split('.').all(label_ok) { Ok(()) } else { Err(NqnError::BadDomain) }
 }
 
 fn validate_uuid(s: &str) -> Result<(), NqnError> {
     // 8-4-4-4-12 hex digits: the only form the specification allows.
     let groups: Vec<&str> = s.split('-').collect();
     let lens_ok = groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12]);
-    let hex_ok = groups
-        .iter()
-        .all(|g| g.bytes().all(|c| c.is_ascii_hexdigit()));
-    if lens_ok && hex_ok {
-        Ok(())
-    } else {
-        Err(NqnError::BadUuid)
-    }
+    let hex_ok = groups.iter().all(|g| g.bytes().all(|c| c.is_ascii_hexdigit()));
+    if lens_ok && hex_ok { Ok(()) } else { Err(NqnError::BadUuid) }
 }
 
 #[cfg(test)]
@@ -364,10 +341,7 @@ mod tests {
         for raw in [0, 1, 7, 0xFFFF_FFFE, 0xFFFF_FFFF] {
             assert_eq!(NamespaceSelector::from_raw(raw).to_raw(), raw);
         }
-        assert_eq!(
-            NamespaceSelector::from_raw(0xFFFF_FFFF),
-            NamespaceSelector::All
-        );
+        assert_eq!(NamespaceSelector::from_raw(0xFFFF_FFFF), NamespaceSelector::All);
     }
 
     #[test]
@@ -408,10 +382,7 @@ mod tests {
             ("nqn.2014-08.org..example", NqnError::BadDomain),
             ("nqn.2014-08.-org.example", NqnError::BadDomain),
             ("nqn.2014-08.org_x:y", NqnError::BadDomain),
-            (
-                "nqn.2014-08.org.nvmexpress:uuid:not-a-uuid",
-                NqnError::BadUuid,
-            ),
+            ("nqn.2014-08.org.nvmexpress:uuid:not-a-uuid", NqnError::BadUuid),
             ("nqn.2014-08.org.ex\0", NqnError::Nul),
         ];
         for (bad, why) in cases {
@@ -442,18 +413,12 @@ mod tests {
 
     #[test]
     fn fixed_field_errors() {
-        assert_eq!(
-            Nqn::from_fixed_field(&[0; 16]),
-            Err(NqnError::FieldTooShort(16))
-        );
+        assert_eq!(Nqn::from_fixed_field(&[0; 16]), Err(NqnError::FieldTooShort(16)));
         let mut field = [0u8; NQN_FIELD_LEN];
         field[..5].copy_from_slice(&[b'n', b'q', b'n', b'.', 0xFF]);
         assert_eq!(Nqn::from_fixed_field(&field), Err(NqnError::NotUtf8));
         let full = [b'a'; NQN_FIELD_LEN];
-        assert_eq!(
-            Nqn::from_fixed_field(&full),
-            Err(NqnError::TooLong(NQN_FIELD_LEN))
-        );
+        assert_eq!(Nqn::from_fixed_field(&full), Err(NqnError::TooLong(NQN_FIELD_LEN)));
     }
 
     proptest! {

@@ -10,8 +10,8 @@
 
 use super::status::Status;
 use super::wire::{
-    WireError, assert_out_len, check_len, get_array, get_u16, get_u32, get_u64, get_u128,
-    put_bytes, put_u16, put_u32, put_u64, put_u128,
+    WireError, assert_out_len, check_len, get_array, get_u16, get_u32, get_u64, get_u128, put_bytes, put_u16, put_u32,
+    put_u64, put_u128,
 };
 
 /// Log page identifiers (NVMe Base 2.0, 5.16 Figure 202).
@@ -289,10 +289,7 @@ impl FirmwareSlotLog {
     /// Reads the page.
     pub fn decode(b: &[u8]) -> Result<FirmwareSlotLog, WireError> {
         check_len(b, Self::SIZE)?;
-        Ok(FirmwareSlotLog {
-            afi: b[0],
-            frs: std::array::from_fn(|i| get_array(b, 8 + 8 * i)),
-        })
+        Ok(FirmwareSlotLog { afi: b[0], frs: std::array::from_fn(|i| get_array(b, 8 + 8 * i)) })
     }
 }
 
@@ -335,12 +332,8 @@ pub fn decode_changed_ns_list(b: &[u8]) -> Result<ChangedNamespaces, WireError> 
     if get_u32(b, 0) == CHANGED_NS_OVERFLOW {
         return Ok(ChangedNamespaces::Overflow);
     }
-    let ids = b[..CHANGED_NS_LIST_SIZE]
-        .chunks_exact(4)
-        .map(|c| get_u32(c, 0));
-    Ok(ChangedNamespaces::List(
-        ids.take_while(|&n| n != 0).collect(),
-    ))
+    let ids = b[..CHANGED_NS_LIST_SIZE].chunks_exact(4).map(|c| get_u32(c, 0));
+    Ok(ChangedNamespaces::List(ids.take_while(|&n| n != 0).collect()))
 }
 
 /// Commands Supported and Effects bits (NVMe Base 2.0, 5.16.1.6 Figure 211).
@@ -373,10 +366,7 @@ pub struct CommandsEffectsLog {
 
 impl Default for CommandsEffectsLog {
     fn default() -> CommandsEffectsLog {
-        CommandsEffectsLog {
-            admin: [0; 256],
-            io: [0; 256],
-        }
+        CommandsEffectsLog { admin: [0; 256], io: [0; 256] }
     }
 }
 
@@ -450,14 +440,8 @@ mod tests {
         };
         let mut b = [0u8; 64];
         e.encode(&mut b);
-        assert_eq!(
-            &b[..16],
-            &[2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0x0B, 0x0A, 0x05, 0x80, 44, 0]
-        );
-        assert_eq!(
-            &b[16..32],
-            &[0x10, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 3, 0, 0]
-        );
+        assert_eq!(&b[..16], &[2, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0x0B, 0x0A, 0x05, 0x80, 44, 0]);
+        assert_eq!(&b[16..32], &[0x10, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 3, 0, 0]);
         assert_eq!(&b[32..42], &[0x55, 0, 0, 0, 0, 0, 0, 0, 0x66, 0]);
         assert!(b[42..].iter().all(|&x| x == 0));
         assert_eq!(ErrorInformationEntry::decode(&b), Ok(e));
@@ -483,10 +467,7 @@ mod tests {
         s.encode(&mut b);
         assert_eq!(&b[..7], &[0x08, 0x36, 0x01, 100, 10, 1, 0]);
         assert_eq!(&b[32..34], &[2, 0]);
-        assert_eq!(
-            &b[48..64],
-            &[0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]
-        );
+        assert_eq!(&b[48..64], &[0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(&b[128..130], &[7, 0]);
         assert_eq!(&b[200..202], &300u16.to_le_bytes());
         assert_eq!(&b[214..216], &301u16.to_le_bytes());
@@ -499,10 +480,7 @@ mod tests {
 
     #[test]
     fn firmware_slot_golden() {
-        let mut fw = FirmwareSlotLog {
-            afi: 0x01,
-            ..Default::default()
-        };
+        let mut fw = FirmwareSlotLog { afi: 0x01, ..Default::default() };
         fw.frs[0] = ascii_padded("0.1.0").unwrap();
         let mut b = [0u8; 512];
         fw.encode(&mut b);
@@ -517,10 +495,7 @@ mod tests {
         let mut b = vec![0u8; 4096];
         encode_changed_ns_list(&[1, 5], &mut b);
         assert_eq!(&b[..12], &[1, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(
-            decode_changed_ns_list(&b),
-            Ok(ChangedNamespaces::List(vec![1, 5]))
-        );
+        assert_eq!(decode_changed_ns_list(&b), Ok(ChangedNamespaces::List(vec![1, 5])));
         let many: Vec<u32> = (1..=1025).collect();
         let mut b = vec![0u8; 4096];
         encode_changed_ns_list(&many, &mut b);
@@ -529,10 +504,7 @@ mod tests {
         let exactly: Vec<u32> = (1..=1024).collect();
         let mut b = vec![0u8; 4096];
         encode_changed_ns_list(&exactly, &mut b);
-        assert_eq!(
-            decode_changed_ns_list(&b),
-            Ok(ChangedNamespaces::List(exactly))
-        );
+        assert_eq!(decode_changed_ns_list(&b), Ok(ChangedNamespaces::List(exactly)));
     }
 
     #[test]
@@ -540,8 +512,7 @@ mod tests {
         let mut log = CommandsEffectsLog::default();
         log.admin[AdminOpcode::Identify as usize] = EFFECTS_CSUPP;
         log.io[IoOpcode::Write as usize] = EFFECTS_CSUPP | EFFECTS_LBCC;
-        log.io[IoOpcode::DatasetManagement as usize] =
-            EFFECTS_CSUPP | EFFECTS_LBCC | EFFECTS_CSE_ANY;
+        log.io[IoOpcode::DatasetManagement as usize] = EFFECTS_CSUPP | EFFECTS_LBCC | EFFECTS_CSE_ANY;
         let mut b = vec![0u8; 4096];
         log.encode(&mut b);
         assert_eq!(&b[24..28], &[1, 0, 0, 0]);

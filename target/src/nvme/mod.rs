@@ -44,8 +44,8 @@ pub use ids::*;
 pub use opcode::{AdminOpcode, FABRICS_OPCODE, FabricsType, IoOpcode};
 pub use property::PropertySize;
 pub use sqe::{
-    fabrics_offsets, Abort, Connect, ConnectData, DatasetManagement, Disconnect, DsmRange, Features, GetLogPage, Identify,
-    PropertyGet, PropertySet, ReadWrite, SglDescriptor, SglKind, Sqe,
+    Abort, Connect, ConnectData, DatasetManagement, Disconnect, DsmRange, Features, GetLogPage, Identify, PropertyGet,
+    PropertySet, ReadWrite, SglDescriptor, SglKind, Sqe, fabrics_offsets,
 };
-pub use status::{connect_invalid_param_dw0, Sct, Status};
+pub use status::{Sct, Status, connect_invalid_param_dw0};
 pub use wire::WireError;

@@ -120,9 +120,7 @@ mod tests {
         let known = all.iter().map(|&o| o.into()).collect::<Vec<u8>>();
         for byte in 0..=255u8 {
             if !known.contains(&byte) {
-                assert!(
-                    matches!(T::try_from(byte), Err(WireError::Unknown { value, .. }) if value == byte)
-                );
+                assert!(matches!(T::try_from(byte), Err(WireError::Unknown { value, .. }) if value == byte));
             }
         }
     }
@@ -148,25 +146,10 @@ mod tests {
 
     #[test]
     fn direction_follows_the_low_bits() {
-        assert_eq!(
-            DataDirection::of(IoOpcode::Write as u8),
-            DataDirection::HostToController
-        );
-        assert_eq!(
-            DataDirection::of(IoOpcode::Read as u8),
-            DataDirection::ControllerToHost
-        );
-        assert_eq!(
-            DataDirection::of(IoOpcode::Flush as u8),
-            DataDirection::None
-        );
-        assert_eq!(
-            DataDirection::of(FabricsType::Connect as u8),
-            DataDirection::HostToController
-        );
-        assert_eq!(
-            DataDirection::of(FabricsType::PropertyGet as u8),
-            DataDirection::None
-        );
+        assert_eq!(DataDirection::of(IoOpcode::Write as u8), DataDirection::HostToController);
+        assert_eq!(DataDirection::of(IoOpcode::Read as u8), DataDirection::ControllerToHost);
+        assert_eq!(DataDirection::of(IoOpcode::Flush as u8), DataDirection::None);
+        assert_eq!(DataDirection::of(FabricsType::Connect as u8), DataDirection::HostToController);
+        assert_eq!(DataDirection::of(FabricsType::PropertyGet as u8), DataDirection::None);
     }
 }

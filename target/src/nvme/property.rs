@@ -50,10 +50,7 @@ impl PropertySize {
         match attrib & 7 {
             0 => Ok(PropertySize::Four),
             1 => Ok(PropertySize::Eight),
-            value => Err(WireError::Reserved {
-                offset: fabrics_offsets::PROPERTY_ATTRIB,
-                value: value as u32,
-            }),
+            value => Err(WireError::Reserved { offset: fabrics_offsets::PROPERTY_ATTRIB, value: value as u32 }),
         }
     }
 
@@ -191,21 +188,9 @@ pub struct Vs {
 }
 
 impl Vs {
-    pub const V1_3: Vs = Vs {
-        major: 1,
-        minor: 3,
-        tertiary: 0,
-    };
-    pub const V1_4: Vs = Vs {
-        major: 1,
-        minor: 4,
-        tertiary: 0,
-    };
-    pub const V2_0: Vs = Vs {
-        major: 2,
-        minor: 0,
-        tertiary: 0,
-    };
+    pub const V1_3: Vs = Vs { major: 1, minor: 3, tertiary: 0 };
+    pub const V1_4: Vs = Vs { major: 1, minor: 4, tertiary: 0 };
+    pub const V2_0: Vs = Vs { major: 2, minor: 0, tertiary: 0 };
 
     /// The version fabriq reports: 2.0.
     ///
@@ -226,11 +211,7 @@ impl Vs {
 
     /// Reads the 32-bit property value.
     pub const fn from_u32(v: u32) -> Vs {
-        Vs {
-            major: (v >> 16) as u16,
-            minor: (v >> 8) as u8,
-            tertiary: v as u8,
-        }
+        Vs { major: (v >> 16) as u16, minor: (v >> 8) as u8, tertiary: v as u8 }
     }
 }
 
@@ -300,10 +281,7 @@ impl Cc {
             1 => ShutdownNotification::Normal,
             2 => ShutdownNotification::Abrupt,
             _ => {
-                return Err(WireError::Reserved {
-                    offset: CC as u16,
-                    value: v,
-                });
+                return Err(WireError::Reserved { offset: CC as u16, value: v });
             }
         };
         Ok(Cc {
@@ -370,21 +348,11 @@ impl Csts {
             1 => ShutdownStatus::Occurring,
             2 => ShutdownStatus::Complete,
             _ => {
-                return Err(WireError::Reserved {
-                    offset: CSTS as u16,
-                    value: v,
-                });
+                return Err(WireError::Reserved { offset: CSTS as u16, value: v });
             }
         };
         let b = |shift| bits32(v, shift, 1) != 0;
-        Ok(Csts {
-            rdy: b(0),
-            cfs: b(1),
-            shst,
-            nssro: b(4),
-            pp: b(5),
-            st: b(6),
-        })
+        Ok(Csts { rdy: b(0), cfs: b(1), shst, nssro: b(4), pp: b(5), st: b(6) })
     }
 }
 
@@ -396,14 +364,7 @@ mod tests {
     #[test]
     fn cap_golden() {
         // MQES 127, CQR, TO 15 s, CSS NVM, MPSMIN 0 (4 KiB), MPSMAX 4 (64 KiB).
-        let cap = Cap {
-            mqes: 127,
-            cqr: true,
-            to_500ms: 30,
-            css: CAP_CSS_NVM,
-            mpsmax: 4,
-            ..Cap::default()
-        };
+        let cap = Cap { mqes: 127, cqr: true, to_500ms: 30, css: CAP_CSS_NVM, mpsmax: 4, ..Cap::default() };
         assert_eq!(cap.to_u64(), 0x0040_0020_1E01_007F);
         assert_eq!(Cap::from_u64(0x0040_0020_1E01_007F), cap);
     }
@@ -436,14 +397,7 @@ mod tests {
     fn vs_golden_and_order() {
         assert_eq!(Vs::V1_4.to_u32(), 0x0001_0400);
         assert_eq!(Vs::V2_0.to_u32(), 0x0002_0000);
-        assert_eq!(
-            Vs::from_u32(0x0001_0201),
-            Vs {
-                major: 1,
-                minor: 2,
-                tertiary: 1
-            }
-        );
+        assert_eq!(Vs::from_u32(0x0001_0201), Vs { major: 1, minor: 2, tertiary: 1 });
         assert!(Vs::V2_0 > Vs::V1_4 && Vs::V1_4 > Vs::V1_3);
         assert_eq!(Vs::FABRIQ, Vs::V2_0);
     }
@@ -452,58 +406,22 @@ mod tests {
     fn cc_golden_as_linux_enables_the_controller() {
         // EN, CSS NVM, MPS 4 KiB, AMS RR, IOSQES 6, IOCQES 4: 0046_0001h.
         let cc = Cc::from_u32(0x0046_0001).unwrap();
-        assert_eq!(
-            cc,
-            Cc {
-                en: true,
-                iosqes: 6,
-                iocqes: 4,
-                ..Cc::default()
-            }
-        );
+        assert_eq!(cc, Cc { en: true, iosqes: 6, iocqes: 4, ..Cc::default() });
         assert_eq!(cc.to_u32(), 0x0046_0001);
-        let shutdown = Cc {
-            shn: ShutdownNotification::Normal,
-            ..cc
-        };
+        let shutdown = Cc { shn: ShutdownNotification::Normal, ..cc };
         assert_eq!(shutdown.to_u32(), 0x0046_4001);
-        let crime = Cc {
-            crime: true,
-            css: CC_CSS_ALL_IO,
-            mps: 1,
-            ams: 7,
-            ..cc
-        };
+        let crime = Cc { crime: true, css: CC_CSS_ALL_IO, mps: 1, ams: 7, ..cc };
         assert_eq!(crime.to_u32(), 0x0146_38E1);
-        assert_eq!(
-            Cc::from_u32(0xC000),
-            Err(WireError::Reserved {
-                offset: 0x14,
-                value: 0xC000
-            })
-        );
+        assert_eq!(Cc::from_u32(0xC000), Err(WireError::Reserved { offset: 0x14, value: 0xC000 }));
     }
 
     #[test]
     fn csts_golden() {
-        let ready = Csts {
-            rdy: true,
-            ..Csts::default()
-        };
+        let ready = Csts { rdy: true, ..Csts::default() };
         assert_eq!(ready.to_u32(), 1);
-        let done = Csts {
-            shst: ShutdownStatus::Complete,
-            ..ready
-        };
+        let done = Csts { shst: ShutdownStatus::Complete, ..ready };
         assert_eq!(done.to_u32(), 0x09);
-        let all = Csts {
-            rdy: true,
-            cfs: true,
-            shst: ShutdownStatus::Occurring,
-            nssro: true,
-            pp: true,
-            st: true,
-        };
+        let all = Csts { rdy: true, cfs: true, shst: ShutdownStatus::Occurring, nssro: true, pp: true, st: true };
         assert_eq!(all.to_u32(), 0x77);
         assert_eq!(Csts::from_u32(0x77), Ok(all));
         assert!(Csts::from_u32(0x0C).is_err());

@@ -367,9 +367,7 @@ mod tests {
 
     #[test]
     fn accessors_read_back_what_was_built() {
-        let s = Status::new(Sct::MediaAndDataIntegrity, 0x85)
-            .with_crd(2)
-            .with_dnr();
+        let s = Status::new(Sct::MediaAndDataIntegrity, 0x85).with_crd(2).with_dnr();
         assert_eq!(s.sct(), Sct::MediaAndDataIntegrity);
         assert_eq!(s.sc(), 0x85);
         assert_eq!(s.crd(), 2);
@@ -386,11 +384,7 @@ mod tests {
             let s = Status::from_field(field);
             assert_eq!(s.field(), field);
             let rebuilt = Status::new(s.sct(), s.sc()).with_crd(s.crd());
-            let rebuilt = if s.more() {
-                rebuilt.with_more()
-            } else {
-                rebuilt
-            };
+            let rebuilt = if s.more() { rebuilt.with_more() } else { rebuilt };
             let rebuilt = if s.dnr() { rebuilt.with_dnr() } else { rebuilt };
             assert_eq!(rebuilt, s);
         }
@@ -404,24 +398,15 @@ mod tests {
                 assert_ne!(a, b, "{a:?} named twice");
             }
         }
-        assert_eq!(
-            Status::LBA_OUT_OF_RANGE.with_dnr().name(),
-            Some("LBA Out of Range")
-        );
+        assert_eq!(Status::LBA_OUT_OF_RANGE.with_dnr().name(), Some("LBA Out of Range"));
         assert_eq!(Status::new(Sct::VendorSpecific, 0x42).name(), None);
     }
 
     #[test]
     fn display_and_debug_name_the_status() {
         let s = Status::INVALID_FIELD.with_dnr();
-        assert_eq!(
-            s.to_string(),
-            "Invalid Field in Command (sct 0x0, sc 0x02, dnr)"
-        );
-        assert_eq!(
-            format!("{s:?}"),
-            "Status(Generic sc=0x02 \"Invalid Field in Command\", dnr)"
-        );
+        assert_eq!(s.to_string(), "Invalid Field in Command (sct 0x0, sc 0x02, dnr)");
+        assert_eq!(format!("{s:?}"), "Status(Generic sc=0x02 \"Invalid Field in Command\", dnr)");
     }
 
     #[test]

@@ -43,9 +43,7 @@ impl WireError {
         match self {
             WireError::Short { .. } => Status::DATA_SGL_LENGTH_INVALID,
             WireError::Unknown { .. } => Status::INVALID_OPCODE,
-            WireError::Reserved { .. } | WireError::Ascii { .. } | WireError::Nqn { .. } => {
-                Status::INVALID_FIELD
-            }
+            WireError::Reserved { .. } | WireError::Ascii { .. } | WireError::Nqn { .. } => Status::INVALID_FIELD,
         }
     }
 
@@ -53,9 +51,9 @@ impl WireError {
     /// entry reports as the parameter error location.
     pub fn offset(&self) -> Option<u16> {
         match self {
-            WireError::Reserved { offset, .. }
-            | WireError::Ascii { offset, .. }
-            | WireError::Nqn { offset, .. } => Some(*offset),
+            WireError::Reserved { offset, .. } | WireError::Ascii { offset, .. } | WireError::Nqn { offset, .. } => {
+                Some(*offset)
+            }
             WireError::Short { .. } | WireError::Unknown { .. } => None,
         }
     }
@@ -64,21 +62,14 @@ impl WireError {
 /// Fails with [`WireError::Short`] when `buf` is shorter than `need`.
 pub fn check_len(buf: &[u8], need: usize) -> Result<(), WireError> {
     if buf.len() < need {
-        return Err(WireError::Short {
-            need,
-            got: buf.len(),
-        });
+        return Err(WireError::Short { need, got: buf.len() });
     }
     Ok(())
 }
 
 /// Asserts that an output buffer holds `need` bytes: a shorter one is a caller bug.
 pub(crate) fn assert_out_len(out: &[u8], need: usize, what: &str) {
-    assert!(
-        out.len() >= need,
-        "{what}: output buffer holds {} bytes, {need} needed",
-        out.len()
-    );
+    assert!(out.len() >= need, "{what}: output buffer holds {} bytes, {need} needed", out.len());
 }
 
 pub(crate) fn get_u16(b: &[u8], off: usize) -> u16 {
@@ -98,9 +89,7 @@ pub(crate) fn get_u128(b: &[u8], off: usize) -> u128 {
 }
 
 pub(crate) fn get_array<const N: usize>(b: &[u8], off: usize) -> [u8; N] {
-    b[off..off + N]
-        .try_into()
-        .expect("slice of the array's length")
+    b[off..off + N].try_into().expect("slice of the array's length")
 }
 
 pub(crate) fn put_u16(b: &mut [u8], off: usize, v: u16) {
@@ -130,10 +119,7 @@ pub(crate) fn put_bytes(b: &mut [u8], off: usize, v: &[u8]) {
 /// Fails when `s` is longer than `N` or holds a byte outside 20h..=7Eh; the
 /// error's offset is 0, for the caller to rebase.
 pub fn ascii_padded<const N: usize>(s: &str) -> Result<[u8; N], WireError> {
-    let bad = WireError::Ascii {
-        offset: 0,
-        len: N as u16,
-    };
+    let bad = WireError::Ascii { offset: 0, len: N as u16 };
     if s.len() > N || !s.bytes().all(|c| (0x20..=0x7e).contains(&c)) {
         return Err(bad);
     }
@@ -146,10 +132,7 @@ pub fn ascii_padded<const N: usize>(s: &str) -> Result<[u8; N], WireError> {
 /// spaces removed. Fields from peers may pad with NULs or spaces; both read
 /// the same. Fails on bytes outside printable ASCII.
 pub fn ascii_trimmed(field: &[u8]) -> Result<&str, WireError> {
-    let bad = WireError::Ascii {
-        offset: 0,
-        len: field.len() as u16,
-    };
+    let bad = WireError::Ascii { offset: 0, len: field.len() as u16 };
     let end = field.iter().position(|&c| c == 0).unwrap_or(field.len());
     let text = &field[..end];
     if !text.iter().all(|c| (0x20..=0x7e).contains(c)) {
@@ -234,10 +217,7 @@ mod tests {
         put_u16(&mut b, 0, 0x0102);
         put_u32(&mut b, 2, 0x0304_0506);
         put_u64(&mut b, 6, 0x0708_090a_0b0c_0d0e);
-        assert_eq!(
-            &b[..14],
-            &[2, 1, 6, 5, 4, 3, 0x0e, 0x0d, 0x0c, 0x0b, 0x0a, 9, 8, 7]
-        );
+        assert_eq!(&b[..14], &[2, 1, 6, 5, 4, 3, 0x0e, 0x0d, 0x0c, 0x0b, 0x0a, 9, 8, 7]);
         assert_eq!(get_u16(&b, 0), 0x0102);
         assert_eq!(get_u32(&b, 2), 0x0304_0506);
         assert_eq!(get_u64(&b, 6), 0x0708_090a_0b0c_0d0e);
@@ -255,10 +235,7 @@ mod tests {
 
     #[test]
     fn check_len_reports_what_was_needed() {
-        assert_eq!(
-            check_len(&[0; 3], 4),
-            Err(WireError::Short { need: 4, got: 3 })
-        );
+        assert_eq!(check_len(&[0; 3], 4), Err(WireError::Short { need: 4, got: 3 }));
         assert_eq!(check_len(&[0; 4], 4), Ok(()));
     }
 }

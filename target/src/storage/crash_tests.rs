@@ -101,7 +101,9 @@ fn observe(image: &MemDevice, stamped: &[Volume]) -> Result<Observed, String> {
     let copy = image.snapshot();
     let pool = match Pool::open_in(Box::new(copy), Env::fixed(0)) {
         Ok(pool) => pool,
-        Err(StorageError::NotAPool { .. } | StorageError::Corrupt(Corruption::LabelChecksum)) => return Ok(Observed::NoPool),
+        Err(StorageError::NotAPool { .. } | StorageError::Corrupt(Corruption::LabelChecksum)) => {
+            return Ok(Observed::NoPool);
+        }
         Err(e) => return Err(format!("the pool does not open: {e}")),
     };
     let mut owned = HashSet::new();
@@ -126,7 +128,10 @@ fn observe(image: &MemDevice, stamped: &[Volume]) -> Result<Observed, String> {
                     let mut got = [0; STAMP_BYTES];
                     pool.device().read_at(&mut got, offset).map_err(|e| e.to_string())?;
                     if got != expected {
-                        return Err(format!("volume {} extent {logical} (physical {physical}) lost its data or holds stale data", v.name()));
+                        return Err(format!(
+                            "volume {} extent {logical} (physical {physical}) lost its data or holds stale data",
+                            v.name()
+                        ));
                     }
                 }
             }
@@ -141,7 +146,12 @@ fn observe(image: &MemDevice, stamped: &[Volume]) -> Result<Observed, String> {
             }
         }
     }
-    Ok(Observed::Pool { id: pool.id(), name: pool.name().clone(), generation: pool.generation(), volumes: pool.volumes().to_vec() })
+    Ok(Observed::Pool {
+        id: pool.id(),
+        name: pool.name().clone(),
+        generation: pool.generation(),
+        volumes: pool.volumes().to_vec(),
+    })
 }
 
 /// Opens the pool for steps that work on an open pool (before any fault is armed).
@@ -189,7 +199,12 @@ fn cut_points(len: u64, sector: u64) -> Vec<u64> {
 
 /// (volatile cache, what the crash does to it)
 fn cache_models(seed: u64) -> [(bool, CachePolicy); 4] {
-    [(false, CachePolicy::DropAll), (true, CachePolicy::DropAll), (true, CachePolicy::KeepAll), (true, CachePolicy::Random(seed))]
+    [
+        (false, CachePolicy::DropAll),
+        (true, CachePolicy::DropAll),
+        (true, CachePolicy::KeepAll),
+        (true, CachePolicy::Random(seed)),
+    ]
 }
 
 fn crash_at_every_write(sector_bytes: u32) {
@@ -225,7 +240,8 @@ fn crash_at_every_write(sector_bytes: u32) {
 
         for (n, &len) in writes.iter().enumerate() {
             for after_bytes in cut_points(len, sector) {
-                let tears: &[Tear] = if after_bytes % sector == 0 { &[Tear::KeepOld] } else { &[Tear::KeepOld, Tear::Garbage] };
+                let tears: &[Tear] =
+                    if after_bytes % sector == 0 { &[Tear::KeepOld] } else { &[Tear::KeepOld, Tear::Garbage] };
                 for &tear in tears {
                     for (volatile, policy) in cache_models(seed * 1_000_003 + n as u64 * 1009 + after_bytes) {
                         let dev = FaultyDevice::new(&image, volatile);
@@ -233,10 +249,15 @@ fn crash_at_every_write(sector_bytes: u32) {
                         dev.cut(Cut { write_index: dev.writes() + n as u64, after_bytes, tear });
                         let _ = apply(step, pool, &dev, seed);
                         assert!(dev.is_dead(), "step {index} {step:?}: write {n} was not reached");
-                        let what = format!("step {index} {step:?}, write {n} of {len} bytes cut after {after_bytes} ({tear:?}), volatile cache {volatile} {policy:?}");
+                        let what = format!(
+                            "step {index} {step:?}, write {n} of {len} bytes cut after {after_bytes} ({tear:?}), volatile cache {volatile} {policy:?}"
+                        );
                         let seen = observe(&dev.crash(policy), &stamped).unwrap_or_else(|e| panic!("{what}: {e}"));
                         let no_pool_allowed = matches!(step, Step::CreatePool) && seen == Observed::NoPool;
-                        assert!(seen == before || seen == after || no_pool_allowed, "{what}: neither the old state nor the new one: {seen:#?}");
+                        assert!(
+                            seen == before || seen == after || no_pool_allowed,
+                            "{what}: neither the old state nor the new one: {seen:#?}"
+                        );
                         crashes += 1;
                     }
                 }

@@ -47,7 +47,10 @@ pub(crate) fn check_range(device_bytes: u64, offset: u64, len: u64) -> io::Resul
     if offset.checked_add(len).is_some_and(|end| end <= device_bytes) {
         Ok(())
     } else {
-        Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bytes {offset}..+{len} are beyond the device's {device_bytes}")))
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bytes {offset}..+{len} are beyond the device's {device_bytes}"),
+        ))
     }
 }
 
@@ -92,7 +95,9 @@ impl FileDevice {
             // released when the file is closed).
             file.try_lock().map_err(|e| {
                 open_err(match e {
-                    std::fs::TryLockError::WouldBlock => io::Error::new(io::ErrorKind::ResourceBusy, "in use by another pool owner"),
+                    std::fs::TryLockError::WouldBlock => {
+                        io::Error::new(io::ErrorKind::ResourceBusy, "in use by another pool owner")
+                    }
                     std::fs::TryLockError::Error(e) => e,
                 })
             })?;
@@ -256,7 +261,10 @@ impl Sparse {
             let pos = offset + done as u64;
             let within = (pos % CHUNK_BYTES) as usize;
             let n = (CHUNK_BYTES as usize - within).min(data.len() - done);
-            let chunk = self.chunks.entry(pos / CHUNK_BYTES).or_insert_with(|| vec![0; CHUNK_BYTES as usize].into_boxed_slice());
+            let chunk = self
+                .chunks
+                .entry(pos / CHUNK_BYTES)
+                .or_insert_with(|| vec![0; CHUNK_BYTES as usize].into_boxed_slice());
             chunk[within..within + n].copy_from_slice(&data[done..done + n]);
             done += n;
         }
@@ -421,7 +429,11 @@ mod tests {
         dev.write_zeroes((1 << 20) + 100, 100).unwrap();
         let mut back = [1u8; 300];
         dev.read_at(&mut back, (1 << 20) + 50).unwrap();
-        assert!(back[..50].iter().all(|&b| b == 7) && back[50..150].iter().all(|&b| b == 0) && back[150..].iter().all(|&b| b == 7));
+        assert!(
+            back[..50].iter().all(|&b| b == 7)
+                && back[50..150].iter().all(|&b| b == 0)
+                && back[150..].iter().all(|&b| b == 7)
+        );
         dev.discard(1 << 20, 1 << 20).unwrap();
         dev.read_at(&mut back, 1 << 20).unwrap();
         assert!(back.iter().all(|&b| b == 0), "a punched hole reads as zeroes");
@@ -432,8 +444,14 @@ mod tests {
         assert!(busy.to_string().contains("in use by another pool owner"), "{busy}");
         drop(dev);
         FileDevice::open(&path).unwrap();
-        assert!(matches!(FileDevice::create(&dir.path().join("odd"), 1000), Err(StorageError::InvalidArgument(InvalidArgument::FileSize(1000)))));
-        assert!(matches!(FileDevice::open(dir.path()), Err(StorageError::InvalidArgument(InvalidArgument::NotADevice(_)))));
+        assert!(matches!(
+            FileDevice::create(&dir.path().join("odd"), 1000),
+            Err(StorageError::InvalidArgument(InvalidArgument::FileSize(1000)))
+        ));
+        assert!(matches!(
+            FileDevice::open(dir.path()),
+            Err(StorageError::InvalidArgument(InvalidArgument::NotADevice(_)))
+        ));
         let missing = FileDevice::open(&dir.path().join("missing")).unwrap_err();
         assert!(missing.to_string().contains("missing"), "{missing}");
     }

@@ -34,9 +34,13 @@ pub enum StorageError {
     NameTaken(Name),
     #[error("volume {0} is being deleted; delete it again to finish")]
     Deleting(VolumeId),
-    #[error("not enough free space: {needed_extents} extents of {extent_bytes} bytes are needed, {free_extents} are free")]
+    #[error(
+        "not enough free space: {needed_extents} extents of {extent_bytes} bytes are needed, {free_extents} are free"
+    )]
     NoSpace { needed_extents: u64, free_extents: u64, extent_bytes: u64 },
-    #[error("the volume table would take {table_bytes} bytes, more than a metadata slot holds ({slot_bytes}): too many volumes or too fragmented")]
+    #[error(
+        "the volume table would take {table_bytes} bytes, more than a metadata slot holds ({slot_bytes}): too many volumes or too fragmented"
+    )]
     MetadataFull { table_bytes: u64, slot_bytes: u64 },
     #[error(transparent)]
     InvalidArgument(#[from] InvalidArgument),
@@ -123,7 +127,9 @@ pub enum InvalidArgument {
 /// What is wrong with metadata that is present but cannot be trusted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Corruption {
-    #[error("the label's checksum does not match (a torn or damaged label: the pool was never completely created, or the label was overwritten)")]
+    #[error(
+        "the label's checksum does not match (a torn or damaged label: the pool was never completely created, or the label was overwritten)"
+    )]
     LabelChecksum,
     #[error("label format version {0} is not supported (this build reads version 1)")]
     LabelVersion(u32),
@@ -135,7 +141,9 @@ pub enum Corruption {
     NoValidSlot { a: SlotProblem, b: SlotProblem },
     #[error("both metadata slots claim generation {0}")]
     SameGeneration(u64),
-    #[error("metadata slot {slot} (generation {generation}) has checksums that verify but a volume table that does not: {problem}")]
+    #[error(
+        "metadata slot {slot} (generation {generation}) has checksums that verify but a volume table that does not: {problem}"
+    )]
     Table { slot: char, generation: u64, problem: TableProblem },
 }
 

@@ -54,7 +54,13 @@ impl Layout {
         let metadata_end = SLOT_A_OFFSET + 2 * slot_bytes;
         let first_data_extent = metadata_end.div_ceil(extent_bytes);
         let extent_count = device_bytes / extent_bytes;
-        (extent_count > first_data_extent).then_some(Layout { extent_bytes, slot_offsets, slot_bytes, first_data_extent, extent_count })
+        (extent_count > first_data_extent).then_some(Layout {
+            extent_bytes,
+            slot_offsets,
+            slot_bytes,
+            first_data_extent,
+            extent_count,
+        })
     }
 
     /// The smallest device a pool with these parameters fits on.
@@ -195,7 +201,8 @@ impl Label {
         if first_data_extent.checked_mul(extent_bytes).is_none_or(|end| end < metadata_end) {
             return Err(field("first_data_extent", first_data_extent));
         }
-        if extent_count <= first_data_extent || extent_count.checked_mul(extent_bytes).is_none_or(|b| b > device_bytes) {
+        if extent_count <= first_data_extent || extent_count.checked_mul(extent_bytes).is_none_or(|b| b > device_bytes)
+        {
             return Err(field("extent_count", extent_count));
         }
         let layout = Layout { extent_bytes, slot_offsets, slot_bytes, first_data_extent, extent_count };
@@ -213,7 +220,12 @@ pub(crate) struct SlotHeader {
 
 /// The bytes of one slot write: header and table, zero-padded to whole 4 KiB blocks. `Err`
 /// carries the table's size when it does not fit the slot.
-pub(crate) fn encode_slot(layout: &Layout, pool_id: PoolId, generation: u64, volumes: &[Volume]) -> Result<Vec<u8>, u64> {
+pub(crate) fn encode_slot(
+    layout: &Layout,
+    pool_id: PoolId,
+    generation: u64,
+    volumes: &[Volume],
+) -> Result<Vec<u8>, u64> {
     let payload = encode_table(volumes);
     if payload.len() as u64 > layout.payload_capacity() {
         return Err(payload.len() as u64);
@@ -243,7 +255,12 @@ pub(crate) fn slot_of(generation: u64) -> usize {
 
 /// Checks a slot's header (its first [`SLOT_HEADER_BYTES`] bytes) for the slot at `slot` of
 /// pool `pool_id`.
-pub(crate) fn decode_slot_header(bytes: &[u8], layout: &Layout, pool_id: PoolId, slot: usize) -> Result<SlotHeader, SlotProblem> {
+pub(crate) fn decode_slot_header(
+    bytes: &[u8],
+    layout: &Layout,
+    pool_id: PoolId,
+    slot: usize,
+) -> Result<SlotHeader, SlotProblem> {
     let bytes = &bytes[..SLOT_HEADER_BYTES];
     if bytes[..8] != SLOT_MAGIC {
         return Err(if bytes.iter().all(|&b| b == 0) { SlotProblem::Blank } else { SlotProblem::Magic });
@@ -317,7 +334,8 @@ pub(crate) fn decode_table(bytes: &[u8], extent_bytes: u64) -> Result<Vec<Volume
         let size_bytes = r.try_u64()?;
         let created_unix_s = r.try_u64()?;
         let block_bytes = r.try_u32()?;
-        let block_size = BlockSize::from_bytes(block_bytes).ok_or(TableProblem::BlockSize { volume: id, bytes: block_bytes })?;
+        let block_size =
+            BlockSize::from_bytes(block_bytes).ok_or(TableProblem::BlockSize { volume: id, bytes: block_bytes })?;
         let state_code = r.try_u8()?;
         let state = VolumeState::from_code(state_code).ok_or(TableProblem::State { volume: id, code: state_code })?;
         let name_len = r.try_u8()?;
@@ -414,7 +432,8 @@ impl<'a> Reader<'a> {
         if len > Name::MAX_BYTES || field[len..].iter().any(|&b| b != 0) {
             return Err(TableProblem::Reserved);
         }
-        let text = std::str::from_utf8(&field[..len]).map_err(|_| TableProblem::Name(super::ids::NameProblem::BadChar('\u{fffd}')))?;
+        let text = std::str::from_utf8(&field[..len])
+            .map_err(|_| TableProblem::Name(super::ids::NameProblem::BadChar('\u{fffd}')))?;
         Name::new(text).map_err(TableProblem::Name)
     }
 
@@ -467,7 +486,10 @@ mod tests {
             block_size: BlockSize::B4096,
             state: VolumeState::Ready,
             created_unix_s: 0x6000_0001,
-            runs: vec![Run { logical_start: 0, physical_start: 9, count: 2 }, Run { logical_start: 2, physical_start: 20, count: 1 }],
+            runs: vec![
+                Run { logical_start: 0, physical_start: 9, count: 2 },
+                Run { logical_start: 2, physical_start: 20, count: 1 },
+            ],
             extent_bytes: 1 << 20,
         }
     }
@@ -494,14 +516,22 @@ mod tests {
         assert_eq!(block.len(), 4096);
         assert!(block[LABEL_BYTES..].iter().all(|&b| b == 0));
         let expected = concat!(
-            "464142524951504c", "01000000", "00010000",           // magic, version, label bytes
-            "00112233445566778899aabbccddeeff",                 // pool id
-            "0000006000000000", "0000000400000000",             // created, device bytes
-            "00001000", "00020000",                             // extent bytes, sector bytes
-            "0000100000000000", "0000500000000000",             // slot A, slot B
-            "0000400000000000", "0900000000000000",             // slot bytes, first data extent
-            "4000000000000000", "00000000",                     // extent count, features
-            "05000000", "706f6f6c30",                           // name length, name
+            "464142524951504c",
+            "01000000",
+            "00010000",                         // magic, version, label bytes
+            "00112233445566778899aabbccddeeff", // pool id
+            "0000006000000000",
+            "0000000400000000", // created, device bytes
+            "00001000",
+            "00020000", // extent bytes, sector bytes
+            "0000100000000000",
+            "0000500000000000", // slot A, slot B
+            "0000400000000000",
+            "0900000000000000", // slot bytes, first data extent
+            "4000000000000000",
+            "00000000", // extent count, features
+            "05000000",
+            "706f6f6c30", // name length, name
         );
         assert_eq!(hex(&block[..expected.len() / 2]), expected);
         assert!(block[expected.len() / 2..LABEL_BYTES - 4].iter().all(|&b| b == 0));
@@ -536,16 +566,25 @@ mod tests {
         assert_eq!(reseal(block), Err(LabelError::Corrupt(Corruption::LabelVersion(2))));
         let mut block = label().encode();
         block[48..52].copy_from_slice(&3000u32.to_le_bytes());
-        assert!(matches!(reseal(block), Err(LabelError::Corrupt(Corruption::LabelField { field: "extent_bytes", .. }))));
+        assert!(matches!(
+            reseal(block),
+            Err(LabelError::Corrupt(Corruption::LabelField { field: "extent_bytes", .. }))
+        ));
         let mut block = label().encode();
         block[88..96].copy_from_slice(&65u64.to_le_bytes());
-        assert!(matches!(reseal(block), Err(LabelError::Corrupt(Corruption::LabelField { field: "extent_count", .. }))));
+        assert!(matches!(
+            reseal(block),
+            Err(LabelError::Corrupt(Corruption::LabelField { field: "extent_count", .. }))
+        ));
         let mut block = label().encode();
         block[96] = 1;
         assert_eq!(reseal(block), Err(LabelError::Corrupt(Corruption::LabelFeatures(1))));
         let mut block = label().encode();
         block[64..72].copy_from_slice(&(3u64 << 20).to_le_bytes());
-        assert!(matches!(reseal(block), Err(LabelError::Corrupt(Corruption::LabelField { field: "slot_b_offset", .. }))));
+        assert!(matches!(
+            reseal(block),
+            Err(LabelError::Corrupt(Corruption::LabelField { field: "slot_b_offset", .. }))
+        ));
     }
 
     #[test]
@@ -555,9 +594,12 @@ mod tests {
         assert_eq!(bytes.len(), 4096);
         let payload_len = TABLE_HEADER_BYTES + VOLUME_FIXED_BYTES + 2 * RUN_BYTES;
         let header = concat!(
-            "4641425249514d54", "01000000", "01000000",            // magic, version, slot B
-            "00112233445566778899aabbccddeeff",                  // pool id
-            "0300000000000000", "a800000000000000",              // generation, payload bytes (168)
+            "4641425249514d54",
+            "01000000",
+            "01000000",                         // magic, version, slot B
+            "00112233445566778899aabbccddeeff", // pool id
+            "0300000000000000",
+            "a800000000000000", // generation, payload bytes (168)
         );
         assert_eq!(hex(&bytes[..header.len() / 2]), header);
         assert_eq!(payload_len, 168);
@@ -566,16 +608,27 @@ mod tests {
         assert_eq!(bytes[52..60], [0; 8]);
         assert_eq!(bytes[60..64], crc32c::crc32c(&bytes[..60]).to_le_bytes());
         let table = concat!(
-            "01000000", "00000000",                              // volume count, reserved
-            "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf",                  // volume id
-            "0000300000000000", "0100006000000000",              // size bytes, created
-            "00100000", "01", "05", "0000", "00000000",          // block size, state, name length, reserved, flags
-            "02000000", "766f6c2d61",                            // run count, name
+            "01000000",
+            "00000000",                         // volume count, reserved
+            "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf", // volume id
+            "0000300000000000",
+            "0100006000000000", // size bytes, created
+            "00100000",
+            "01",
+            "05",
+            "0000",
+            "00000000", // block size, state, name length, reserved, flags
+            "02000000",
+            "766f6c2d61", // run count, name
         );
         assert_eq!(hex(&payload[..table.len() / 2]), table);
         let runs = concat!(
-            "0000000000000000", "0900000000000000", "0200000000000000",
-            "0200000000000000", "1400000000000000", "0100000000000000",
+            "0000000000000000",
+            "0900000000000000",
+            "0200000000000000",
+            "0200000000000000",
+            "1400000000000000",
+            "0100000000000000",
         );
         assert_eq!(hex(&payload[8 + VOLUME_FIXED_BYTES..]), runs);
         assert!(bytes[64 + payload_len..].iter().all(|&b| b == 0));

@@ -27,8 +27,8 @@ use super::alloc::{self, Span};
 use super::device::Device;
 use super::error::{Corruption, InvalidArgument, Lookup, SlotProblem, StorageError, TableProblem};
 use super::format::{
-    self, BLOCK_BYTES, DEFAULT_EXTENT_BYTES, DEFAULT_SLOT_BYTES, Label, LabelError, Layout, MAX_EXTENT_BYTES, MAX_SLOT_BYTES,
-    MIN_EXTENT_BYTES, MIN_SLOT_BYTES, SLOT_HEADER_BYTES, SlotHeader,
+    self, BLOCK_BYTES, DEFAULT_EXTENT_BYTES, DEFAULT_SLOT_BYTES, Label, LabelError, Layout, MAX_EXTENT_BYTES,
+    MAX_SLOT_BYTES, MIN_EXTENT_BYTES, MIN_SLOT_BYTES, SLOT_HEADER_BYTES, SlotHeader,
 };
 use super::ids::{Name, PoolId, VolumeId};
 use super::probe;
@@ -129,7 +129,12 @@ impl Pool {
         Pool::create_in(device, name, options, Env::system())
     }
 
-    pub(crate) fn create_in(device: Box<dyn Device>, name: &str, options: &CreateOptions, mut env: Env) -> Result<Pool> {
+    pub(crate) fn create_in(
+        device: Box<dyn Device>,
+        name: &str,
+        options: &CreateOptions,
+        mut env: Env,
+    ) -> Result<Pool> {
         let name = parse_name(name)?;
         let extent_bytes = options.extent_bytes;
         if !extent_bytes.is_power_of_two() || !(MIN_EXTENT_BYTES..=MAX_EXTENT_BYTES).contains(&extent_bytes) {
@@ -144,11 +149,12 @@ impl Pool {
             return Err(InvalidArgument::SectorSize(sector_bytes).into());
         }
         let device_bytes = device.size_bytes();
-        let layout = Layout::for_device(device_bytes, extent_bytes, slot_bytes).ok_or(StorageError::DeviceTooSmall {
-            device_bytes,
-            needed_bytes: Layout::min_device_bytes(extent_bytes, slot_bytes),
-            why: "a pool needs its metadata area and at least one data extent",
-        })?;
+        let layout =
+            Layout::for_device(device_bytes, extent_bytes, slot_bytes).ok_or(StorageError::DeviceTooSmall {
+                device_bytes,
+                needed_bytes: Layout::min_device_bytes(extent_bytes, slot_bytes),
+                why: "a pool needs its metadata area and at least one data extent",
+            })?;
         if let Some(found) = probe::probe(&*device).map_err(StorageError::io("probing the device for what it holds"))? {
             if !options.force {
                 return Err(StorageError::Foreign { found });
@@ -160,17 +166,27 @@ impl Pool {
 
         // An old label goes first, durably: from here on a crash leaves no pool, never an old
         // pool whose slots are half wiped.
-        device.write_zeroes(0, BLOCK_BYTES).and_then(|()| device.flush()).map_err(StorageError::io("erasing the old label"))?;
+        device
+            .write_zeroes(0, BLOCK_BYTES)
+            .and_then(|()| device.flush())
+            .map_err(StorageError::io("erasing the old label"))?;
         // Old slots and other tools' signatures in the metadata area go; the data area is
         // discarded so that new volumes start from zeroes where the device can promise it.
-        device.write_zeroes(BLOCK_BYTES, layout.metadata_bytes() - BLOCK_BYTES).map_err(StorageError::io("zeroing the metadata area"))?;
-        device.discard(layout.metadata_bytes(), layout.data_extents() * extent_bytes).map_err(StorageError::io("discarding the data area"))?;
+        device
+            .write_zeroes(BLOCK_BYTES, layout.metadata_bytes() - BLOCK_BYTES)
+            .map_err(StorageError::io("zeroing the metadata area"))?;
+        device
+            .discard(layout.metadata_bytes(), layout.data_extents() * extent_bytes)
+            .map_err(StorageError::io("discarding the data area"))?;
         device.flush().map_err(StorageError::io("flushing the wiped metadata area"))?;
         let mut pool = Pool { device, label, volumes: Vec::new(), generation: 0, env };
         pool.commit(Vec::new())?;
         // The label is the commit point of the creation.
         let block = pool.label.encode();
-        pool.device.write_at(&block, 0).and_then(|()| pool.device.flush()).map_err(StorageError::io("writing the label"))?;
+        pool.device
+            .write_at(&block, 0)
+            .and_then(|()| pool.device.flush())
+            .map_err(StorageError::io("writing the label"))?;
         tracing::info!(pool = %pool.label.pool_id, name = %pool.label.name, data_extents = layout.data_extents(), extent_bytes, "pool created");
         Ok(pool)
     }
@@ -191,7 +207,9 @@ impl Pool {
         device.read_at(&mut block, 0).map_err(StorageError::io("reading the label"))?;
         let label = match Label::decode(&block) {
             Ok(label) => label,
-            Err(LabelError::NoMagic) => return Err(StorageError::NotAPool { found: probe::probe(&*device).ok().flatten() }),
+            Err(LabelError::NoMagic) => {
+                return Err(StorageError::NotAPool { found: probe::probe(&*device).ok().flatten() });
+            }
             Err(LabelError::Corrupt(corruption)) => return Err(corruption.into()),
         };
         let layout = label.layout;
@@ -208,10 +226,22 @@ impl Pool {
             (Err(a), Err(b)) => return Err(Corruption::NoValidSlot { a, b }.into()),
             (Ok((h, p)), Err(_)) => (0, h, p),
             (Err(_), Ok((h, p))) => (1, h, p),
-            (Ok((ha, _)), Ok((hb, _))) if ha.generation == hb.generation => return Err(Corruption::SameGeneration(ha.generation).into()),
-            (Ok((ha, pa)), Ok((hb, pb))) => if ha.generation > hb.generation { (0, ha, pa) } else { (1, hb, pb) },
+            (Ok((ha, _)), Ok((hb, _))) if ha.generation == hb.generation => {
+                return Err(Corruption::SameGeneration(ha.generation).into());
+            }
+            (Ok((ha, pa)), Ok((hb, pb))) => {
+                if ha.generation > hb.generation {
+                    (0, ha, pa)
+                } else {
+                    (1, hb, pb)
+                }
+            }
         };
-        let table_problem = |problem| Corruption::Table { slot: if slot == 0 { 'A' } else { 'B' }, generation: header.generation, problem };
+        let table_problem = |problem| Corruption::Table {
+            slot: if slot == 0 { 'A' } else { 'B' },
+            generation: header.generation,
+            problem,
+        };
         let volumes = format::decode_table(&payload, layout.extent_bytes).map_err(table_problem)?;
         check_table(&volumes, &layout).map_err(table_problem)?;
         let mut pool = Pool { device, label, volumes, generation: header.generation, env };
@@ -271,7 +301,10 @@ impl Pool {
     }
 
     pub fn volume_by_name(&self, name: &str) -> Result<&Volume> {
-        self.volumes.iter().find(|v| v.name.as_str() == name).ok_or_else(|| StorageError::NotFound(Lookup::Name(name.to_owned())))
+        self.volumes
+            .iter()
+            .find(|v| v.name.as_str() == name)
+            .ok_or_else(|| StorageError::NotFound(Lookup::Name(name.to_owned())))
     }
 
     /// Creates a volume of at least `size_bytes` (rounded up to whole extents: the volume's
@@ -312,7 +345,12 @@ impl Pool {
             return Err(StorageError::Deleting(id));
         }
         if new_size_bytes < current.size_bytes {
-            return Err(InvalidArgument::Shrink { id, current_bytes: current.size_bytes, requested_bytes: new_size_bytes }.into());
+            return Err(InvalidArgument::Shrink {
+                id,
+                current_bytes: current.size_bytes,
+                requested_bytes: new_size_bytes,
+            }
+            .into());
         }
         let extents = self.extents_for(new_size_bytes)?;
         let more = extents - current.extents();
@@ -362,7 +400,8 @@ impl Pool {
     }
 
     fn finish_deletions(&mut self) {
-        let deleting: Vec<VolumeId> = self.volumes.iter().filter(|v| v.state == VolumeState::Deleting).map(|v| v.id).collect();
+        let deleting: Vec<VolumeId> =
+            self.volumes.iter().filter(|v| v.state == VolumeState::Deleting).map(|v| v.id).collect();
         for id in deleting {
             if let Err(error) = self.finish_delete(id) {
                 tracing::warn!(pool = %self.label.pool_id, volume = %id, %error, "could not finish deleting a volume; it stays deleting");
@@ -402,7 +441,8 @@ impl Pool {
     }
 
     fn free_spans(&self) -> Vec<Span> {
-        check_table(&self.volumes, &self.label.layout).expect("the table in memory was checked when it was written or read")
+        check_table(&self.volumes, &self.label.layout)
+            .expect("the table in memory was checked when it was written or read")
     }
 
     fn allocate(&self, extents: u64, after: Option<u64>) -> Result<Vec<Span>> {
@@ -477,7 +517,11 @@ pub(crate) fn check_table(volumes: &[Volume], layout: &Layout) -> std::result::R
 /// One slot's header and payload when both verify; `Err(problem)` when the slot is not valid;
 /// an I/O error when it could not be read (never mistaken for an invalid slot: the other
 /// slot may be older).
-fn read_slot(device: &dyn Device, label: &Label, slot: usize) -> Result<std::result::Result<(SlotHeader, Vec<u8>), SlotProblem>> {
+fn read_slot(
+    device: &dyn Device,
+    label: &Label,
+    slot: usize,
+) -> Result<std::result::Result<(SlotHeader, Vec<u8>), SlotProblem>> {
     let offset = label.layout.slot_offsets[slot];
     let mut header_bytes = [0; SLOT_HEADER_BYTES];
     device.read_at(&mut header_bytes, offset).map_err(StorageError::io("reading a metadata slot"))?;
@@ -486,7 +530,9 @@ fn read_slot(device: &dyn Device, label: &Label, slot: usize) -> Result<std::res
         Err(problem) => return Ok(Err(problem)),
     };
     let mut payload = vec![0; header.payload_bytes as usize];
-    device.read_at(&mut payload, offset + SLOT_HEADER_BYTES as u64).map_err(StorageError::io("reading a metadata slot"))?;
+    device
+        .read_at(&mut payload, offset + SLOT_HEADER_BYTES as u64)
+        .map_err(StorageError::io("reading a metadata slot"))?;
     if crc32c::crc32c(&payload) != header.payload_crc {
         return Ok(Err(SlotProblem::PayloadChecksum));
     }

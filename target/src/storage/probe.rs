@@ -17,7 +17,10 @@ use super::ids::{Name, PoolId};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Signature {
     /// A fabriq pool label; id and name are known when the label verifies.
-    FabriqPool { id: Option<PoolId>, name: Option<Name> },
+    FabriqPool {
+        id: Option<PoolId>,
+        name: Option<Name>,
+    },
     Luks,
     Xfs,
     Ext,
@@ -56,7 +59,8 @@ impl fmt::Display for Signature {
 /// Bytes read from the start of the device: enough for every fixed-offset magic below.
 const HEAD_BYTES: u64 = 128 << 10;
 /// Where a LUKS2 secondary header may start (kept when the primary one was wiped).
-const LUKS2_SECONDARY_OFFSETS: [u64; 9] = [0x4000, 0x8000, 0x1_0000, 0x2_0000, 0x4_0000, 0x8_0000, 0x10_0000, 0x20_0000, 0x40_0000];
+const LUKS2_SECONDARY_OFFSETS: [u64; 9] =
+    [0x4000, 0x8000, 0x1_0000, 0x2_0000, 0x4_0000, 0x8_0000, 0x10_0000, 0x20_0000, 0x40_0000];
 /// The swap signature sits in the last 10 bytes of the first page, for page sizes 4..64 KiB.
 const SWAP_OFFSETS: [usize; 5] = [0xff6, 0x1ff6, 0x3ff6, 0x7ff6, 0xfff6];
 

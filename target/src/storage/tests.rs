@@ -21,7 +21,10 @@ fn mem(bytes: u64) -> Box<dyn Device> {
 fn a_pool_comes_back_with_its_volumes() {
     let mut pool = Pool::create(mem(64 << 20), "pool0", false).unwrap();
     let info = pool.info();
-    assert_eq!((info.extent_bytes, info.data_extents, info.free_extents, info.volumes, info.generation), (E, 55, 55, 0, 1));
+    assert_eq!(
+        (info.extent_bytes, info.data_extents, info.free_extents, info.volumes, info.generation),
+        (E, 55, 55, 0, 1)
+    );
     assert_eq!(info.capacity_bytes, 55 * E);
     let a = pool.create_volume("a", 3 * E, 4096).unwrap();
     let b = pool.create_volume("b", 1, 512).unwrap();
@@ -55,15 +58,24 @@ fn volume_requests_are_checked() {
     assert_eq!(err.to_string(), "block size 1024 is not supported: 512 or 4096");
     assert_eq!(err.code(), "invalid_argument");
     assert!(matches!(pool.create_volume("c", 0, 512), Err(StorageError::InvalidArgument(InvalidArgument::ZeroSize))));
-    assert!(matches!(pool.create_volume("c", u64::MAX, 512), Err(StorageError::InvalidArgument(InvalidArgument::SizeTooLarge(_)))));
+    assert!(matches!(
+        pool.create_volume("c", u64::MAX, 512),
+        Err(StorageError::InvalidArgument(InvalidArgument::SizeTooLarge(_)))
+    ));
     let err = pool.create_volume("no/slash", E, 512).unwrap_err();
     assert!(err.to_string().contains("not '/'"), "{err}");
     let err = pool.create_volume("big", 100 * E, 512).unwrap_err();
     assert!(matches!(err, StorageError::NoSpace { needed_extents: 100, free_extents: 21, extent_bytes: E }), "{err}");
     assert_eq!(err.code(), "no_space");
     let err = pool.grow_volume(a.id(), E).unwrap_err();
-    assert!(matches!(err, StorageError::InvalidArgument(InvalidArgument::Shrink { current_bytes, requested_bytes, .. }) if current_bytes == 2 * E && requested_bytes == E));
-    assert_eq!(pool.grow_volume(a.id(), 2 * E - 5).map(|_| ()).unwrap_err().code(), "invalid_argument", "less than it has is a shrink");
+    assert!(
+        matches!(err, StorageError::InvalidArgument(InvalidArgument::Shrink { current_bytes, requested_bytes, .. }) if current_bytes == 2 * E && requested_bytes == E)
+    );
+    assert_eq!(
+        pool.grow_volume(a.id(), 2 * E - 5).map(|_| ()).unwrap_err().code(),
+        "invalid_argument",
+        "less than it has is a shrink"
+    );
     assert_eq!(pool.grow_volume(a.id(), 2 * E).unwrap(), a, "growing to the same size changes nothing");
     assert_eq!(pool.generation(), generation, "no refused request wrote anything");
     let missing = VolumeId::parse("67e55044-10b1-426f-9247-bb680e5fe0c8").unwrap();
@@ -88,13 +100,20 @@ fn fragmented_space_is_used_and_maps_translate() {
     let runs: Vec<(u64, u64, u64)> = big.runs().iter().map(|r| (r.logical_start, r.physical_start, r.count)).collect();
     assert_eq!(runs, vec![(0, 27, 5), (5, 12, 3), (8, 18, 2)]);
     let pieces: Vec<(u64, u64)> = big.map(4 * E + 10, 2 * E).unwrap().collect();
-    assert_eq!(pieces, vec![(31 * E + 10, E - 10), (12 * E, E + 10)], "a piece ends where a run does, not at every extent");
+    assert_eq!(
+        pieces,
+        vec![(31 * E + 10, E - 10), (12 * E, E + 10)],
+        "a piece ends where a run does, not at every extent"
+    );
     assert_eq!(pool.info().free_extents, 1);
     // The last free extent continues nothing of v0 (9..12): it lands at 20.
     let v0 = pool.grow_volume(ids[0], 4 * E).unwrap();
     assert_eq!(v0.runs().len(), 2);
     assert_eq!(v0.runs()[1], Run { logical_start: 3, physical_start: 20, count: 1 });
-    assert!(matches!(pool.grow_volume(ids[0], 5 * E), Err(StorageError::NoSpace { needed_extents: 1, free_extents: 0, .. })));
+    assert!(matches!(
+        pool.grow_volume(ids[0], 5 * E),
+        Err(StorageError::NoSpace { needed_extents: 1, free_extents: 0, .. })
+    ));
     let reopened = Pool::open(pool.into_device()).unwrap();
     assert_eq!(reopened.volume(big.id()).unwrap(), &big);
 }
@@ -199,11 +218,20 @@ fn a_damaged_slot_falls_back_to_the_other() {
     dev.write_at(&[0xff; 8], (5 << 20) + 32).unwrap();
     let err = Pool::open(dev).unwrap_err();
     assert!(
-        matches!(err, StorageError::Corrupt(Corruption::NoValidSlot { a: SlotProblem::PayloadChecksum, b: SlotProblem::HeaderChecksum })),
+        matches!(
+            err,
+            StorageError::Corrupt(Corruption::NoValidSlot {
+                a: SlotProblem::PayloadChecksum,
+                b: SlotProblem::HeaderChecksum
+            })
+        ),
         "{err}"
     );
     assert_eq!(err.code(), "corrupt_metadata");
-    assert_eq!(err.to_string(), "pool metadata is corrupt: no metadata slot is valid: slot A payload checksum mismatch; slot B header checksum mismatch");
+    assert_eq!(
+        err.to_string(),
+        "pool metadata is corrupt: no metadata slot is valid: slot A payload checksum mismatch; slot B header checksum mismatch"
+    );
 }
 
 #[test]
@@ -219,7 +247,17 @@ fn a_checksummed_table_with_a_double_owned_extent_is_refused() {
     let dev = pool.into_device();
     dev.write_at(&bytes, layout.slot_offsets[0]).unwrap();
     let err = Pool::open(dev).unwrap_err();
-    assert!(matches!(&err, StorageError::Corrupt(Corruption::Table { slot: 'A', generation: 4, problem: TableProblem::OwnedTwice { .. } })), "{err}");
+    assert!(
+        matches!(
+            &err,
+            StorageError::Corrupt(Corruption::Table {
+                slot: 'A',
+                generation: 4,
+                problem: TableProblem::OwnedTwice { .. }
+            })
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("is owned by both volume"), "{err}");
 }
 
@@ -230,7 +268,10 @@ fn label_problems_are_clear() {
     assert_eq!(err.to_string(), "no fabriq pool label on the device");
     let ext = MemDevice::new(32 << 20, 512);
     ext.write_at(&[0x53, 0xef], 1080).unwrap();
-    assert_eq!(Pool::open(Box::new(ext)).unwrap_err().to_string(), "no fabriq pool label on the device (it holds an ext2/ext3/ext4 file system)");
+    assert_eq!(
+        Pool::open(Box::new(ext)).unwrap_err().to_string(),
+        "no fabriq pool label on the device (it holds an ext2/ext3/ext4 file system)"
+    );
     assert!(matches!(Pool::open(mem(100)).unwrap_err(), StorageError::NotAPool { .. }));
 
     let pool = Pool::create(mem(32 << 20), "p", false).unwrap();
@@ -248,7 +289,9 @@ fn a_device_shorter_than_its_label_says_is_refused() {
     dev.read_at(&mut bytes, 0).unwrap();
     short.write_at(&bytes, 0).unwrap();
     let err = Pool::open(Box::new(short)).unwrap_err();
-    assert!(matches!(err, StorageError::DeviceTooSmall { device_bytes, needed_bytes, .. } if device_bytes == 31 << 20 && needed_bytes == 32 << 20));
+    assert!(
+        matches!(err, StorageError::DeviceTooSmall { device_bytes, needed_bytes, .. } if device_bytes == 31 << 20 && needed_bytes == 32 << 20)
+    );
     assert!(err.to_string().contains("was it shrunk?"), "{err}");
     let err = Pool::create(mem((10 << 20) - 1), "p", false).unwrap_err();
     assert!(matches!(err, StorageError::DeviceTooSmall { needed_bytes, .. } if needed_bytes == 10 << 20), "{err}");
@@ -261,7 +304,10 @@ fn create_refuses_what_the_device_holds_unless_forced() {
     let dev = first.into_device();
     let err = Pool::create(dev, "second", false).unwrap_err();
     assert_eq!(err.code(), "foreign_device");
-    assert_eq!(err.to_string(), format!("the device holds fabriq pool first ({first_id}); refusing to create a pool over it unless forced"));
+    assert_eq!(
+        err.to_string(),
+        format!("the device holds fabriq pool first ({first_id}); refusing to create a pool over it unless forced")
+    );
 
     let dev = MemDevice::new(32 << 20, 512);
     dev.write_at(b"XFSB", 0).unwrap();
@@ -279,7 +325,13 @@ fn create_refuses_what_the_device_holds_unless_forced() {
     let mut head = vec![0; 5 << 20];
     dev.read_at(&mut head, 0).unwrap();
     assert!(head[..format::LABEL_BYTES].starts_with(b"FABRIQPL"));
-    assert_eq!(probe(&dev).unwrap(), Some(Signature::FabriqPool { id: Pool::open(Box::new(dev.clone())).ok().map(|p| p.id()), name: Some(Name::new("p").unwrap()) }));
+    assert_eq!(
+        probe(&dev).unwrap(),
+        Some(Signature::FabriqPool {
+            id: Pool::open(Box::new(dev.clone())).ok().map(|p| p.id()),
+            name: Some(Name::new("p").unwrap())
+        })
+    );
     assert!(head[65600..65608].iter().all(|&b| b == 0), "forcing wipes the metadata area: no stale Btrfs");
     assert!(head[0x40_0000..0x40_0006].iter().all(|&b| b == 0), "nor a stale LUKS2 secondary header");
 }
@@ -291,7 +343,13 @@ fn forcing_over_an_old_pool_forgets_it_entirely() {
         old.create_volume(&format!("v{i}"), E, 512).unwrap();
     }
     let old_id = old.id();
-    let new = Pool::create_in(old.into_device(), "new", &CreateOptions { force: true, ..CreateOptions::default() }, Env::fixed(1)).unwrap();
+    let new = Pool::create_in(
+        old.into_device(),
+        "new",
+        &CreateOptions { force: true, ..CreateOptions::default() },
+        Env::fixed(1),
+    )
+    .unwrap();
     assert_ne!(new.id(), old_id);
     let reopened = Pool::open(new.into_device()).unwrap();
     assert_eq!(reopened.name().as_str(), "new");
@@ -301,14 +359,19 @@ fn forcing_over_an_old_pool_forgets_it_entirely() {
 
 #[test]
 fn create_options_are_checked() {
-    let with = |extent_bytes, slot_bytes| Pool::create_with(mem(64 << 20), "p", &CreateOptions { force: false, extent_bytes, slot_bytes }).map(drop);
+    let with = |extent_bytes, slot_bytes| {
+        Pool::create_with(mem(64 << 20), "p", &CreateOptions { force: false, extent_bytes, slot_bytes }).map(drop)
+    };
     assert!(matches!(with(3 << 20, 4 << 20), Err(StorageError::InvalidArgument(InvalidArgument::ExtentSize(_)))));
     assert!(matches!(with(32 << 10, 4 << 20), Err(StorageError::InvalidArgument(InvalidArgument::ExtentSize(_)))));
     assert!(matches!(with(1 << 20, 5000), Err(StorageError::InvalidArgument(InvalidArgument::SlotSize(5000)))));
     with(64 << 10, 8 << 10).unwrap();
     let err = Pool::create(Box::new(MemDevice::new(64 << 20, 2048)), "p", false).unwrap_err();
     assert_eq!(err.to_string(), "the device's sector size 2048 is not supported: 512 or 4096");
-    assert!(matches!(Pool::create(mem(64 << 20), "", false), Err(StorageError::InvalidArgument(InvalidArgument::Name { .. }))));
+    assert!(matches!(
+        Pool::create(mem(64 << 20), "", false),
+        Err(StorageError::InvalidArgument(InvalidArgument::Name { .. }))
+    ));
 }
 
 #[test]
@@ -364,7 +427,8 @@ fn a_file_backed_pool_survives_a_restart_and_releases_deleted_space() {
 #[test]
 fn real_tools_signatures_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let tools: [(&str, &[&str], Signature); 2] = [("mkfs.ext4", &["-q", "-F"], Signature::Ext), ("mkswap", &[], Signature::Swap)];
+    let tools: [(&str, &[&str], Signature); 2] =
+        [("mkfs.ext4", &["-q", "-F"], Signature::Ext), ("mkswap", &[], Signature::Swap)];
     for (tool, args, expected) in tools {
         let path = dir.path().join(format!("{tool}.img"));
         drop(FileDevice::create(&path, 64 << 20).unwrap());
@@ -400,7 +464,9 @@ impl Loop {
             return None;
         }
         match Command::new("losetup").args(["-f", "--show"]).arg(file).output() {
-            Ok(out) if out.status.success() => Some(Loop { device: String::from_utf8_lossy(&out.stdout).trim().to_owned() }),
+            Ok(out) if out.status.success() => {
+                Some(Loop { device: String::from_utf8_lossy(&out.stdout).trim().to_owned() })
+            }
             Ok(out) => {
                 eprintln!("skipping: losetup refused: {}", String::from_utf8_lossy(&out.stderr).trim());
                 None

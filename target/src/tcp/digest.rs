@@ -44,11 +44,7 @@ pub fn from_wire(bytes: [u8; DIGEST_LEN]) -> u32 {
 /// bytes 13:10 for FES 03h).
 pub fn check_header_digest(header: &[u8], received: [u8; DIGEST_LEN]) -> Result<(), Fatal> {
     let received = from_wire(received);
-    if header_digest(header) == received {
-        Ok(())
-    } else {
-        Err(Fatal::new(Fes::HeaderDigestError, received))
-    }
+    if header_digest(header) == received { Ok(()) } else { Err(Fatal::new(Fes::HeaderDigestError, received)) }
 }
 
 /// The DDGST of a PDU's data, accumulated over as many buffers as the data
@@ -78,11 +74,7 @@ impl DataDigest {
     pub fn check(&self, received: [u8; DIGEST_LEN]) -> Result<(), DataDigestMismatch> {
         let received = from_wire(received);
         let computed = self.finish();
-        if computed == received {
-            Ok(())
-        } else {
-            Err(DataDigestMismatch { computed, received })
-        }
+        if computed == received { Ok(()) } else { Err(DataDigestMismatch { computed, received }) }
     }
 }
 
@@ -160,10 +152,7 @@ pub(crate) mod tests {
         assert_eq!(check_header_digest(&header, good), Ok(()));
         let mut bad = good;
         bad[0] ^= 1;
-        assert_eq!(
-            check_header_digest(&header, bad),
-            Err(Fatal::new(Fes::HeaderDigestError, from_wire(bad)))
-        );
+        assert_eq!(check_header_digest(&header, bad), Err(Fatal::new(Fes::HeaderDigestError, from_wire(bad))));
     }
 
     #[test]
@@ -172,13 +161,7 @@ pub(crate) mod tests {
         digest.update(b"1234");
         digest.update(b"56789");
         assert_eq!(digest.check([0x83, 0x92, 0x06, 0xE3]), Ok(()));
-        assert_eq!(
-            digest.check([0, 0, 0, 0]),
-            Err(DataDigestMismatch {
-                computed: 0xE306_9283,
-                received: 0
-            })
-        );
+        assert_eq!(digest.check([0, 0, 0, 0]), Err(DataDigestMismatch { computed: 0xE306_9283, received: 0 }));
     }
 
     #[test]

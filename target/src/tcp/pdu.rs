@@ -171,11 +171,7 @@ impl PduType {
 
     /// Which way this type travels.
     pub fn direction(self) -> Direction {
-        if self as u8 & 1 == 0 {
-            Direction::H2c
-        } else {
-            Direction::C2h
-        }
+        if self as u8 & 1 == 0 { Direction::H2c } else { Direction::C2h }
     }
 
     /// THE SIZE TABLE: the fixed HLEN of each type.
@@ -219,10 +215,7 @@ impl TryFrom<u8> for PduType {
     type Error = Fatal;
 
     fn try_from(value: u8) -> Result<PduType, Fatal> {
-        PduType::ALL
-            .into_iter()
-            .find(|pdu_type| *pdu_type as u8 == value)
-            .ok_or(Fatal::invalid_field(offset::PDU_TYPE))
+        PduType::ALL.into_iter().find(|pdu_type| *pdu_type as u8 == value).ok_or(Fatal::invalid_field(offset::PDU_TYPE))
     }
 }
 
@@ -269,10 +262,7 @@ pub struct Digests {
 
 impl Digests {
     /// No digests (and what ICReq, ICResp and TermReqs always carry).
-    pub const NONE: Digests = Digests {
-        header: false,
-        data: false,
-    };
+    pub const NONE: Digests = Digests { header: false, data: false };
     /// DGST bit 0: HDGST_ENABLE.
     pub const HDGST_ENABLE: u8 = 0x01;
     /// DGST bit 1: DDGST_ENABLE.
@@ -291,29 +281,19 @@ impl Digests {
     /// The digests enabled in both `self` and `other`: what a controller
     /// answers to a request, and what a connection then uses.
     pub fn both(self, other: Digests) -> Digests {
-        Digests {
-            header: self.header && other.header,
-            data: self.data && other.data,
-        }
+        Digests { header: self.header && other.header, data: self.data && other.data }
     }
 
     /// The DGST byte of ICReq/ICResp.
     pub fn to_dgst(self) -> u8 {
-        let header = if self.header {
-            Digests::HDGST_ENABLE
-        } else {
-            0
-        };
+        let header = if self.header { Digests::HDGST_ENABLE } else { 0 };
         let data = if self.data { Digests::DDGST_ENABLE } else { 0 };
         header | data
     }
 
     /// From a DGST byte; bits 7:2 are reserved and ignored.
     pub fn from_dgst(dgst: u8) -> Digests {
-        Digests {
-            header: dgst & Digests::HDGST_ENABLE != 0,
-            data: dgst & Digests::DDGST_ENABLE != 0,
-        }
+        Digests { header: dgst & Digests::HDGST_ENABLE != 0, data: dgst & Digests::DDGST_ENABLE != 0 }
     }
 }
 
@@ -356,10 +336,7 @@ impl TryFrom<u16> for Fes {
     type Error = Fatal;
 
     fn try_from(value: u16) -> Result<Fes, Fatal> {
-        Fes::ALL
-            .into_iter()
-            .find(|fes| *fes as u16 == value)
-            .ok_or(Fatal::invalid_field(offset::FES))
+        Fes::ALL.into_iter().find(|fes| *fes as u16 == value).ok_or(Fatal::invalid_field(offset::FES))
     }
 }
 
@@ -409,10 +386,7 @@ impl Fatal {
 }
 
 fn field_offset(field: usize) -> u32 {
-    assert!(
-        field < usize::from(IC_HLEN),
-        "field offset {field} is past every PDU header"
-    );
+    assert!(field < usize::from(IC_HLEN), "field offset {field} is past every PDU header");
     field as u32
 }
 
@@ -575,22 +549,13 @@ impl Layout {
 ///
 /// Stateless: an ICReq after the connection is up, or a CapsuleCmd before,
 /// is a PDU Sequence Error for the caller's state machine to find.
-pub fn check(
-    header: &CommonHeader,
-    role: Role,
-    digests: Digests,
-    limits: &Limits,
-) -> Result<Layout, Fatal> {
+pub fn check(header: &CommonHeader, role: Role, digests: Digests, limits: &Limits) -> Result<Layout, Fatal> {
     assert_alignment(limits.data_alignment);
     let pdu_type = header.pdu_type;
     if !role.receives(pdu_type) {
         return Err(Fatal::invalid_field(offset::PDU_TYPE));
     }
-    let digests = if pdu_type.takes_header_digest() {
-        digests
-    } else {
-        Digests::NONE
-    };
+    let digests = if pdu_type.takes_header_digest() { digests } else { Digests::NONE };
     check_flags(header, digests)?;
     if header.hlen != pdu_type.hlen() {
         return Err(Fatal::invalid_field(offset::HLEN));
@@ -632,11 +597,7 @@ impl Body {
 }
 
 fn capsule_has_data(header: &CommonHeader, digests: Digests) -> bool {
-    if digests.data {
-        header.has(DDGSTF)
-    } else {
-        header.pdo != 0
-    }
+    if digests.data { header.has(DDGSTF) } else { header.pdo != 0 }
 }
 
 fn check_flags(header: &CommonHeader, digests: Digests) -> Result<(), Fatal> {
@@ -653,12 +614,7 @@ fn check_flags(header: &CommonHeader, digests: Digests) -> Result<(), Fatal> {
     Ok(())
 }
 
-fn check_pdo(
-    header: &CommonHeader,
-    body: Body,
-    digests: Digests,
-    alignment: u32,
-) -> Result<u8, Fatal> {
+fn check_pdo(header: &CommonHeader, body: Body, digests: Digests, alignment: u32) -> Result<u8, Fatal> {
     let header_len = header.hlen + digests.header_len();
     let valid = match body {
         Body::Empty | Body::Quote => header.pdo == 0,
@@ -675,12 +631,7 @@ fn check_pdo(
 }
 
 /// Returns the data length and data digest length.
-fn check_plen(
-    header: &CommonHeader,
-    body: Body,
-    pdo: u8,
-    limits: &Limits,
-) -> Result<(u32, u8), Fatal> {
+fn check_plen(header: &CommonHeader, body: Body, pdo: u8, limits: &Limits) -> Result<(u32, u8), Fatal> {
     let plen = header.plen;
     let bad_plen = Fatal::invalid_field(offset::PLEN);
     match body {
@@ -691,11 +642,7 @@ fn check_plen(
         }
         Body::Quote => Err(bad_plen),
         Body::Data => {
-            let digest_len = if header.has(DDGSTF) {
-                DIGEST_LEN as u8
-            } else {
-                0
-            };
+            let digest_len = if header.has(DDGSTF) { DIGEST_LEN as u8 } else { 0 };
             let before_data = u32::from(pdo) + u32::from(digest_len);
             match plen.checked_sub(before_data) {
                 Some(data_len) if data_len > 0 => {
@@ -743,9 +690,7 @@ impl Pdu {
     /// Decodes the header in `bytes` (from the PDU's first byte, at least
     /// HLEN of them; for a TermReq the whole PDU, whose data it quotes).
     pub fn decode(bytes: &[u8]) -> Result<Pdu, Fatal> {
-        let first = bytes
-            .first()
-            .ok_or(Fatal::invalid_field(offset::PDU_TYPE))?;
+        let first = bytes.first().ok_or(Fatal::invalid_field(offset::PDU_TYPE))?;
         Ok(match PduType::try_from(*first)? {
             PduType::IcReq => Pdu::IcReq(IcReq::decode(bytes)?),
             PduType::IcResp => Pdu::IcResp(IcResp::decode(bytes)?),
@@ -797,11 +742,7 @@ impl IcReq {
     /// Writes the 128 bytes and returns 128.
     pub fn encode(&self, out: &mut [u8]) -> usize {
         assert!(self.hpda <= MAX_PDA, "HPDA {} is over {MAX_PDA}", self.hpda);
-        let out = start_header(
-            out,
-            IC_HLEN.into(),
-            fixed_header(PduType::IcReq, IC_HLEN.into()),
-        );
+        let out = start_header(out, IC_HLEN.into(), fixed_header(PduType::IcReq, IC_HLEN.into()));
         put_le16(out, offset::PFV, self.pfv);
         out[offset::HPDA] = self.hpda;
         out[offset::DGST] = self.digests.to_dgst();
@@ -852,22 +793,13 @@ impl IcResp {
             return Err(Fatal::unsupported(offset::MAXH2CDATA));
         }
         let digests = Digests::from_dgst(bytes[offset::DGST]);
-        Ok(IcResp {
-            pfv,
-            cpda,
-            digests,
-            maxh2cdata,
-        })
+        Ok(IcResp { pfv, cpda, digests, maxh2cdata })
     }
 
     /// Writes the 128 bytes and returns 128.
     pub fn encode(&self, out: &mut [u8]) -> usize {
         assert!(self.cpda <= MAX_PDA, "CPDA {} is over {MAX_PDA}", self.cpda);
-        let out = start_header(
-            out,
-            IC_HLEN.into(),
-            fixed_header(PduType::IcResp, IC_HLEN.into()),
-        );
+        let out = start_header(out, IC_HLEN.into(), fixed_header(PduType::IcResp, IC_HLEN.into()));
         put_le16(out, offset::PFV, self.pfv);
         out[offset::CPDA] = self.cpda;
         out[offset::DGST] = self.digests.to_dgst();
@@ -900,10 +832,7 @@ impl TermData {
         let len = header.len().min(TERM_REQ_MAX_DATA);
         let mut bytes = [0; TERM_REQ_MAX_DATA];
         bytes[..len].copy_from_slice(&header[..len]);
-        TermData {
-            bytes,
-            len: len as u8,
-        }
+        TermData { bytes, len: len as u8 }
     }
 
     /// The quoted bytes.
@@ -1026,11 +955,7 @@ impl CapsuleCmd {
     /// returns where the data starts. No data: PDO 0 and no DDGSTF.
     pub fn encode(&self, out: &mut [u8], digests: Digests, icd_len: u32, alignment: u32) -> usize {
         let frame = Frame::new(CAPSULE_CMD_HLEN, digests, icd_len, alignment);
-        let out = start_header(
-            out,
-            frame.header_end(),
-            frame.common(PduType::CapsuleCmd, 0),
-        );
+        let out = start_header(out, frame.header_end(), frame.common(PduType::CapsuleCmd, 0));
         out[offset::SQE..offset::SQE + 64].copy_from_slice(&self.sqe);
         frame.finish(out)
     }
@@ -1055,11 +980,7 @@ impl CapsuleResp {
     /// Writes the header and its digest; returns PLEN.
     pub fn encode(&self, out: &mut [u8], digests: Digests) -> usize {
         let frame = Frame::new(CAPSULE_RESP_HLEN, digests, 0, 4);
-        let out = start_header(
-            out,
-            frame.header_end(),
-            frame.common(PduType::CapsuleResp, 0),
-        );
+        let out = start_header(out, frame.header_end(), frame.common(PduType::CapsuleResp, 0));
         out[offset::CQE..offset::CQE + 16].copy_from_slice(&self.cqe);
         frame.finish(out)
     }
@@ -1103,11 +1024,7 @@ impl H2cData {
         assert!(self.datal > 0, "an H2CData PDU carries data");
         let frame = Frame::new(DATA_HLEN, digests, self.datal, alignment);
         let last = if self.last { LAST_PDU } else { 0 };
-        let out = start_header(
-            out,
-            frame.header_end(),
-            frame.common(PduType::H2cData, last),
-        );
+        let out = start_header(out, frame.header_end(), frame.common(PduType::H2cData, last));
         put_le16(out, offset::CCCID, self.cccid);
         put_le16(out, offset::TTAG, self.ttag);
         put_le32(out, offset::DATAO, self.datao);
@@ -1154,18 +1071,11 @@ impl C2hData {
     /// to `alignment` (the host's HPDA); returns where the data starts.
     pub fn encode(&self, out: &mut [u8], digests: Digests, alignment: u32) -> usize {
         assert!(self.datal > 0, "a C2HData PDU carries data");
-        assert!(
-            self.last || !self.success,
-            "SUCCESS is only set with LAST_PDU"
-        );
+        assert!(self.last || !self.success, "SUCCESS is only set with LAST_PDU");
         let frame = Frame::new(DATA_HLEN, digests, self.datal, alignment);
         let last = if self.last { LAST_PDU } else { 0 };
         let success = if self.success { SUCCESS } else { 0 };
-        let out = start_header(
-            out,
-            frame.header_end(),
-            frame.common(PduType::C2hData, last | success),
-        );
+        let out = start_header(out, frame.header_end(), frame.common(PduType::C2hData, last | success));
         put_le16(out, offset::CCCID, self.cccid);
         put_le32(out, offset::DATAO, self.datao);
         put_le32(out, offset::DATAL, self.datal);
@@ -1229,56 +1139,28 @@ struct Frame {
 impl Frame {
     fn new(hlen: u8, digests: Digests, data_len: u32, alignment: u32) -> Frame {
         let has_data = data_len > 0;
-        let pdo = if has_data {
-            pdo_for(hlen, digests.header, alignment)
-        } else {
-            0
-        };
-        let before_data = if has_data {
-            pdo
-        } else {
-            hlen + digests.header_len()
-        };
+        let pdo = if has_data { pdo_for(hlen, digests.header, alignment) } else { 0 };
+        let before_data = if has_data { pdo } else { hlen + digests.header_len() };
         let data_digest = if has_data { digests.data_len() } else { 0 };
         let plen = u32::from(before_data)
             .checked_add(data_len)
             .and_then(|len| len.checked_add(u32::from(data_digest)))
             .expect("PLEN overflows 32 bits");
-        Frame {
-            hlen,
-            digests,
-            has_data,
-            pdo,
-            plen,
-        }
+        Frame { hlen, digests, has_data, pdo, plen }
     }
 
     /// The common header, with the digest flags and `type_flags` set.
     fn common(&self, pdu_type: PduType, type_flags: u8) -> CommonHeader {
         let header = if self.digests.header { HDGSTF } else { 0 };
-        let data = if self.has_data && self.digests.data {
-            DDGSTF
-        } else {
-            0
-        };
+        let data = if self.has_data && self.digests.data { DDGSTF } else { 0 };
         let flags = header | data | type_flags;
-        CommonHeader {
-            pdu_type,
-            flags,
-            hlen: self.hlen,
-            pdo: self.pdo,
-            plen: self.plen,
-        }
+        CommonHeader { pdu_type, flags, hlen: self.hlen, pdo: self.pdo, plen: self.plen }
     }
 
     /// Where the data starts: PDO, or the end of the header digest.
     fn header_end(&self) -> usize {
         let header_len = usize::from(self.hlen) + usize::from(self.digests.header_len());
-        if self.has_data {
-            usize::from(self.pdo)
-        } else {
-            header_len
-        }
+        if self.has_data { usize::from(self.pdo) } else { header_len }
     }
 
     /// Writes the header digest and zeroes the padding; returns the length of
@@ -1299,11 +1181,7 @@ impl Frame {
 /// zeroes the header, writes the common header, and returns `out`.
 fn start_header(out: &mut [u8], written: usize, common: CommonHeader) -> &mut [u8] {
     let pdu_type = common.pdu_type;
-    assert!(
-        out.len() >= written,
-        "{} bytes do not hold a {pdu_type:?} header",
-        out.len()
-    );
+    assert!(out.len() >= written, "{} bytes do not hold a {pdu_type:?} header", out.len());
     out[..usize::from(common.hlen)].fill(0);
     out[..COMMON_HEADER_LEN].copy_from_slice(&common.encode());
     out
@@ -1311,13 +1189,7 @@ fn start_header(out: &mut [u8], written: usize, common: CommonHeader) -> &mut [u
 
 /// The common header of a PDU that never takes digests nor padding.
 fn fixed_header(pdu_type: PduType, plen: u32) -> CommonHeader {
-    CommonHeader {
-        pdu_type,
-        flags: 0,
-        hlen: pdu_type.hlen(),
-        pdo: 0,
-        plen,
-    }
+    CommonHeader { pdu_type, flags: 0, hlen: pdu_type.hlen(), pdo: 0, plen }
 }
 
 /// The first HLEN bytes of `bytes`, once sure they are long enough and start
@@ -1336,15 +1208,9 @@ fn typed_header(bytes: &[u8], pdu_type: PduType) -> Result<&[u8], Fatal> {
 /// DATAL of an H2CData/C2HData header, which must equal PLEN - PDO - DDGST.
 fn data_length(bytes: &[u8]) -> Result<u32, Fatal> {
     let datal = get_le32(bytes, offset::DATAL);
-    let digest = if bytes[offset::FLAGS] & DDGSTF != 0 {
-        DIGEST_LEN as u32
-    } else {
-        0
-    };
+    let digest = if bytes[offset::FLAGS] & DDGSTF != 0 { DIGEST_LEN as u32 } else { 0 };
     let pdo = u32::from(bytes[offset::PDO]);
-    let implied = get_le32(bytes, offset::PLEN)
-        .checked_sub(pdo)
-        .and_then(|len| len.checked_sub(digest));
+    let implied = get_le32(bytes, offset::PLEN).checked_sub(pdo).and_then(|len| len.checked_sub(digest));
     if pdo == 0 || implied != Some(datal) || datal == 0 {
         return Err(Fatal::invalid_field(offset::DATAL));
     }

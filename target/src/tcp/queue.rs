@@ -37,15 +37,15 @@ use std::time::{Duration, Instant};
 use io_uring::squeue;
 
 use crate::backend::{self, Op};
+use crate::buffers::{Buf, BufferPool};
 use crate::ctrl::io::{IoCmd, IoOp};
 use crate::ctrl::{self, AdminOutcome, Binding, DataDir, Exec, Prepared};
 use crate::nvme::sqe::Psdt;
 use crate::nvme::{Cqe, SglDescriptor, SglKind, Sqe, Status};
-use crate::buffers::{Buf, BufferPool};
 use crate::subsys::{Limits, ListenerInfo, Namespace, NsTable, Target};
-use crate::tcp::digest::{self, DataDigest, DIGEST_LEN};
+use crate::tcp::digest::{self, DIGEST_LEN, DataDigest};
 use crate::tcp::pdu::{
-    self, C2hData, CapsuleResp, CommonHeader, Digests, Fatal, IcReq, IcResp, Pdu, R2t, Role, TermReq, COMMON_HEADER_LEN,
+    self, C2hData, COMMON_HEADER_LEN, CapsuleResp, CommonHeader, Digests, Fatal, IcReq, IcResp, Pdu, R2t, Role, TermReq,
 };
 
 /// Data at least this large that is not yet in the staging buffer is received straight into
@@ -517,12 +517,14 @@ impl Queue {
         let mut common = [0u8; COMMON_HEADER_LEN];
         common.copy_from_slice(&self.staged_bytes()[..COMMON_HEADER_LEN]);
         let digests = if self.phase == Phase::Live { self.digests } else { Digests::NONE };
-        let checked = CommonHeader::decode(&common).and_then(|ch| pdu::check(&ch, Role::Controller, digests, &self.pdu_limits()));
+        let checked =
+            CommonHeader::decode(&common).and_then(|ch| pdu::check(&ch, Role::Controller, digests, &self.pdu_limits()));
         let layout = match checked {
             Ok(layout) => layout,
             Err(fatal) => return self.fatal(fatal, &common),
         };
-        let carries_data = matches!(layout.pdu_type, pdu::PduType::CapsuleCmd | pdu::PduType::H2cData) && layout.data_len > 0;
+        let carries_data =
+            matches!(layout.pdu_type, pdu::PduType::CapsuleCmd | pdu::PduType::H2cData) && layout.data_len > 0;
         let need = if carries_data { usize::from(layout.pdo) } else { layout.plen as usize };
         if self.staged() < need {
             return false;
@@ -547,7 +549,9 @@ impl Queue {
                 self.on_icreq(req);
                 true
             }
-            (Phase::Live, Pdu::CapsuleCmd(cmd)) => self.on_capsule(&cmd.sqe, layout.data_len, need, &header[..hlen], io),
+            (Phase::Live, Pdu::CapsuleCmd(cmd)) => {
+                self.on_capsule(&cmd.sqe, layout.data_len, need, &header[..hlen], io)
+            }
             (Phase::Live, Pdu::H2cData(h2c)) => self.on_h2c(h2c, layout.data_len, need, &header[..hlen]),
             (_, Pdu::TermReq(term)) => {
                 tracing::warn!(who = %self.who(), fes = ?term.fes, fei = term.fei, "host terminated the connection (H2CTermReq)");
@@ -609,9 +613,10 @@ impl Queue {
         };
         let sqe = Sqe::decode(raw);
         if let (Some(tables), Some(subsys)) = (self.tables.as_mut(), self.binding.subsystem())
-            && subsys.ns_generation() != tables.current().generation {
-                tables.refresh(subsys.namespaces());
-            }
+            && subsys.ns_generation() != tables.current().generation
+        {
+            tables.refresh(subsys.namespaces());
+        }
         let empty = NsTable::default();
         let table = self.tables.as_ref().map_or(&empty, |t| t.current());
         let prepared = if io.stopping {
@@ -619,7 +624,8 @@ impl Queue {
             // refuse it (the host may retry elsewhere) and read on.
             Err(Status::ABORTED_SQ_DELETION)
         } else {
-            ctrl::prepare(&sqe, &self.binding, table, &self.target.limits).and_then(|p| check_sgl(&sqe, &p, icd).map(|()| p))
+            ctrl::prepare(&sqe, &self.binding, table, &self.target.limits)
+                .and_then(|p| check_sgl(&sqe, &p, icd).map(|()| p))
         };
         let data = prepared.as_ref().map_or(Data::None, |p| data_kind(p, table));
         // In-capsule data of a good command needs its buffer before the capsule is taken.
@@ -911,7 +917,9 @@ impl Queue {
     }
 
     fn exec_io(&mut self, slot_no: u16, cmd: IoCmd, io: &mut Io<'_>) {
-        let Binding::Io(ctrl, _) = &self.binding else { unreachable!("I/O command on a queue that is not an I/O queue") };
+        let Binding::Io(ctrl, _) = &self.binding else {
+            unreachable!("I/O command on a queue that is not an I/O queue")
+        };
         let write_through = !ctrl.volatile_write_cache();
         let Queue { tables, slots, .. } = self;
         let slot = &mut slots[usize::from(slot_no)];
@@ -938,7 +946,15 @@ impl Queue {
             IoOp::Write { offset, len, fua } => {
                 slot.expect = len;
                 if slot.data != Data::Sink {
-                    submit(slot, slot_no, ns, Op::Write { offset, len, fua: fua || write_through }, (buf_ptr, fixed), false, io);
+                    submit(
+                        slot,
+                        slot_no,
+                        ns,
+                        Op::Write { offset, len, fua: fua || write_through },
+                        (buf_ptr, fixed),
+                        false,
+                        io,
+                    );
                 }
             }
             IoOp::Compare { offset, len } => {
@@ -956,7 +972,8 @@ impl Queue {
             }
             IoOp::Flush { all } => {
                 slot.expect = 0;
-                let every = if all { &table.namespaces[..] } else { std::slice::from_ref(&table.namespaces[cmd.ns_index]) };
+                let every =
+                    if all { &table.namespaces[..] } else { std::slice::from_ref(&table.namespaces[cmd.ns_index]) };
                 for ns in every {
                     submit(slot, slot_no, ns, Op::Flush, (none, None), false, io);
                 }
@@ -1006,7 +1023,9 @@ impl Queue {
             // A short transfer is an error too: the host retries rather than get half the data.
             let errno = if res < 0 { -res } else { libc::EIO };
             let op = match slot.exec {
-                Exec::Io(IoCmd { op: IoOp::Read { offset, len } | IoOp::Compare { offset, len }, .. }) => Op::Read { offset, len },
+                Exec::Io(IoCmd { op: IoOp::Read { offset, len } | IoOp::Compare { offset, len }, .. }) => {
+                    Op::Read { offset, len }
+                }
                 _ => Op::Flush,
             };
             let status = backend::status_for_errno(&op, errno);
@@ -1065,14 +1084,16 @@ impl Queue {
             return self.free_slot(slot_no, io);
         }
         let qid = self.binding.qid();
-        let (digests, alignment, sq_flow_disabled, sqhd) = (self.digests, self.host_alignment, self.sq_flow_disabled, self.sqhd);
+        let (digests, alignment, sq_flow_disabled, sqhd) =
+            (self.digests, self.host_alignment, self.sq_flow_disabled, self.sqhd);
         let slot = &mut self.slots[usize::from(slot_no)];
         slot.status = status;
         slot.go(SlotState::Sending);
         let sends_data = status.is_success() && slot.dir == DataDir::C2h && slot.out_len > 0;
         if sends_data {
             slot.success_flag = sq_flow_disabled;
-            let c2h = C2hData { cccid: slot.sqe.cid, datao: 0, datal: slot.out_len, last: true, success: slot.success_flag };
+            let c2h =
+                C2hData { cccid: slot.sqe.cid, datao: 0, datal: slot.out_len, last: true, success: slot.success_flag };
             slot.hdr.data_len = c2h.encode(&mut slot.hdr.data, digests, alignment) as u8;
             if digests.data {
                 let mut d = DataDigest::new();
@@ -1294,7 +1315,9 @@ impl Queue {
     /// Whether a command in flight still needs data from the host (H2CData after an R2T, or
     /// an R2T once a buffer comes back).
     fn awaits_data(&self) -> bool {
-        self.slots.iter().any(|s| s.state == SlotState::WaitData || (s.state == SlotState::WaitBuffer && s.dir == DataDir::H2c))
+        self.slots
+            .iter()
+            .any(|s| s.state == SlotState::WaitData || (s.state == SlotState::WaitBuffer && s.dir == DataDir::H2c))
     }
 
     fn poll_events(&mut self, ctrl: &Arc<ctrl::Controller>, io: &mut Io<'_>) {
@@ -1341,7 +1364,15 @@ fn namespace_of<'a>(tables: &'a Option<Tables>, slot: &Slot) -> Option<&'a Names
 
 /// Queues one backend operation of a command, or settles it on the spot (null backend: nothing
 /// to do; injected fault: the error). `link` chains the next operation after this one.
-fn submit(slot: &mut Slot, slot_no: u16, ns: &Namespace, op: Op, (buf, fixed): (*mut u8, Option<u16>), link: bool, io: &mut Io<'_>) {
+fn submit(
+    slot: &mut Slot,
+    slot_no: u16,
+    ns: &Namespace,
+    op: Op,
+    (buf, fixed): (*mut u8, Option<u16>),
+    link: bool,
+    io: &mut Io<'_>,
+) {
     if let Some(errno) = ns.backend.injected_errno(&op) {
         slot.status = first_error(slot.status, backend::status_for_errno(&op, errno));
         ns.stats.media_error(io.reactor);

@@ -49,16 +49,25 @@ impl Target {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let mut t = Target { child: Some(child), dir, addr: ([127, 0, 0, 1], port).into(), discovery: ([127, 0, 0, 1], dport).into(), log };
+        let mut t = Target {
+            child: Some(child),
+            dir,
+            addr: ([127, 0, 0, 1], port).into(),
+            discovery: ([127, 0, 0, 1], dport).into(),
+            log,
+        };
         t.wait_listening();
         t
     }
 
     /// One subsystem `NQN` open to any host, with a 64 MiB `mem` namespace of 512-byte blocks.
     pub fn simple() -> Target {
-        Target::start("", &format!(
-            "[[subsystem]]\nnqn = \"{NQN}\"\nallow_any_host = true\n  [[subsystem.namespace]]\n  nsid = 1\n  backend = \"mem\"\n  size = \"64MiB\"\n  block_size = 512\n"
-        ))
+        Target::start(
+            "",
+            &format!(
+                "[[subsystem]]\nnqn = \"{NQN}\"\nallow_any_host = true\n  [[subsystem.namespace]]\n  nsid = 1\n  backend = \"mem\"\n  size = \"64MiB\"\n  block_size = 512\n"
+            ),
+        )
     }
 
     fn wait_listening(&mut self) {
@@ -125,4 +134,3 @@ impl Drop for Target {
         self.stop(Duration::from_secs(20));
     }
 }
-

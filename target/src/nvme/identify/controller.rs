@@ -20,8 +20,7 @@
 
 use crate::nvme::ids::{NQN_FIELD_LEN, Nqn};
 use crate::nvme::wire::{
-    WireError, assert_out_len, check_len, get_array, get_u16, get_u32, get_u64, put_bytes, put_u16,
-    put_u32, put_u64,
+    WireError, assert_out_len, check_len, get_array, get_u16, get_u32, get_u64, put_bytes, put_u16, put_u32, put_u64,
 };
 
 use super::IDENTIFY_SIZE;
@@ -331,8 +330,7 @@ impl IdentifyController {
             nqn.write_fixed_field(&mut out[SUBNQN..SUBNQN + NQN_FIELD_LEN]);
         }
         self.encode_fabrics(out);
-        self.psd0
-            .encode(&mut out[PSD0..PSD0 + PowerStateDescriptor::SIZE]);
+        self.psd0.encode(&mut out[PSD0..PSD0 + PowerStateDescriptor::SIZE]);
     }
 
     fn encode_identity(&self, b: &mut [u8]) {
@@ -346,13 +344,7 @@ impl IdentifyController {
         b[76] = self.cmic;
         b[77] = self.mdts;
         put_u16(b, 78, self.cntlid);
-        for (off, v) in [
-            (80, self.ver),
-            (84, self.rtd3r),
-            (88, self.rtd3e),
-            (92, self.oaes),
-            (96, self.ctratt),
-        ] {
+        for (off, v) in [(80, self.ver), (84, self.rtd3r), (88, self.rtd3e), (92, self.oaes), (96, self.ctratt)] {
             put_u32(b, off, v);
         }
         b[111] = self.cntrltype;
@@ -364,9 +356,7 @@ impl IdentifyController {
 
     fn encode_admin(&self, b: &mut [u8]) {
         put_u16(b, 256, self.oacs);
-        let bytes = [
-            self.acl, self.aerl, self.frmw, self.lpa, self.elpe, self.npss, self.avscc, self.apsta,
-        ];
+        let bytes = [self.acl, self.aerl, self.frmw, self.lpa, self.elpe, self.npss, self.avscc, self.apsta];
         put_bytes(b, 258, &bytes);
         put_u16(b, 266, self.wctemp);
         put_u16(b, 268, self.cctemp);
@@ -443,9 +433,7 @@ impl IdentifyController {
 
     fn decode_admin(&mut self, b: &[u8]) {
         self.oacs = get_u16(b, 256);
-        [
-            self.acl, self.aerl, self.frmw, self.lpa, self.elpe, self.npss, self.avscc, self.apsta,
-        ] = get_array(b, 258);
+        [self.acl, self.aerl, self.frmw, self.lpa, self.elpe, self.npss, self.avscc, self.apsta] = get_array(b, 258);
         self.wctemp = get_u16(b, 266);
         self.cctemp = get_u16(b, 268);
         self.kas = get_u16(b, 320);
@@ -488,12 +476,7 @@ fn decode_subnqn(field: &[u8]) -> Result<Option<Nqn>, WireError> {
     if field[0] == 0 {
         return Ok(None);
     }
-    Nqn::from_fixed_field(field)
-        .map(Some)
-        .map_err(|source| WireError::Nqn {
-            offset: SUBNQN as u16,
-            source,
-        })
+    Nqn::from_fixed_field(field).map(Some).map_err(|source| WireError::Nqn { offset: SUBNQN as u16, source })
 }
 
 /// The NVM command set specific Identify Controller (CNS 06h, CSI 00h; NVM
@@ -589,10 +572,7 @@ mod tests {
             ioccsz: 4 + 8192 / 16,
             iorcsz: 1,
             ofcs: 1,
-            psd0: PowerStateDescriptor {
-                mp: 2500,
-                ..Default::default()
-            },
+            psd0: PowerStateDescriptor { mp: 2500, ..Default::default() },
             ..IdentifyController::default()
         }
     }
@@ -606,10 +586,7 @@ mod tests {
         assert_eq!(&b[24..30], b"fabriq");
         assert_eq!(b[63], b' ');
         assert_eq!(&b[64..72], b"0.1.0   ");
-        assert_eq!(
-            (b[72], b[73], b[75], b[76], b[77]),
-            (6, 0x12, 0x56, 0x03, 5)
-        );
+        assert_eq!((b[72], b[73], b[75], b[76], b[77]), (6, 0x12, 0x56, 0x03, 5));
         assert_eq!(&b[78..84], &[0x01, 0x00, 0x00, 0x00, 0x02, 0x00]);
         assert_eq!(&b[92..100], &[0, 1, 0, 0, 1, 0, 0, 0]);
         assert_eq!(b[111], CNTRLTYPE_IO);
@@ -642,14 +619,7 @@ mod tests {
 
     #[test]
     fn nvm_identify_controller_golden() {
-        let id = NvmIdentifyController {
-            vsl: 1,
-            wzsl: 2,
-            wusl: 3,
-            dmrl: 4,
-            dmrsl: 0x0102_0304,
-            dmsl: 0x1_0000_0000,
-        };
+        let id = NvmIdentifyController { vsl: 1, wzsl: 2, wusl: 3, dmrl: 4, dmrsl: 0x0102_0304, dmsl: 0x1_0000_0000 };
         let mut b = vec![0u8; 4096];
         id.encode(&mut b);
         assert_eq!(&b[..16], &[1, 2, 3, 4, 4, 3, 2, 1, 0, 0, 0, 0, 1, 0, 0, 0]);

@@ -16,8 +16,8 @@
 
 use crate::nvme::ids::Nsid;
 use crate::nvme::wire::{
-    WireError, assert_out_len, check_len, get_array, get_u16, get_u32, get_u64, get_u128,
-    put_bytes, put_u16, put_u32, put_u64, put_u128,
+    WireError, assert_out_len, check_len, get_array, get_u16, get_u32, get_u64, get_u128, put_bytes, put_u16, put_u32,
+    put_u64, put_u128,
 };
 
 use super::IDENTIFY_SIZE;
@@ -56,15 +56,8 @@ impl LbaFormat {
     /// # Panics
     /// When `block_size` is not a power of two.
     pub fn with_block_size(block_size: u32) -> LbaFormat {
-        assert!(
-            block_size.is_power_of_two(),
-            "block size {block_size} not a power of two"
-        );
-        LbaFormat {
-            ms: 0,
-            lbads: block_size.trailing_zeros() as u8,
-            rp: 0,
-        }
+        assert!(block_size.is_power_of_two(), "block size {block_size} not a power of two");
+        LbaFormat { ms: 0, lbads: block_size.trailing_zeros() as u8, rp: 0 }
     }
 
     /// The data size of a logical block in bytes, when LBADS is in range.
@@ -206,23 +199,12 @@ impl IdentifyNamespace {
             self.dlfeat,
         ];
         put_bytes(b, 24, &bytes);
-        let halves = [
-            self.nawun,
-            self.nawupf,
-            self.nacwu,
-            self.nabsn,
-            self.nabo,
-            self.nabspf,
-            self.noiob,
-        ];
+        let halves = [self.nawun, self.nawupf, self.nacwu, self.nabsn, self.nabo, self.nabspf, self.noiob];
         for (i, h) in halves.into_iter().enumerate() {
             put_u16(b, 34 + 2 * i, h);
         }
         put_u128(b, 48, self.nvmcap);
-        for (i, h) in [self.npwg, self.npwa, self.npdg, self.npda, self.nows]
-            .into_iter()
-            .enumerate()
-        {
+        for (i, h) in [self.npwg, self.npwa, self.npdg, self.npda, self.nows].into_iter().enumerate() {
             put_u16(b, 64 + 2 * i, h);
         }
     }
@@ -249,11 +231,7 @@ impl IdentifyNamespace {
         ns.eui64 = get_array(b, 120);
         for (i, f) in ns.lbaf.iter_mut().enumerate() {
             let off = LBAF + 4 * i;
-            *f = LbaFormat {
-                ms: get_u16(b, off),
-                lbads: b[off + 2],
-                rp: b[off + 3] & 3,
-            };
+            *f = LbaFormat { ms: get_u16(b, off), lbads: b[off + 2], rp: b[off + 3] & 3 };
         }
         Ok(ns)
     }
@@ -298,11 +276,7 @@ pub struct NvmIdentifyNamespace {
 
 impl Default for NvmIdentifyNamespace {
     fn default() -> NvmIdentifyNamespace {
-        NvmIdentifyNamespace {
-            lbstm: 0,
-            pic: 0,
-            elbaf: [0; LBAF_SLOTS],
-        }
+        NvmIdentifyNamespace { lbstm: 0, pic: 0, elbaf: [0; LBAF_SLOTS] }
     }
 }
 
@@ -327,11 +301,7 @@ impl NvmIdentifyNamespace {
     /// Reads the structure.
     pub fn decode(b: &[u8]) -> Result<NvmIdentifyNamespace, WireError> {
         check_len(b, Self::SIZE)?;
-        let mut ns = NvmIdentifyNamespace {
-            lbstm: get_u64(b, 0),
-            pic: b[8],
-            ..Default::default()
-        };
+        let mut ns = NvmIdentifyNamespace { lbstm: get_u64(b, 0), pic: b[8], ..Default::default() };
         for (i, e) in ns.elbaf.iter_mut().enumerate() {
             *e = get_u32(b, 12 + 4 * i);
         }
@@ -391,8 +361,7 @@ impl IdentifyNamespaceIndependent {
     }
 }
 
-const _: () =
-    assert!(NvmIdentifyNamespace::SIZE == 4096 && IdentifyNamespaceIndependent::SIZE == 4096);
+const _: () = assert!(NvmIdentifyNamespace::SIZE == 4096 && IdentifyNamespaceIndependent::SIZE == 4096);
 
 /// A namespace identification descriptor (NVMe Base 2.0, 5.17.2.3 Figures 285
 /// and 286): NIDT with its fixed NIDL.
@@ -461,10 +430,7 @@ pub fn encode_ns_id_descriptors(ids: &[NamespaceId], out: &mut [u8]) {
     let mut off = 0;
     for id in ids {
         let nid = id.nid();
-        assert!(
-            off + NID_HEADER + nid.len() <= IDENTIFY_SIZE,
-            "descriptors exceed 4096 bytes"
-        );
+        assert!(off + NID_HEADER + nid.len() <= IDENTIFY_SIZE, "descriptors exceed 4096 bytes");
         out[off] = id.nidt();
         out[off + 1] = nid.len() as u8;
         put_bytes(out, off + NID_HEADER, nid);
@@ -484,10 +450,7 @@ pub fn decode_ns_id_descriptors(b: &[u8]) -> Result<Vec<NamespaceId>, WireError>
         check_len(&b[..IDENTIFY_SIZE], end)?;
         match NamespaceId::nidl_of(nidt) {
             Some(want) if want != nidl => {
-                return Err(WireError::Reserved {
-                    offset: off as u16 + 1,
-                    value: nidl as u32,
-                });
+                return Err(WireError::Reserved { offset: off as u16 + 1, value: nidl as u32 });
             }
             Some(_) => ids.push(NamespaceId::from_nid(nidt, &b[off + NID_HEADER..end])),
             None => {}
@@ -509,10 +472,7 @@ pub const NS_LIST_MAX: usize = IDENTIFY_SIZE / 4;
 /// When `out` is shorter than 4096 bytes or `nsids` is not strictly ascending.
 pub fn encode_ns_list(nsids: &[Nsid], start_after: u32, out: &mut [u8]) -> usize {
     assert_out_len(out, IDENTIFY_SIZE, "namespace list");
-    assert!(
-        nsids.windows(2).all(|w| w[0] < w[1]),
-        "namespace IDs not strictly ascending"
-    );
+    assert!(nsids.windows(2).all(|w| w[0] < w[1]), "namespace IDs not strictly ascending");
     let first = nsids.partition_point(|n| n.get() <= start_after);
     let listed = &nsids[first..nsids.len().min(first + NS_LIST_MAX)];
     for (i, nsid) in listed.iter().enumerate() {
@@ -524,11 +484,7 @@ pub fn encode_ns_list(nsids: &[Nsid], start_after: u32, out: &mut [u8]) -> usize
 /// Reads a namespace ID list: the IDs before the first zero entry.
 pub fn decode_ns_list(b: &[u8]) -> Result<Vec<u32>, WireError> {
     check_len(b, IDENTIFY_SIZE)?;
-    Ok(b[..IDENTIFY_SIZE]
-        .chunks_exact(4)
-        .map(|c| get_u32(c, 0))
-        .take_while(|&n| n != 0)
-        .collect())
+    Ok(b[..IDENTIFY_SIZE].chunks_exact(4).map(|c| get_u32(c, 0)).take_while(|&n| n != 0).collect())
 }
 
 #[cfg(test)]
@@ -555,11 +511,7 @@ mod tests {
             ..Default::default()
         };
         ns.lbaf[0] = LbaFormat::with_block_size(512);
-        ns.lbaf[1] = LbaFormat {
-            ms: 8,
-            lbads: 12,
-            rp: 1,
-        };
+        ns.lbaf[1] = LbaFormat { ms: 8, lbads: 12, rp: 1 };
         ns
     }
 
@@ -587,21 +539,14 @@ mod tests {
 
     #[test]
     fn flbas_index_uses_the_high_bits() {
-        let ns = IdentifyNamespace {
-            flbas: 0x63,
-            ..Default::default()
-        };
+        let ns = IdentifyNamespace { flbas: 0x63, ..Default::default() };
         assert_eq!(ns.lba_format_index(), 0x33);
     }
 
     #[test]
     fn descriptor_list_golden() {
-        let ids = [
-            NamespaceId::Eui64([1; 8]),
-            NamespaceId::Nguid([2; 16]),
-            NamespaceId::Uuid([3; 16]),
-            NamespaceId::Csi(0),
-        ];
+        let ids =
+            [NamespaceId::Eui64([1; 8]), NamespaceId::Nguid([2; 16]), NamespaceId::Uuid([3; 16]), NamespaceId::Csi(0)];
         let mut b = vec![0u8; 4096];
         encode_ns_id_descriptors(&ids, &mut b);
         assert_eq!(&b[0..4], &[1, 8, 0, 0]);
@@ -618,18 +563,9 @@ mod tests {
         let mut b = vec![0u8; 4096];
         b[..6].copy_from_slice(&[9, 2, 0, 0, 0xEE, 0xEE]);
         b[6..11].copy_from_slice(&[4, 1, 0, 0, 2]);
-        assert_eq!(
-            decode_ns_id_descriptors(&b).unwrap(),
-            vec![NamespaceId::Csi(2)]
-        );
+        assert_eq!(decode_ns_id_descriptors(&b).unwrap(), vec![NamespaceId::Csi(2)]);
         b[7] = 2;
-        assert_eq!(
-            decode_ns_id_descriptors(&b),
-            Err(WireError::Reserved {
-                offset: 7,
-                value: 2
-            })
-        );
+        assert_eq!(decode_ns_id_descriptors(&b), Err(WireError::Reserved { offset: 7, value: 2 }));
         // Unknown descriptors chained up to offset 4085, then a UUID that would
         // run past the end of the structure.
         let mut overrun = vec![0u8; 4096];
@@ -638,13 +574,7 @@ mod tests {
         }
         overrun[3885..3887].copy_from_slice(&[9, 196]);
         overrun[4085..4087].copy_from_slice(&[3, 16]);
-        assert_eq!(
-            decode_ns_id_descriptors(&overrun),
-            Err(WireError::Short {
-                need: 4105,
-                got: 4096
-            })
-        );
+        assert_eq!(decode_ns_id_descriptors(&overrun), Err(WireError::Short { need: 4105, got: 4096 }));
     }
 
     #[test]
@@ -656,10 +586,7 @@ mod tests {
         assert_eq!(decode_ns_list(&b).unwrap().last(), Some(&1024));
         let mut b = vec![0u8; 4096];
         assert_eq!(encode_ns_list(&nsids, 1990, &mut b), 10);
-        assert_eq!(
-            decode_ns_list(&b).unwrap(),
-            (1991..=2000).collect::<Vec<_>>()
-        );
+        assert_eq!(decode_ns_list(&b).unwrap(), (1991..=2000).collect::<Vec<_>>());
         let mut b = vec![0u8; 4096];
         assert_eq!(encode_ns_list(&nsids, 2000, &mut b), 0);
         assert!(decode_ns_list(&b).unwrap().is_empty());
@@ -667,33 +594,18 @@ mod tests {
 
     #[test]
     fn independent_and_nvm_namespace_golden() {
-        let ind = IdentifyNamespaceIndependent {
-            nsfeat: 1,
-            nmic: 1,
-            anagrpid: 2,
-            nstat: 1,
-            endgid: 3,
-            ..Default::default()
-        };
+        let ind =
+            IdentifyNamespaceIndependent { nsfeat: 1, nmic: 1, anagrpid: 2, nstat: 1, endgid: 3, ..Default::default() };
         let mut b = vec![0u8; 4096];
         ind.encode(&mut b);
         assert_eq!(&b[..16], &[1, 1, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0, 1, 0]);
         assert_eq!(IdentifyNamespaceIndependent::decode(&b), Ok(ind));
 
-        let mut nvm = NvmIdentifyNamespace {
-            lbstm: 0xFF,
-            pic: 1,
-            ..Default::default()
-        };
+        let mut nvm = NvmIdentifyNamespace { lbstm: 0xFF, pic: 1, ..Default::default() };
         nvm.elbaf[1] = 0x80;
         let mut b = vec![0u8; 4096];
         nvm.encode(&mut b);
-        assert_eq!(
-            &b[..20],
-            &[
-                0xFF, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0x80, 0, 0, 0
-            ]
-        );
+        assert_eq!(&b[..20], &[0xFF, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0x80, 0, 0, 0]);
         assert_eq!(NvmIdentifyNamespace::decode(&b), Ok(nvm));
     }
 

@@ -116,10 +116,7 @@ impl GetLogPage {
     /// # Panics
     /// When `len_dwords` is not in 1..=2^32.
     pub fn to_sqe(&self, cid: u16) -> Sqe {
-        assert!(
-            (1..=1 << 32).contains(&self.len_dwords),
-            "Get Log Page length out of range"
-        );
+        assert!((1..=1 << 32).contains(&self.len_dwords), "Get Log Page length out of range");
         let numd = (self.len_dwords - 1) as u32;
         let rae = if self.rae { RAE_BIT } else { 0 };
         let ot = if self.offset_is_index { OT_BIT } else { 0 };
@@ -177,11 +174,7 @@ impl Features {
         }
         Features {
             fid: sqe.cdw10 as u8,
-            sel: if get {
-                ((sqe.cdw10 >> SEL_SHIFT) & SEL_MASK) as u8
-            } else {
-                0
-            },
+            sel: if get { ((sqe.cdw10 >> SEL_SHIFT) & SEL_MASK) as u8 } else { 0 },
             save: !get && sqe.cdw10 & SV_BIT != 0,
             cdw11: sqe.cdw11,
             cdw12: sqe.cdw12,
@@ -230,18 +223,12 @@ impl Abort {
     /// When `sqe` is not an Abort command.
     pub fn from_sqe(sqe: &Sqe) -> Abort {
         assert_opcode(sqe, AdminOpcode::Abort as u8, "Abort");
-        Abort {
-            sqid: sqe.cdw10 as u16,
-            cid: (sqe.cdw10 >> 16) as u16,
-        }
+        Abort { sqid: sqe.cdw10 as u16, cid: (sqe.cdw10 >> 16) as u16 }
     }
 
     /// An Abort command with command identifier `cid` (of the Abort itself).
     pub fn to_sqe(&self, cid: u16) -> Sqe {
-        Sqe {
-            cdw10: self.sqid as u32 | (self.cid as u32) << 16,
-            ..Sqe::new(AdminOpcode::Abort as u8, cid)
-        }
+        Sqe { cdw10: self.sqid as u32 | (self.cid as u32) << 16, ..Sqe::new(AdminOpcode::Abort as u8, cid) }
     }
 }
 
@@ -275,25 +262,10 @@ mod tests {
 
     #[test]
     fn identify_golden() {
-        let id = Identify {
-            cns: 0x06,
-            cntid: 0x0102,
-            cnssid: 0,
-            csi: 0x00,
-            uuid_index: 0,
-            nsid: 0,
-        };
+        let id = Identify { cns: 0x06, cntid: 0x0102, cnssid: 0, csi: 0x00, uuid_index: 0, nsid: 0 };
         let b = id.to_sqe(1).encode();
-        assert_eq!(
-            (b[0], b[40], b[42], b[43], b[47]),
-            (0x06, 0x06, 0x02, 0x01, 0x00)
-        );
-        let zns = Identify {
-            cns: 0x05,
-            csi: 0x02,
-            nsid: 1,
-            ..Identify::default()
-        };
+        assert_eq!((b[0], b[40], b[42], b[43], b[47]), (0x06, 0x06, 0x02, 0x01, 0x00));
+        let zns = Identify { cns: 0x05, csi: 0x02, nsid: 1, ..Identify::default() };
         let b = zns.to_sqe(1).encode();
         assert_eq!((b[4], b[40], b[47]), (1, 0x05, 0x02));
         assert_eq!(Identify::from_sqe(&Sqe::decode(&b)), zns);
@@ -342,21 +314,12 @@ mod tests {
     #[test]
     fn features_get_and_set_golden() {
         // Get Features, Number of Queues, supported capabilities.
-        let f = Features {
-            fid: 0x07,
-            sel: 3,
-            ..Features::default()
-        };
+        let f = Features { fid: 0x07, sel: 3, ..Features::default() };
         let b = f.to_sqe(AdminOpcode::GetFeatures, 2).encode();
         assert_eq!((b[0], b[40], b[41]), (0x0A, 0x07, 0x03));
         assert_eq!(Features::from_sqe(&Sqe::decode(&b)), f);
         // Set Features, Keep Alive Timer 120 s, saved.
-        let s = Features {
-            fid: 0x0F,
-            save: true,
-            cdw11: 120_000,
-            ..Features::default()
-        };
+        let s = Features { fid: 0x0F, save: true, cdw11: 120_000, ..Features::default() };
         let b = s.to_sqe(AdminOpcode::SetFeatures, 3).encode();
         assert_eq!((b[0], b[40], b[43]), (0x09, 0x0F, 0x80));
         assert_eq!(&b[44..48], &120_000u32.to_le_bytes());
@@ -365,20 +328,9 @@ mod tests {
 
     #[test]
     fn abort_keep_alive_aer_golden() {
-        let b = Abort {
-            sqid: 1,
-            cid: 0x0203,
-        }
-        .to_sqe(9)
-        .encode();
+        let b = Abort { sqid: 1, cid: 0x0203 }.to_sqe(9).encode();
         assert_eq!((b[0], &b[40..44]), (0x08, &[1u8, 0, 3, 2][..]));
-        assert_eq!(
-            Abort::from_sqe(&Sqe::decode(&b)),
-            Abort {
-                sqid: 1,
-                cid: 0x0203
-            }
-        );
+        assert_eq!(Abort::from_sqe(&Sqe::decode(&b)), Abort { sqid: 1, cid: 0x0203 });
         assert_eq!(KeepAlive.to_sqe(1).encode()[0], 0x18);
         assert_eq!(AsyncEventRequest.to_sqe(1).encode()[0], 0x0C);
     }

@@ -18,9 +18,7 @@ use super::{Sqe, assert_fabrics};
 use crate::nvme::ids::{CntlId, NQN_FIELD_LEN, Nqn, Qid};
 use crate::nvme::opcode::FabricsType;
 use crate::nvme::property::PropertySize;
-use crate::nvme::wire::{
-    WireError, assert_out_len, check_len, get_array, get_u16, put_bytes, put_u16,
-};
+use crate::nvme::wire::{WireError, assert_out_len, check_len, get_array, get_u16, put_bytes, put_u16};
 
 /// CATTR bit 2: the host disables submission queue flow control
 /// (NVMe Base 2.0, 6.3 Figure 379).
@@ -124,18 +122,15 @@ impl ConnectData {
         put_bytes(out, off::DATA_HOSTID as usize, &self.hostid);
         put_u16(out, off::DATA_CNTLID as usize, self.cntlid.get());
         let sub = off::DATA_SUBNQN as usize;
-        self.subnqn
-            .write_fixed_field(&mut out[sub..sub + NQN_FIELD_LEN]);
+        self.subnqn.write_fixed_field(&mut out[sub..sub + NQN_FIELD_LEN]);
         let host = off::DATA_HOSTNQN as usize;
-        self.hostnqn
-            .write_fixed_field(&mut out[host..host + NQN_FIELD_LEN]);
+        self.hostnqn.write_fixed_field(&mut out[host..host + NQN_FIELD_LEN]);
     }
 }
 
 fn nqn_at(b: &[u8], offset: u16) -> Result<Nqn, WireError> {
     let start = offset as usize;
-    Nqn::from_fixed_field(&b[start..start + NQN_FIELD_LEN])
-        .map_err(|source| WireError::Nqn { offset, source })
+    Nqn::from_fixed_field(&b[start..start + NQN_FIELD_LEN]).map_err(|source| WireError::Nqn { offset, source })
 }
 
 fn property_size(sqe: &Sqe) -> Result<PropertySize, WireError> {
@@ -158,19 +153,12 @@ impl PropertyGet {
     /// When `sqe` is not a Property Get command.
     pub fn from_sqe(sqe: &Sqe) -> Result<PropertyGet, WireError> {
         assert_fabrics(sqe, FabricsType::PropertyGet);
-        Ok(PropertyGet {
-            size: property_size(sqe)?,
-            offset: sqe.cdw11,
-        })
+        Ok(PropertyGet { size: property_size(sqe)?, offset: sqe.cdw11 })
     }
 
     /// A Property Get command.
     pub fn to_sqe(&self, cid: u16) -> Sqe {
-        Sqe {
-            cdw10: self.size.attrib() as u32,
-            cdw11: self.offset,
-            ..Sqe::fabrics(FabricsType::PropertyGet, cid)
-        }
+        Sqe { cdw10: self.size.attrib() as u32, cdw11: self.offset, ..Sqe::fabrics(FabricsType::PropertyGet, cid) }
     }
 }
 
@@ -222,17 +210,12 @@ impl Disconnect {
     /// When `sqe` is not a Disconnect command.
     pub fn from_sqe(sqe: &Sqe) -> Disconnect {
         assert_fabrics(sqe, FabricsType::Disconnect);
-        Disconnect {
-            recfmt: sqe.cdw10 as u16,
-        }
+        Disconnect { recfmt: sqe.cdw10 as u16 }
     }
 
     /// A Disconnect command.
     pub fn to_sqe(&self, cid: u16) -> Sqe {
-        Sqe {
-            cdw10: self.recfmt as u32,
-            ..Sqe::fabrics(FabricsType::Disconnect, cid)
-        }
+        Sqe { cdw10: self.recfmt as u32, ..Sqe::fabrics(FabricsType::Disconnect, cid) }
     }
 }
 
@@ -262,13 +245,7 @@ impl Authentication {
         };
         assert_fabrics(sqe, fctype);
         let [_, spsp0, spsp1, secp] = sqe.cdw10.to_le_bytes();
-        Authentication {
-            fctype,
-            secp,
-            spsp0,
-            spsp1,
-            length: sqe.cdw11,
-        }
+        Authentication { fctype, secp, spsp0, spsp1, length: sqe.cdw11 }
     }
 
     /// An Authentication Send or Receive command; the caller adds the SGL.
@@ -289,13 +266,7 @@ mod tests {
 
     #[test]
     fn connect_golden_bytes() {
-        let c = Connect {
-            recfmt: 0,
-            qid: 3,
-            sqsize: 127,
-            cattr: 0x04,
-            kato_ms: 5000,
-        };
+        let c = Connect { recfmt: 0, qid: 3, sqsize: 127, cattr: 0x04, kato_ms: 5000 };
         let b = c.to_sqe(0x0102).encode();
         let mut want = [0u8; 64];
         want[0] = 0x7F;
@@ -315,13 +286,7 @@ mod tests {
 
     #[test]
     fn offsets_match_the_bytes_the_fields_occupy() {
-        let c = Connect {
-            recfmt: 0x1111,
-            qid: 0x2222,
-            sqsize: 0x3333,
-            cattr: 0x44,
-            kato_ms: 0x5555_5555,
-        };
+        let c = Connect { recfmt: 0x1111, qid: 0x2222, sqsize: 0x3333, cattr: 0x44, kato_ms: 0x5555_5555 };
         let b = c.to_sqe(0).encode();
         assert_eq!(b[off::CONNECT_RECFMT as usize], 0x11);
         assert_eq!(b[off::CONNECT_QID as usize], 0x22);
@@ -336,10 +301,7 @@ mod tests {
             hostid: *b"0123456789abcdef",
             cntlid: CntlId::DYNAMIC,
             subnqn: Nqn::discovery(),
-            hostnqn: Nqn::parse(
-                "nqn.2014-08.org.nvmexpress:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6",
-            )
-            .unwrap(),
+            hostnqn: Nqn::parse("nqn.2014-08.org.nvmexpress:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6").unwrap(),
         }
     }
 
@@ -361,13 +323,7 @@ mod tests {
     fn connect_data_errors_name_the_field() {
         let mut b = [0u8; 1024];
         sample_data().encode(&mut b);
-        assert_eq!(
-            ConnectData::decode(&b[..1000]),
-            Err(WireError::Short {
-                need: 1024,
-                got: 1000
-            })
-        );
+        assert_eq!(ConnectData::decode(&b[..1000]), Err(WireError::Short { need: 1024, got: 1000 }));
         b[512..516].copy_from_slice(b"xqn.");
         let err = ConnectData::decode(&b).unwrap_err();
         assert_eq!(err.offset(), Some(off::DATA_HOSTNQN));
@@ -375,31 +331,18 @@ mod tests {
 
     #[test]
     fn property_get_golden_and_reserved_size() {
-        let g = PropertyGet {
-            size: PropertySize::Eight,
-            offset: 0x00,
-        };
+        let g = PropertyGet { size: PropertySize::Eight, offset: 0x00 };
         let b = g.to_sqe(7).encode();
         assert_eq!((b[0], b[4], b[40], b[44]), (0x7F, 0x04, 0x01, 0x00));
         assert_eq!(PropertyGet::from_sqe(&Sqe::decode(&b)), Ok(g));
         let mut bad = Sqe::decode(&b);
         bad.cdw10 = 2;
-        assert_eq!(
-            PropertyGet::from_sqe(&bad),
-            Err(WireError::Reserved {
-                offset: off::PROPERTY_ATTRIB,
-                value: 2
-            })
-        );
+        assert_eq!(PropertyGet::from_sqe(&bad), Err(WireError::Reserved { offset: off::PROPERTY_ATTRIB, value: 2 }));
     }
 
     #[test]
     fn property_set_golden() {
-        let s = PropertySet {
-            size: PropertySize::Four,
-            offset: 0x14,
-            value: 0x0046_0001,
-        };
+        let s = PropertySet { size: PropertySize::Four, offset: 0x14, value: 0x0046_0001 };
         let b = s.to_sqe(1).encode();
         assert_eq!(b[4], 0x00);
         assert_eq!(b[40], 0x00);

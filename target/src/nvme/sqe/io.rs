@@ -49,11 +49,7 @@ impl ReadWrite {
         assert!(
             matches!(
                 op,
-                Ok(IoOpcode::Read
-                    | IoOpcode::Write
-                    | IoOpcode::Compare
-                    | IoOpcode::WriteZeroes
-                    | IoOpcode::Verify)
+                Ok(IoOpcode::Read | IoOpcode::Write | IoOpcode::Compare | IoOpcode::WriteZeroes | IoOpcode::Verify)
             ),
             "ReadWrite view of a command with opcode {:#04x}",
             sqe.opcode
@@ -73,16 +69,8 @@ impl ReadWrite {
     /// When `nlb` is not in 1..=65536, or `deac` is set for another opcode
     /// than Write Zeroes.
     pub fn to_sqe(&self, opcode: IoOpcode, cid: u16, nsid: u32) -> Sqe {
-        assert!(
-            (1..=MAX_NLB).contains(&self.nlb),
-            "NLB {} out of 1..=65536",
-            self.nlb
-        );
-        assert!(
-            !self.deac || opcode == IoOpcode::WriteZeroes,
-            "DEAC on {}",
-            opcode.name()
-        );
+        assert!((1..=MAX_NLB).contains(&self.nlb), "NLB {} out of 1..=65536", self.nlb);
+        assert!(!self.deac || opcode == IoOpcode::WriteZeroes, "DEAC on {}", opcode.name());
         let flag = |on: bool, bit: u32| if on { bit } else { 0 };
         Sqe {
             nsid,
@@ -143,18 +131,12 @@ impl DatasetManagement {
     /// # Panics
     /// When `nr` is not in 1..=256.
     pub fn to_sqe(&self, cid: u16, nsid: u32) -> Sqe {
-        assert!(
-            (1..=MAX_DSM_RANGES).contains(&self.nr),
-            "NR {} out of 1..=256",
-            self.nr
-        );
+        assert!((1..=MAX_DSM_RANGES).contains(&self.nr), "NR {} out of 1..=256", self.nr);
         let flag = |on: bool, bit: u32| if on { bit } else { 0 };
         Sqe {
             nsid,
             cdw10: self.nr - 1,
-            cdw11: flag(self.attr_deallocate, AD_BIT)
-                | flag(self.idw, IDW_BIT)
-                | flag(self.idr, IDR_BIT),
+            cdw11: flag(self.attr_deallocate, AD_BIT) | flag(self.idw, IDW_BIT) | flag(self.idr, IDR_BIT),
             ..Sqe::new(IoOpcode::DatasetManagement as u8, cid)
         }
     }
@@ -184,11 +166,7 @@ impl DsmRange {
     /// Reads one range from the first 16 bytes of `b`.
     pub fn decode(b: &[u8]) -> Result<DsmRange, WireError> {
         check_len(b, Self::SIZE)?;
-        Ok(DsmRange {
-            context_attributes: get_u32(b, 0),
-            nlb: get_u32(b, 4),
-            slba: get_u64(b, 8),
-        })
+        Ok(DsmRange { context_attributes: get_u32(b, 0), nlb: get_u32(b, 4), slba: get_u64(b, 8) })
     }
 
     /// Writes the range into the first 16 bytes of `out`.
@@ -203,10 +181,7 @@ impl DsmRange {
     }
 
     /// The ranges in `data`, which must hold `nr` of them.
-    pub fn decode_list(
-        data: &[u8],
-        nr: u32,
-    ) -> Result<impl Iterator<Item = DsmRange> + '_, WireError> {
+    pub fn decode_list(data: &[u8], nr: u32) -> Result<impl Iterator<Item = DsmRange> + '_, WireError> {
         let len = nr as usize * Self::SIZE;
         check_len(data, len)?;
         Ok(data[..len].chunks_exact(Self::SIZE).map(|c| DsmRange {
@@ -224,13 +199,7 @@ mod tests {
 
     #[test]
     fn read_golden() {
-        let rw = ReadWrite {
-            slba: 0x1_0000_0002,
-            nlb: 8,
-            fua: true,
-            limited_retry: false,
-            deac: false,
-        };
+        let rw = ReadWrite { slba: 0x1_0000_0002, nlb: 8, fua: true, limited_retry: false, deac: false };
         let b = rw.to_sqe(IoOpcode::Read, 0x0A, 1).encode();
         assert_eq!((b[0], b[4]), (0x02, 1));
         assert_eq!(&b[40..48], &[2, 0, 0, 0, 1, 0, 0, 0]);
@@ -240,13 +209,7 @@ mod tests {
 
     #[test]
     fn write_zeroes_golden_with_deac() {
-        let rw = ReadWrite {
-            slba: 0,
-            nlb: 65536,
-            fua: false,
-            limited_retry: true,
-            deac: true,
-        };
+        let rw = ReadWrite { slba: 0, nlb: 65536, fua: false, limited_retry: true, deac: true };
         let b = rw.to_sqe(IoOpcode::WriteZeroes, 1, 1).encode();
         assert_eq!(&b[48..52], &[0xFF, 0xFF, 0x00, 0x82]);
         assert_eq!(ReadWrite::from_sqe(&Sqe::decode(&b)), rw);
@@ -254,14 +217,8 @@ mod tests {
 
     #[test]
     fn deac_bit_is_ignored_outside_write_zeroes() {
-        let mut sqe = ReadWrite {
-            slba: 0,
-            nlb: 1,
-            fua: false,
-            limited_retry: false,
-            deac: false,
-        }
-        .to_sqe(IoOpcode::Write, 1, 1);
+        let mut sqe =
+            ReadWrite { slba: 0, nlb: 1, fua: false, limited_retry: false, deac: false }.to_sqe(IoOpcode::Write, 1, 1);
         sqe.cdw12 |= DEAC_BIT;
         assert!(!ReadWrite::from_sqe(&sqe).deac);
     }
@@ -269,57 +226,28 @@ mod tests {
     #[test]
     #[should_panic(expected = "NLB 0 out of 1..=65536")]
     fn zero_blocks_is_a_bug() {
-        ReadWrite {
-            slba: 0,
-            nlb: 0,
-            fua: false,
-            limited_retry: false,
-            deac: false,
-        }
-        .to_sqe(IoOpcode::Read, 0, 1);
+        ReadWrite { slba: 0, nlb: 0, fua: false, limited_retry: false, deac: false }.to_sqe(IoOpcode::Read, 0, 1);
     }
 
     #[test]
     fn dsm_golden_and_ranges() {
-        let d = DatasetManagement {
-            nr: 2,
-            attr_deallocate: true,
-            idr: false,
-            idw: true,
-        };
+        let d = DatasetManagement { nr: 2, attr_deallocate: true, idr: false, idw: true };
         let b = d.to_sqe(3, 1).encode();
         assert_eq!((b[0], b[40], b[44]), (0x09, 0x01, 0x06));
         assert_eq!(DatasetManagement::from_sqe(&Sqe::decode(&b)), d);
         assert_eq!(d.data_len_bytes(), 32);
 
         let mut data = [0u8; 32];
-        let r0 = DsmRange {
-            context_attributes: 0,
-            nlb: 8,
-            slba: 0x10,
-        };
-        let r1 = DsmRange {
-            context_attributes: 1,
-            nlb: 0x100,
-            slba: 0x1_0000_0000,
-        };
+        let r0 = DsmRange { context_attributes: 0, nlb: 8, slba: 0x10 };
+        let r1 = DsmRange { context_attributes: 1, nlb: 0x100, slba: 0x1_0000_0000 };
         r0.encode(&mut data[..16]);
         r1.encode(&mut data[16..]);
-        assert_eq!(
-            &data[..16],
-            &[0, 0, 0, 0, 8, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0]
-        );
-        assert_eq!(
-            &data[16..32],
-            &[1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]
-        );
+        assert_eq!(&data[..16], &[0, 0, 0, 0, 8, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&data[16..32], &[1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]);
         let ranges: Vec<_> = DsmRange::decode_list(&data, 2).unwrap().collect();
         assert_eq!(ranges, vec![r0, r1]);
         assert!(DsmRange::decode_list(&data, 3).is_err());
-        assert_eq!(
-            DsmRange::decode(&data[..15]),
-            Err(WireError::Short { need: 16, got: 15 })
-        );
+        assert_eq!(DsmRange::decode(&data[..15]), Err(WireError::Short { need: 16, got: 15 }));
     }
 
     proptest! {

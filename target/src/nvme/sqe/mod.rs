@@ -30,8 +30,7 @@ pub use sgl::{SglDescriptor, SglKind, sgl_type};
 
 use super::opcode::{FABRICS_OPCODE, FabricsType};
 use super::wire::{
-    WireError, assert_out_len, check_len, get_array, get_u16, get_u32, get_u64, put_bytes, put_u16,
-    put_u32, put_u64,
+    WireError, assert_out_len, check_len, get_array, get_u16, get_u32, get_u64, put_bytes, put_u16, put_u32, put_u64,
 };
 
 /// Byte offsets of the common fields of a submission queue entry
@@ -128,19 +127,12 @@ impl Sqe {
 
     /// An all-zero entry with `opcode` and `cid` set.
     pub fn new(opcode: u8, cid: u16) -> Sqe {
-        Sqe {
-            opcode,
-            cid,
-            ..Sqe::default()
-        }
+        Sqe { opcode, cid, ..Sqe::default() }
     }
 
     /// A fabrics command entry: opcode 7Fh, FCTYPE in byte 4.
     pub fn fabrics(fctype: FabricsType, cid: u16) -> Sqe {
-        Sqe {
-            nsid: fctype as u32,
-            ..Sqe::new(FABRICS_OPCODE, cid)
-        }
+        Sqe { nsid: fctype as u32, ..Sqe::new(FABRICS_OPCODE, cid) }
     }
 
     /// Reads the 64 bytes of an entry.
@@ -190,9 +182,7 @@ impl Sqe {
         put_u32(out, 12, self.cdw3);
         put_u64(out, 16, self.mptr);
         put_bytes(out, 24, &self.dptr);
-        let cdws = [
-            self.cdw10, self.cdw11, self.cdw12, self.cdw13, self.cdw14, self.cdw15,
-        ];
+        let cdws = [self.cdw10, self.cdw11, self.cdw12, self.cdw13, self.cdw14, self.cdw15];
         for (i, dw) in cdws.into_iter().enumerate() {
             put_u32(out, 40 + 4 * i, dw);
         }
@@ -240,11 +230,7 @@ impl Sqe {
 /// Asserts that a typed view is built from the command it describes: handing
 /// it another command is a bug in the dispatcher.
 fn assert_opcode(sqe: &Sqe, opcode: u8, what: &str) {
-    assert!(
-        sqe.opcode == opcode,
-        "{what} view of a command with opcode {:#04x}",
-        sqe.opcode
-    );
+    assert!(sqe.opcode == opcode, "{what} view of a command with opcode {:#04x}", sqe.opcode);
 }
 
 fn assert_fabrics(sqe: &Sqe, fctype: FabricsType) {
@@ -289,9 +275,7 @@ mod tests {
         assert_eq!((sqe.cdw2, sqe.cdw3), (0xAA, 0xBB));
         assert_eq!(sqe.mptr, 0x0102_0304_0506_0708);
         assert_eq!(sqe.dptr, [0x10; 16]);
-        let cdws = [
-            sqe.cdw10, sqe.cdw11, sqe.cdw12, sqe.cdw13, sqe.cdw14, sqe.cdw15,
-        ];
+        let cdws = [sqe.cdw10, sqe.cdw11, sqe.cdw12, sqe.cdw13, sqe.cdw14, sqe.cdw15];
         assert_eq!(cdws, [10, 11, 12, 13, 14, 15]);
         assert_eq!(sqe.encode(), golden_bytes());
     }
@@ -307,23 +291,13 @@ mod tests {
 
     #[test]
     fn decode_from_checks_length() {
-        assert_eq!(
-            Sqe::decode_from(&[0; 63]),
-            Err(WireError::Short { need: 64, got: 63 })
-        );
-        assert_eq!(
-            Sqe::decode_from(&golden_bytes()),
-            Ok(Sqe::decode(&golden_bytes()))
-        );
+        assert_eq!(Sqe::decode_from(&[0; 63]), Err(WireError::Short { need: 64, got: 63 }));
+        assert_eq!(Sqe::decode_from(&golden_bytes()), Ok(Sqe::decode(&golden_bytes())));
     }
 
     #[test]
     fn with_sgl_sets_psdt_and_keeps_fuse() {
-        let sqe = Sqe {
-            flags: 0xC2,
-            ..Sqe::default()
-        }
-        .with_sgl(SglDescriptor::transport(4096));
+        let sqe = Sqe { flags: 0xC2, ..Sqe::default() }.with_sgl(SglDescriptor::transport(4096));
         assert_eq!(sqe.flags, 0x42);
         assert_eq!(sqe.sgl1(), SglDescriptor::transport(4096));
     }

@@ -77,20 +77,12 @@ impl SglDescriptor {
 
     /// The NVMe/TCP transport SGL for `length` bytes moved in data PDUs.
     pub const fn transport(length: u32) -> SglDescriptor {
-        SglDescriptor {
-            address: 0,
-            length,
-            kind: SglKind::TransportDataBlock,
-        }
+        SglDescriptor { address: 0, length, kind: SglKind::TransportDataBlock }
     }
 
     /// In-capsule data: `length` bytes at `offset` of the capsule's data.
     pub const fn in_capsule(offset: u64, length: u32) -> SglDescriptor {
-        SglDescriptor {
-            address: offset,
-            length,
-            kind: SglKind::DataBlockOffset,
-        }
+        SglDescriptor { address: offset, length, kind: SglKind::DataBlockOffset }
     }
 
     /// Reads a descriptor.
@@ -101,18 +93,10 @@ impl SglDescriptor {
         if desc_type == sgl_type::KEYED_DATA_BLOCK {
             let length = u32::from_le_bytes([b[8], b[9], b[10], 0]);
             let key = get_u32(b, 11);
-            return SglDescriptor {
-                address,
-                length,
-                kind: SglKind::KeyedDataBlock { subtype, key },
-            };
+            return SglDescriptor { address, length, kind: SglKind::KeyedDataBlock { subtype, key } };
         }
         let kind = kind_of(desc_type, subtype);
-        SglDescriptor {
-            address,
-            length: get_u32(b, 8),
-            kind,
-        }
+        SglDescriptor { address, length: get_u32(b, 8), kind }
     }
 
     /// The 16 bytes of the descriptor.
@@ -124,15 +108,9 @@ impl SglDescriptor {
         let mut b = [0u8; 16];
         put_u64(&mut b, 0, self.address);
         let (desc_type, subtype) = self.type_and_subtype();
-        assert!(
-            desc_type <= 0xF && subtype <= 0xF,
-            "SGL type/subtype out of range"
-        );
+        assert!(desc_type <= 0xF && subtype <= 0xF, "SGL type/subtype out of range");
         if let SglKind::KeyedDataBlock { key, .. } = self.kind {
-            assert!(
-                self.length <= KEYED_LENGTH_MAX,
-                "keyed SGL length over 24 bits"
-            );
+            assert!(self.length <= KEYED_LENGTH_MAX, "keyed SGL length over 24 bits");
             b[8..11].copy_from_slice(&self.length.to_le_bytes()[..3]);
             put_u32(&mut b, 11, key);
         } else {
@@ -206,13 +184,7 @@ mod tests {
         let d = SglDescriptor::decode(&b);
         assert_eq!(d.address, 0x1000);
         assert_eq!(d.length, 0x01_2000);
-        assert_eq!(
-            d.kind,
-            SglKind::KeyedDataBlock {
-                subtype: 0xF,
-                key: 0x1234_5678
-            }
-        );
+        assert_eq!(d.kind, SglKind::KeyedDataBlock { subtype: 0xF, key: 0x1234_5678 });
         assert_eq!(d.encode(), b);
     }
 
@@ -220,28 +192,15 @@ mod tests {
     fn unknown_kinds_keep_type_and_subtype() {
         let mut b = [0u8; 16];
         b[15] = 0x57;
-        assert_eq!(
-            SglDescriptor::decode(&b).kind,
-            SglKind::Unknown {
-                desc_type: 5,
-                subtype: 7
-            }
-        );
+        assert_eq!(SglDescriptor::decode(&b).kind, SglKind::Unknown { desc_type: 5, subtype: 7 });
         b[15] = 0x31;
-        assert_eq!(
-            SglDescriptor::decode(&b).kind,
-            SglKind::LastSegment { subtype: 1 }
-        );
+        assert_eq!(SglDescriptor::decode(&b).kind, SglKind::LastSegment { subtype: 1 });
     }
 
     #[test]
     #[should_panic(expected = "keyed SGL length over 24 bits")]
     fn keyed_length_over_24_bits_is_a_bug() {
-        let d = SglDescriptor {
-            address: 0,
-            length: 1 << 24,
-            kind: SglKind::KeyedDataBlock { subtype: 0, key: 1 },
-        };
+        let d = SglDescriptor { address: 0, length: 1 << 24, kind: SglKind::KeyedDataBlock { subtype: 0, key: 1 } };
         d.encode();
     }
 

@@ -7,22 +7,10 @@
 use super::*;
 
 const ALL_DIGESTS: [Digests; 4] = [
-    Digests {
-        header: false,
-        data: false,
-    },
-    Digests {
-        header: true,
-        data: false,
-    },
-    Digests {
-        header: false,
-        data: true,
-    },
-    Digests {
-        header: true,
-        data: true,
-    },
+    Digests { header: false, data: false },
+    Digests { header: true, data: false },
+    Digests { header: false, data: true },
+    Digests { header: true, data: true },
 ];
 
 const ROLES: [Role; 2] = [Role::Controller, Role::Host];
@@ -83,11 +71,7 @@ fn model(ch: [u8; 8], role: Role, negotiated: Digests, limits: &Limits) -> Outco
     if row.receiver != role {
         return invalid(0);
     }
-    let (hd, dd) = if row.digests {
-        (negotiated.header, negotiated.data)
-    } else {
-        (false, false)
-    };
+    let (hd, dd) = if row.digests { (negotiated.header, negotiated.data) } else { (false, false) };
     let (flags, hlen, pdo) = (ch[1], ch[2], i64::from(ch[3]));
     let plen = i64::from(u32::from_le_bytes([ch[4], ch[5], ch[6], ch[7]]));
     let hdgstf = flags & 1 != 0;
@@ -153,12 +137,7 @@ fn actual(ch: [u8; 8], role: Role, digests: Digests, limits: &Limits) -> Outcome
     match check(&common, role, digests, limits) {
         Ok(layout) => {
             assert_layout_adds_up(&layout, &common);
-            Ok((
-                layout.pdo,
-                layout.data_len,
-                layout.data_digest_len,
-                layout.header_digest_len,
-            ))
+            Ok((layout.pdo, layout.data_len, layout.data_digest_len, layout.header_digest_len))
         }
         Err(fatal) => Err((fatal.fes as u16, fatal.fei)),
     }
@@ -178,11 +157,7 @@ fn ch(opcode: u8, flags: u8, hlen: u8, pdo: u8, plen: u32) -> [u8; 8] {
     [opcode, flags, hlen, pdo, p[0], p[1], p[2], p[3]]
 }
 
-const LIMITS: Limits = Limits {
-    max_icd_bytes: 8192,
-    max_data_pdu_bytes: 131_072,
-    data_alignment: 4,
-};
+const LIMITS: Limits = Limits { max_icd_bytes: 8192, max_data_pdu_bytes: 131_072, data_alignment: 4 };
 
 /// Counts the outcomes a sweep saw, so that no sweep passes vacuously.
 #[derive(Default)]
@@ -195,10 +170,7 @@ impl Tally {
     fn compare(&mut self, bytes: [u8; 8], role: Role, digests: Digests, limits: &Limits) {
         let expected = model(bytes, role, digests, limits);
         let got = actual(bytes, role, digests, limits);
-        assert_eq!(
-            got, expected,
-            "{bytes:02x?} {role:?} {digests:?} {limits:?}"
-        );
+        assert_eq!(got, expected, "{bytes:02x?} {role:?} {digests:?} {limits:?}");
         match got {
             Ok(_) => self.accepted += 1,
             Err(key) => *self.rejected.entry(key).or_default() += 1,
@@ -208,11 +180,7 @@ impl Tally {
     fn assert_saw(&self, outcomes: &[(u16, u32)]) {
         assert!(self.accepted > 0, "nothing was accepted");
         for outcome in outcomes {
-            assert!(
-                self.rejected.contains_key(outcome),
-                "never saw {outcome:?}: {:?}",
-                self.rejected
-            );
+            assert!(self.rejected.contains_key(outcome), "never saw {outcome:?}: {:?}", self.rejected);
         }
     }
 }
@@ -235,18 +203,9 @@ const CTRL: Role = Role::Controller;
 const HOST: Role = Role::Host;
 const INV: Fes = Fes::InvalidHeaderField;
 const NO: Digests = Digests::NONE;
-const HD: Digests = Digests {
-    header: true,
-    data: false,
-};
-const DD: Digests = Digests {
-    header: false,
-    data: true,
-};
-const BOTH: Digests = Digests {
-    header: true,
-    data: true,
-};
+const HD: Digests = Digests { header: true, data: false };
+const DD: Digests = Digests { header: false, data: true };
+const BOTH: Digests = Digests { header: true, data: true };
 
 #[test]
 fn unknown_and_reserved_opcodes_are_invalid_type() {
@@ -361,35 +320,17 @@ fn pdo_of_data_pdus() {
 }
 
 fn check_aligned(bytes: [u8; 8], digests: Digests, alignment: u32) -> Result<Layout, Fatal> {
-    let limits = Limits {
-        data_alignment: alignment,
-        ..LIMITS
-    };
-    check(
-        &CommonHeader::decode(&bytes).unwrap(),
-        CTRL,
-        digests,
-        &limits,
-    )
+    let limits = Limits { data_alignment: alignment, ..LIMITS };
+    check(&CommonHeader::decode(&bytes).unwrap(), CTRL, digests, &limits)
 }
 
 #[test]
 fn pdo_alignment_follows_limits() {
     let bad_pdo = Err(Fatal::invalid_field(3));
     assert_eq!(check_aligned(ch(0x06, 0, 24, 32, 40), NO, 64), bad_pdo);
-    assert_eq!(
-        check_aligned(ch(0x06, 0, 24, 64, 72), NO, 64)
-            .unwrap()
-            .pad_len(),
-        40
-    );
+    assert_eq!(check_aligned(ch(0x06, 0, 24, 64, 72), NO, 64).unwrap().pad_len(), 40);
     // CPDA 2: 12-byte alignment, not a power of two.
-    assert_eq!(
-        check_aligned(ch(0x04, 1, 72, 84, 88), HD, 12)
-            .unwrap()
-            .pad_len(),
-        8
-    );
+    assert_eq!(check_aligned(ch(0x04, 1, 72, 84, 88), HD, 12).unwrap().pad_len(), 8);
     assert_eq!(check_aligned(ch(0x04, 1, 72, 76, 88), HD, 12), bad_pdo);
 }
 
@@ -439,13 +380,7 @@ fn data_over_the_limits() {
     // C2HData over what the host buffers is out of range of any command.
     let c2h = 24 + 131_072 + 4;
     accepts(ch(0x07, 2, 24, 24, c2h), HOST, DD);
-    rejects(
-        ch(0x07, 2, 24, 24, c2h + 1),
-        HOST,
-        DD,
-        Fes::DataTransferOutOfRange,
-        0,
-    );
+    rejects(ch(0x07, 2, 24, 24, c2h + 1), HOST, DD, Fes::DataTransferOutOfRange, 0);
 }
 
 #[test]
@@ -507,21 +442,13 @@ fn every_opcode_byte() {
 fn every_flags_byte() {
     let mut tally = Tally::default();
     for opcode in OPCODES {
-        let hlen = TABLE
-            .iter()
-            .find(|row| row.opcode == opcode)
-            .map_or(24, |row| row.hlen);
+        let hlen = TABLE.iter().find(|row| row.opcode == opcode).map_or(24, |row| row.hlen);
         for role in ROLES {
             for digests in ALL_DIGESTS {
                 for flags in 0..=u8::MAX {
                     for pdo in [0, hlen, hlen + 4, 32] {
                         for plen in plens_near(pdo) {
-                            tally.compare(
-                                ch(opcode, flags, hlen, pdo, plen),
-                                role,
-                                digests,
-                                &LIMITS,
-                            );
+                            tally.compare(ch(opcode, flags, hlen, pdo, plen), role, digests, &LIMITS);
                         }
                     }
                 }
@@ -570,10 +497,7 @@ fn every_pdo_byte_and_alignment() {
         for digests in ALL_DIGESTS {
             for flags in plausible_flags(row, digests) {
                 for data_alignment in ALIGNMENTS {
-                    let limits = Limits {
-                        data_alignment,
-                        ..LIMITS
-                    };
+                    let limits = Limits { data_alignment, ..LIMITS };
                     for pdo in 0..=u8::MAX {
                         for plen in plens_near(pdo) {
                             let bytes = ch(row.opcode, flags, row.hlen, pdo, plen);
@@ -614,22 +538,13 @@ fn plen_around_every_limit() {
         for digests in ALL_DIGESTS {
             for flags in plausible_flags(row, digests) {
                 for max in [0, 1, 4096, 8192] {
-                    let limits = Limits {
-                        max_icd_bytes: max,
-                        max_data_pdu_bytes: max,
-                        ..LIMITS
-                    };
+                    let limits = Limits { max_icd_bytes: max, max_data_pdu_bytes: max, ..LIMITS };
                     let pdo = row.hlen + if row.digests && digests.header { 4 } else { 0 };
                     for extra in 0..12 {
                         let plen = u32::from(pdo) + max + extra;
                         let bytes = ch(row.opcode, flags, row.hlen, pdo, plen.saturating_sub(4));
                         tally.compare(bytes, row.receiver, digests, &limits);
-                        tally.compare(
-                            ch(row.opcode, flags, row.hlen, pdo, plen),
-                            row.receiver,
-                            digests,
-                            &limits,
-                        );
+                        tally.compare(ch(row.opcode, flags, row.hlen, pdo, plen), row.receiver, digests, &limits);
                     }
                 }
             }

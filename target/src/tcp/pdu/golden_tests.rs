@@ -32,11 +32,7 @@ fn padded(mut bytes: Vec<u8>, pdo: usize) -> Vec<u8> {
 }
 
 fn limits(alignment: u32) -> Limits {
-    Limits {
-        max_icd_bytes: 8192,
-        max_data_pdu_bytes: 1 << 20,
-        data_alignment: alignment,
-    }
+    Limits { max_icd_bytes: 8192, max_data_pdu_bytes: 1 << 20, data_alignment: alignment }
 }
 
 /// Checks the common header of `bytes` as `receiver` would and returns the
@@ -54,42 +50,22 @@ fn cqe() -> [u8; 16] {
     std::array::from_fn(|i| 0xA0 + i as u8)
 }
 
-const BOTH: Digests = Digests {
-    header: true,
-    data: true,
-};
-const HEADER_ONLY: Digests = Digests {
-    header: true,
-    data: false,
-};
+const BOTH: Digests = Digests { header: true, data: true };
+const HEADER_ONLY: Digests = Digests { header: true, data: false };
 
 #[test]
 fn common_header() {
-    let common = CommonHeader {
-        pdu_type: PduType::R2t,
-        flags: 0x01,
-        hlen: 24,
-        pdo: 0,
-        plen: 28,
-    };
+    let common = CommonHeader { pdu_type: PduType::R2t, flags: 0x01, hlen: 24, pdo: 0, plen: 28 };
     let bytes = [0x09, 0x01, 0x18, 0x00, 0x1C, 0x00, 0x00, 0x00];
     assert_eq!(common.encode(), bytes);
     assert_eq!(CommonHeader::decode(&bytes), Ok(common));
-    let big = CommonHeader {
-        plen: 0x0403_0201,
-        ..common
-    };
+    let big = CommonHeader { plen: 0x0403_0201, ..common };
     assert_eq!(big.encode()[4..], [0x01, 0x02, 0x03, 0x04]);
 }
 
 #[test]
 fn ic_req() {
-    let pdu = IcReq {
-        pfv: 0,
-        hpda: 3,
-        digests: BOTH,
-        maxr2t: 0x0000_0102,
-    };
+    let pdu = IcReq { pfv: 0, hpda: 3, digests: BOTH, maxr2t: 0x0000_0102 };
     let mut expected = vec![
         0x00, 0x00, 0x80, 0x00, 0x80, 0x00, 0x00, 0x00, // CH: HLEN = PLEN = 128
         0x00, 0x00, // PFV
@@ -102,10 +78,7 @@ fn ic_req() {
     assert_eq!(bytes, expected);
     // ICReq never carries digests, whatever the connection will use.
     let layout = layout(&bytes, Role::Controller, BOTH, 4);
-    assert_eq!(
-        (layout.header_digest_len, layout.pdo, layout.data_len),
-        (0, 128, 0)
-    );
+    assert_eq!((layout.header_digest_len, layout.pdo, layout.data_len), (0, 128, 0));
     assert_eq!(IcReq::decode(&bytes), Ok(pdu));
     assert_eq!(pdu.max_outstanding_r2t(), 0x103);
     assert_eq!(pda_alignment(pdu.hpda), 16);
@@ -113,12 +86,7 @@ fn ic_req() {
 
 #[test]
 fn ic_resp() {
-    let pdu = IcResp {
-        pfv: 0,
-        cpda: 0,
-        digests: HEADER_ONLY,
-        maxh2cdata: 0x0002_0000,
-    };
+    let pdu = IcResp { pfv: 0, cpda: 0, digests: HEADER_ONLY, maxh2cdata: 0x0002_0000 };
     let mut expected = vec![
         0x01, 0x00, 0x80, 0x00, 0x80, 0x00, 0x00, 0x00, // CH
         0x00, 0x00, // PFV
@@ -149,10 +117,7 @@ fn c2h_term_req_quotes_the_offending_header() {
     let len = pdu.encode(&mut out);
     assert_eq!(out[..len], expected[..]);
     let layout = layout(&expected, Role::Host, BOTH, 4);
-    assert_eq!(
-        (layout.pdo, layout.data_len, layout.header_digest_len),
-        (24, 8, 0)
-    );
+    assert_eq!((layout.pdo, layout.data_len, layout.header_digest_len), (24, 8, 0));
     let decoded = TermReq::decode(&expected).unwrap();
     assert_eq!(decoded, pdu);
     assert_eq!(decoded.fatal(), fatal);
@@ -209,10 +174,7 @@ fn capsule_cmd_without_data_with_digests() {
     let bytes = encoded(|out| pdu.encode(out, BOTH, 0, 4));
     assert_eq!(bytes, with_hdgst(&header));
     let layout = layout(&bytes, Role::Controller, BOTH, 4);
-    assert_eq!(
-        (layout.header_digest_len, layout.pdo, layout.data_len),
-        (4, 76, 0)
-    );
+    assert_eq!((layout.header_digest_len, layout.pdo, layout.data_len), (4, 76, 0));
     assert_eq!(CapsuleCmd::decode(&bytes), Ok(pdu));
 }
 
@@ -239,10 +201,7 @@ fn capsule_cmd_with_data_padded_to_cpda() {
     let bytes = encoded(|out| pdu.encode(out, Digests::NONE, 16, pda_alignment(15)));
     assert_eq!(bytes, padded(header, 128));
     let layout = layout(&bytes, Role::Controller, Digests::NONE, 64);
-    assert_eq!(
-        (layout.pad_len(), layout.data_len, layout.plen),
-        (56, 16, 144)
-    );
+    assert_eq!((layout.pad_len(), layout.data_len, layout.plen), (56, 16, 144));
     assert_eq!(CapsuleCmd::decode(&bytes), Ok(pdu));
 }
 
@@ -265,22 +224,13 @@ fn capsule_resp_with_header_digest() {
     let bytes = encoded(|out| pdu.encode(out, BOTH));
     assert_eq!(bytes, with_hdgst(&header));
     let layout = layout(&bytes, Role::Host, BOTH, 4);
-    assert_eq!(
-        (layout.pdo, layout.data_len, layout.data_digest_len),
-        (28, 0, 0)
-    );
+    assert_eq!((layout.pdo, layout.data_len, layout.data_digest_len), (28, 0, 0));
     assert_eq!(CapsuleResp::decode(&bytes), Ok(pdu));
 }
 
 #[test]
 fn h2c_data() {
-    let pdu = H2cData {
-        cccid: 0x1234,
-        ttag: 0x0005,
-        datao: 0x1000,
-        datal: 0x200,
-        last: true,
-    };
+    let pdu = H2cData { cccid: 0x1234, ttag: 0x0005, datao: 0x1000, datal: 0x200, last: true };
     let expected = vec![
         0x06, 0x04, 0x18, 0x18, 0x18, 0x02, 0x00, 0x00, // CH: LAST_PDU, PDO 24, PLEN 536
         0x34, 0x12, // CCCID
@@ -298,17 +248,10 @@ fn h2c_data() {
 
 #[test]
 fn h2c_data_with_digests() {
-    let pdu = H2cData {
-        cccid: 0x1234,
-        ttag: 0x0005,
-        datao: 0,
-        datal: 0x200,
-        last: false,
-    };
+    let pdu = H2cData { cccid: 0x1234, ttag: 0x0005, datao: 0, datal: 0x200, last: false };
     let header = [
         0x06, 0x03, 0x18, 0x1C, 0x20, 0x02, 0x00, 0x00, // CH: PDO 28, PLEN 28 + 512 + 4
-        0x34, 0x12, 0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00,
+        0x34, 0x12, 0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
     ];
     let bytes = encoded(|out| pdu.encode(out, BOTH, 4));
     assert_eq!(bytes, with_hdgst(&header));
@@ -320,37 +263,21 @@ fn h2c_data_with_digests() {
 #[test]
 fn h2c_data_padded_like_figure_8() {
     // Figure 8: CPDA 0Fh, no header digest: 40 bytes of PAD, data at 64.
-    let pdu = H2cData {
-        cccid: 1,
-        ttag: 2,
-        datao: 0,
-        datal: 64,
-        last: true,
-    };
+    let pdu = H2cData { cccid: 1, ttag: 2, datao: 0, datal: 64, last: true };
     let header = vec![
         0x06, 0x04, 0x18, 0x40, 0x80, 0x00, 0x00, 0x00, // CH: PDO 64, PLEN 128
-        0x01, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x40, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00,
+        0x01, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x40, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
     ];
     let bytes = encoded(|out| pdu.encode(out, Digests::NONE, pda_alignment(0x0F)));
     assert_eq!(bytes, padded(header, 64));
-    assert_eq!(
-        layout(&bytes, Role::Controller, Digests::NONE, 64).pad_len(),
-        40
-    );
+    assert_eq!(layout(&bytes, Role::Controller, Digests::NONE, 64).pad_len(), 40);
     assert_eq!(H2cData::decode(&bytes), Ok(pdu));
 }
 
 #[test]
 fn c2h_data_padded_like_figure_9() {
     // Figure 9: HPDA 03h, no header digest: 16-byte alignment, 8 bytes of PAD.
-    let pdu = C2hData {
-        cccid: 7,
-        datao: 0,
-        datal: 0x1000,
-        last: true,
-        success: true,
-    };
+    let pdu = C2hData { cccid: 7, datao: 0, datal: 0x1000, last: true, success: true };
     let header = vec![
         0x07, 0x0C, 0x18, 0x20, 0x20, 0x10, 0x00, 0x00, // CH: LAST_PDU|SUCCESS, PDO 32
         0x07, 0x00, // CCCID
@@ -369,40 +296,21 @@ fn c2h_data_padded_like_figure_9() {
 #[test]
 fn c2h_data_with_digests_and_padding() {
     // HPDA 3 with a header digest: 24 + 4 = 28, padded to 32.
-    let pdu = C2hData {
-        cccid: 0xBEEF,
-        datao: 0x2000,
-        datal: 0x10,
-        last: false,
-        success: false,
-    };
+    let pdu = C2hData { cccid: 0xBEEF, datao: 0x2000, datal: 0x10, last: false, success: false };
     let header = [
         0x07, 0x03, 0x18, 0x20, 0x34, 0x00, 0x00, 0x00, // CH: PDO 32, PLEN 32 + 16 + 4
-        0xEF, 0xBE, 0x00, 0x00, 0x00, 0x20, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00,
+        0xEF, 0xBE, 0x00, 0x00, 0x00, 0x20, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
     ];
     let bytes = encoded(|out| pdu.encode(out, BOTH, 16));
     assert_eq!(bytes, padded(with_hdgst(&header), 32));
     let layout = layout(&bytes, Role::Host, BOTH, 16);
-    assert_eq!(
-        (
-            layout.header_len(),
-            layout.pad_len(),
-            layout.header_rest_len()
-        ),
-        (28, 4, 24)
-    );
+    assert_eq!((layout.header_len(), layout.pad_len(), layout.header_rest_len()), (28, 4, 24));
     assert_eq!(C2hData::decode(&bytes), Ok(pdu));
 }
 
 #[test]
 fn r2t() {
-    let pdu = R2t {
-        cccid: 0x0102,
-        ttag: 0x0304,
-        r2to: 0x0BB8,
-        r2tl: 0x2000,
-    };
+    let pdu = R2t { cccid: 0x0102, ttag: 0x0304, r2to: 0x0BB8, r2tl: 0x2000 };
     let expected = vec![
         0x09, 0x00, 0x18, 0x00, 0x18, 0x00, 0x00, 0x00, // CH
         0x02, 0x01, // CCCID
@@ -419,26 +327,15 @@ fn r2t() {
 
 #[test]
 fn r2t_with_header_digest() {
-    let pdu = R2t {
-        cccid: 0x0102,
-        ttag: 0x0304,
-        r2to: 0,
-        r2tl: 0x0BB8,
-    };
+    let pdu = R2t { cccid: 0x0102, ttag: 0x0304, r2to: 0, r2tl: 0x0BB8 };
     let header = [
-        0x09, 0x01, 0x18, 0x00, 0x1C, 0x00, 0x00, 0x00, 0x02, 0x01, 0x04, 0x03, 0x00, 0x00, 0x00,
-        0x00, 0xB8, 0x0B, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x09, 0x01, 0x18, 0x00, 0x1C, 0x00, 0x00, 0x00, 0x02, 0x01, 0x04, 0x03, 0x00, 0x00, 0x00, 0x00, 0xB8, 0x0B,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
     ];
     let bytes = encoded(|out| pdu.encode(out, HEADER_ONLY));
     assert_eq!(bytes, with_hdgst(&header));
-    assert_eq!(
-        layout(&bytes, Role::Host, HEADER_ONLY, 4).header_digest_len,
-        4
-    );
-    assert_eq!(
-        crate::tcp::digest::check_header_digest(&bytes[..24], bytes[24..28].try_into().unwrap()),
-        Ok(())
-    );
+    assert_eq!(layout(&bytes, Role::Host, HEADER_ONLY, 4).header_digest_len, 4);
+    assert_eq!(crate::tcp::digest::check_header_digest(&bytes[..24], bytes[24..28].try_into().unwrap()), Ok(()));
     assert_eq!(R2t::decode(&bytes), Ok(pdu));
 }
 
@@ -464,29 +361,12 @@ fn pda_values() {
 
 #[test]
 fn digest_negotiation() {
-    let asked = Digests {
-        header: true,
-        data: false,
-    };
+    let asked = Digests { header: true, data: false };
     let offered = BOTH;
     assert_eq!(asked.both(offered), asked);
     assert_eq!(Digests::from_dgst(0xFF), BOTH);
     assert_eq!(BOTH.to_dgst(), 0x03);
-    assert_eq!(
-        IcResp {
-            pfv: 0,
-            cpda: 0,
-            digests: asked,
-            maxh2cdata: 4096
-        }
-        .check_digests(asked),
-        Ok(())
-    );
-    let pushy = IcResp {
-        pfv: 0,
-        cpda: 0,
-        digests: BOTH,
-        maxh2cdata: 4096,
-    };
+    assert_eq!(IcResp { pfv: 0, cpda: 0, digests: asked, maxh2cdata: 4096 }.check_digests(asked), Ok(()));
+    let pushy = IcResp { pfv: 0, cpda: 0, digests: BOTH, maxh2cdata: 4096 };
     assert_eq!(pushy.check_digests(asked), Err(Fatal::invalid_field(11)));
 }

@@ -16,22 +16,13 @@ fn alignment() -> impl Strategy<Value = u32> {
 }
 
 fn limits(alignment: u32) -> Limits {
-    Limits {
-        max_icd_bytes: 8192,
-        max_data_pdu_bytes: 1 << 20,
-        data_alignment: alignment,
-    }
+    Limits { max_icd_bytes: 8192, max_data_pdu_bytes: 1 << 20, data_alignment: alignment }
 }
 
 /// Encodes with `encode`, checks the common header as `receiver` would,
 /// verifies the header digest if any, decodes, and returns the layout and the
 /// decoded PDU. Asserts that the encoder wrote exactly up to the data.
-fn receive(
-    receiver: Role,
-    digests: Digests,
-    alignment: u32,
-    encode: impl FnOnce(&mut [u8]) -> usize,
-) -> (Layout, Pdu) {
+fn receive(receiver: Role, digests: Digests, alignment: u32, encode: impl FnOnce(&mut [u8]) -> usize) -> (Layout, Pdu) {
     let mut out = [0xEE; HEADER_BUF_LEN];
     let written = encode(&mut out);
     let common = CommonHeader::decode(out[..8].try_into().unwrap()).unwrap();
@@ -47,22 +38,13 @@ fn receive(
         check_header_digest(&out[..hlen], hdgst).unwrap();
     }
     if !layout.pdu_type.is_term_req() {
-        assert!(
-            out[layout.header_len()..written]
-                .iter()
-                .all(|pad| *pad == 0)
-        );
+        assert!(out[layout.header_len()..written].iter().all(|pad| *pad == 0));
     }
     (layout, Pdu::decode(&out[..written]).unwrap())
 }
 
 fn ic_req() -> impl Strategy<Value = IcReq> {
-    (0..=MAX_PDA, digests(), any::<u32>()).prop_map(|(hpda, digests, maxr2t)| IcReq {
-        pfv: 0,
-        hpda,
-        digests,
-        maxr2t,
-    })
+    (0..=MAX_PDA, digests(), any::<u32>()).prop_map(|(hpda, digests, maxr2t)| IcReq { pfv: 0, hpda, digests, maxr2t })
 }
 
 fn ic_resp() -> impl Strategy<Value = IcResp> {
@@ -90,48 +72,23 @@ fn term_req() -> impl Strategy<Value = TermReq> {
 }
 
 fn h2c_data() -> impl Strategy<Value = H2cData> {
-    (
-        any::<u16>(),
-        any::<u16>(),
-        any::<u32>(),
-        1..=1u32 << 20,
-        any::<bool>(),
-    )
-        .prop_map(|(cccid, ttag, datao, datal, last)| H2cData {
-            cccid,
-            ttag,
-            datao,
-            datal,
-            last,
-        })
+    (any::<u16>(), any::<u16>(), any::<u32>(), 1..=1u32 << 20, any::<bool>())
+        .prop_map(|(cccid, ttag, datao, datal, last)| H2cData { cccid, ttag, datao, datal, last })
 }
 
 fn c2h_data() -> impl Strategy<Value = C2hData> {
-    (
-        any::<u16>(),
-        any::<u32>(),
-        1..=1u32 << 20,
-        any::<bool>(),
-        any::<bool>(),
+    (any::<u16>(), any::<u32>(), 1..=1u32 << 20, any::<bool>(), any::<bool>()).prop_map(
+        |(cccid, datao, datal, last, success)| C2hData { cccid, datao, datal, last, success: success && last },
     )
-        .prop_map(|(cccid, datao, datal, last, success)| C2hData {
-            cccid,
-            datao,
-            datal,
-            last,
-            success: success && last,
-        })
 }
 
 fn r2t() -> impl Strategy<Value = R2t> {
-    (any::<u16>(), any::<u16>(), any::<u32>(), 1..=u32::MAX).prop_map(
-        |(cccid, ttag, r2to, r2tl)| R2t {
-            cccid,
-            ttag,
-            r2to,
-            r2tl,
-        },
-    )
+    (any::<u16>(), any::<u16>(), any::<u32>(), 1..=u32::MAX).prop_map(|(cccid, ttag, r2to, r2tl)| R2t {
+        cccid,
+        ttag,
+        r2to,
+        r2tl,
+    })
 }
 
 proptest! {
