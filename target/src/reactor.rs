@@ -33,7 +33,7 @@ use crate::tcp::queue::{Io, Queue};
 /// Connections one reactor may hold; also bounded by the pool (each needs a staging buffer).
 pub const MAX_CONNECTIONS: usize = 4096;
 /// Most iovecs one `sendmsg` gathers.
-pub const SEND_IOVECS: usize = 64;
+pub const SEND_IOVECS: usize = 256;
 /// How often queues are polled for keep-alive expiry and controller teardown.
 const TICK: Duration = Duration::from_millis(250);
 /// Completions handled per turn before the loop looks at submissions again.
@@ -124,6 +124,8 @@ struct Conn {
     send_inflight: bool,
     ops_inflight: u32,
     closing: bool,
+    /// In the reactor's dirty list for this turn.
+    dirty: bool,
     iov: Box<[libc::iovec; SEND_IOVECS]>,
     msg: Box<libc::msghdr>,
 }
@@ -146,16 +148,20 @@ pub struct Reactor {
     tick_armed: bool,
     busy_poll: Duration,
     last_activity: Instant,
+    /// The time at the top of the current loop turn: one clock read per turn, not per event.
+    now: Instant,
     stopping: bool,
     /// Submissions produced by queues during one call, turned into SQEs afterwards.
     ops: Vec<(u16, squeue::Entry)>,
     /// Set by a queue when a controller went away and other reactors must look.
     poke_all: bool,
+    /// Connections touched this turn, driven at its end.
+    dirty: Vec<u32>,
 }
 
 impl Reactor {
     pub fn new(setup: Setup) -> io::Result<Reactor> {
-        let ring = IoUring::builder().setup_single_issuer().setup_coop_taskrun().build(setup.ring_entries)?;
+        let ring = new_ring(setup.ring_entries)?;
         let pool = BufferPool::new(&setup.pool)?;
         // SAFETY: the iovecs describe the pool's regions, which live as long as the pool, and
         // the pool outlives the ring's use of them (the reactor drops connections, then the
@@ -185,9 +191,11 @@ impl Reactor {
             tick_armed: false,
             busy_poll: setup.busy_poll,
             last_activity: Instant::now(),
+            now: Instant::now(),
             stopping: false,
             ops: Vec::with_capacity(256),
             poke_all: false,
+            dirty: Vec::with_capacity(64),
         })
     }
 
@@ -201,19 +209,37 @@ impl Reactor {
             if self.stopping && self.live_conns == 0 {
                 break;
             }
-            let busy = self.last_activity.elapsed() < self.busy_poll;
-            let waited = if busy { self.ring.submit() } else { self.ring.submit_and_wait(1) };
+            self.now = Instant::now();
+            let busy = self.now.duration_since(self.last_activity) < self.busy_poll;
+            let waited = if !busy {
+                self.ring.submit_and_wait(1)
+            } else if self.nothing_for_the_kernel() {
+                // Busy polling with nothing to submit and no completion work pending: look at
+                // the completion ring again without a system call.
+                std::hint::spin_loop();
+                Ok(0)
+            } else {
+                self.ring.submit()
+            };
             match waited {
                 Ok(_) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) || e.raw_os_error() == Some(libc::EBUSY) => {}
                 Err(e) => return Err(e),
             }
-            if self.reap() > 0 {
-                self.last_activity = Instant::now();
+            let handled = self.reap();
+            self.drive_dirty();
+            if handled > 0 {
+                self.last_activity = self.now;
             }
         }
         assert_eq!(self.pool.outstanding(), 0, "reactor {} stopped with buffers out", self.id);
         Ok(())
+    }
+
+    /// No submissions queued, no deferred completion work (IORING_SQ_TASKRUN), no overflow.
+    fn nothing_for_the_kernel(&mut self) -> bool {
+        let sq = self.ring.submission();
+        sq.is_empty() && !sq.taskrun() && !sq.cq_overflow()
     }
 
     fn reap(&mut self) -> usize {
@@ -350,6 +376,7 @@ impl Reactor {
             send_inflight: false,
             ops_inflight: 0,
             closing: false,
+            dirty: false,
             // SAFETY: iovec and msghdr are plain C structs for which all-zero is valid.
             iov: Box::new(unsafe { std::mem::zeroed() }),
             // SAFETY: as above.
@@ -377,7 +404,7 @@ impl Reactor {
             ops: &mut self.ops,
             reactor: self.id,
             fixed_buffers: self.fixed_buffers,
-            now: Instant::now(),
+            now: self.now,
             poke_all: &mut self.poke_all,
             stopping: self.stopping,
         };
@@ -392,14 +419,14 @@ impl Reactor {
             let Some(conn) = conns.get_mut(index as usize).and_then(Option::as_mut) else { return };
             f(&mut conn.queue, &mut io);
         }
-        self.drive(index);
+        self.take_ops(index);
+        self.mark_dirty(index);
     }
 
-    /// Submits what connection `index` needs now: its backend operations, a send, a receive;
-    /// or starts and finishes its close.
-    fn drive(&mut self, index: u32) {
-        let ops = std::mem::take(&mut self.ops);
-        let mut ops = ops;
+    /// Queues the backend operations connection `index` produced, and pokes the other
+    /// reactors if it asked to.
+    fn take_ops(&mut self, index: u32) {
+        let mut ops = std::mem::take(&mut self.ops);
         for (slot, entry) in ops.drain(..) {
             self.push(entry.user_data(token(Kind::Backend, index, slot)));
             if let Some(conn) = self.conns[index as usize].as_mut() {
@@ -410,6 +437,38 @@ impl Reactor {
         if std::mem::take(&mut self.poke_all) {
             self.poke_everyone(index);
         }
+    }
+
+    /// Remembers that connection `index` may have something to send or receive: every
+    /// connection touched in a turn is driven once at the turn's end, so all the responses a
+    /// turn produced leave in one `sendmsg`.
+    fn mark_dirty(&mut self, index: u32) {
+        if let Some(conn) = self.conns[index as usize].as_mut()
+            && !conn.dirty
+        {
+            conn.dirty = true;
+            self.dirty.push(index);
+        }
+    }
+
+    fn drive_dirty(&mut self) {
+        // Driving one connection may touch others (a closed admin queue pokes its I/O
+        // queues), which then join the list: go on until it stays empty.
+        let mut i = 0;
+        while i < self.dirty.len() {
+            let index = self.dirty[i];
+            i += 1;
+            if let Some(conn) = self.conns[index as usize].as_mut() {
+                conn.dirty = false;
+                self.drive(index);
+            }
+        }
+        self.dirty.clear();
+    }
+
+    /// Submits what connection `index` needs now: a send, a receive; or starts and finishes
+    /// its close.
+    fn drive(&mut self, index: u32) {
         let Some(conn) = self.conns[index as usize].as_mut() else { return };
         if !conn.closing && conn.queue.wants_close() {
             conn.closing = true;
@@ -529,6 +588,19 @@ impl Drop for Reactor {
             }
         }
     }
+}
+
+/// One ring per reactor, only ever entered by its own thread. Completion work runs when the
+/// reactor asks for completions (DEFER_TASKRUN: no interrupting the reactor mid-turn), and the
+/// TASKRUN flag in the shared ring says when there is some, so a busy-polling reactor knows
+/// when a system call is worth making. Kernels before 6.1 get cooperative task running.
+fn new_ring(entries: u32) -> io::Result<IoUring> {
+    IoUring::builder()
+        .setup_single_issuer()
+        .setup_defer_taskrun()
+        .setup_taskrun_flag()
+        .build(entries)
+        .or_else(|_| IoUring::builder().setup_single_issuer().setup_coop_taskrun().setup_taskrun_flag().build(entries))
 }
 
 fn set_nodelay(fd: RawFd) {

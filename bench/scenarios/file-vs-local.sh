@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# fabriq-target on a file namespace against local io_uring on the same file: the
+# issue's 90% bar. Each workload is a `compare` of A = local, B = NVMe/TCP through
+# fabriq-target, interleaved A B A B (ROUNDS rounds), because this machine's
+# virtual disk drifts by half its speed within minutes. Target pinned to core 0,
+# generator to core 1.
+#
+#   cargo build --release -p fabriq-bench -p fabriq-target
+#   bash bench/scenarios/file-vs-local.sh [OUT]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${1:-bench-results/file-vs-local}
+FILE=/var/tmp/fabriq-bench-local.img
+BIN=build/release
+ROUNDS=${ROUNDS:-5}
+RUNTIME=${RUNTIME:-3s}
+mkdir -p "$OUT"
+if [ ! -f "$FILE" ] || [ "$(stat -c %s "$FILE")" -lt $((2 << 30)) ]; then
+  taskset -c 1 "$BIN/fabriq-bench" local --file "$FILE" --file-size 2g --rw write --bs 1m --iodepth 8 --size 2g --no-progress >/dev/null
+fi
+taskset -c 0 "$BIN/fabriq-target" --config bench/scenarios/file-target.toml >"$OUT/target.log" 2>&1 &
+TARGET=$!
+trap 'kill $TARGET 2>/dev/null; wait $TARGET 2>/dev/null || true' EXIT
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/4420) 2>/dev/null && break; sleep 0.1; done
+COMMON="--runtime $RUNTIME --ramp 1s"
+for w in "randread 4k 1" "randread 4k 32" "randread 4k 128" "read 128k 16" "write 128k 16"; do
+  set -- $w
+  name="$1-$2-qd$3"
+  echo "== $name"
+  taskset -c 1 "$BIN/fabriq-bench" compare --rounds "$ROUNDS" --json "$OUT/$name.json" \
+    --a "local --file $FILE --rw $1 --bs $2 --iodepth $3 $COMMON" \
+    --b "run --target tcp://127.0.0.1:4420 --nqn nqn.2026-11.dev.fabriq:bench --target-pid $TARGET --rw $1 --bs $2 --iodepth $3 $COMMON" \
+    | tail -9 | tee "$OUT/$name.txt"
+done
