@@ -3,7 +3,9 @@
 # issue's 90% bar. Each workload is a `compare` of A = local, B = NVMe/TCP through
 # fabriq-target, interleaved A B A B (ROUNDS rounds), because this machine's
 # virtual disk drifts by half its speed within minutes. Target pinned to core 0,
-# generator to core 1.
+# generator to core 1. POLL=1 (the default) makes the generator busy-poll in both
+# modes, as SPDK's perf initiator does (the reference figures come from it);
+# POLL=0 lets it sleep in io_uring_enter between completions.
 #
 #   cargo build --release -p fabriq-bench -p fabriq-target
 #   bash bench/scenarios/file-vs-local.sh [OUT]
@@ -23,6 +25,7 @@ TARGET=$!
 trap 'kill $TARGET 2>/dev/null; wait $TARGET 2>/dev/null || true' EXIT
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/4420) 2>/dev/null && break; sleep 0.1; done
 COMMON="--runtime $RUNTIME --ramp 1s"
+[ "${POLL:-1}" = 1 ] && COMMON="$COMMON --busy-poll"
 for w in "randread 4k 1" "randread 4k 32" "randread 4k 128" "read 128k 16" "write 128k 16"; do
   set -- $w
   name="$1-$2-qd$3"

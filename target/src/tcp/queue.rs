@@ -51,6 +51,10 @@ use crate::tcp::pdu::{
 /// Data at least this large that is not yet in the staging buffer is received straight into
 /// its destination; smaller pieces come through the staging buffer with what follows them.
 const DIRECT_RECV_MIN: u32 = 2048;
+/// The staging window while the host streams large data PDUs: room for a few headers.
+const HEADER_WINDOW: usize = 1024;
+/// Data PDUs at least this large switch the staging buffer to `HEADER_WINDOW`.
+const LARGE_DATA: u32 = 16 * 1024;
 /// PDUs parsed per receive completion before the reactor gets a turn.
 const RX_BUDGET: usize = 256;
 /// R2Ts outstanding per command, whatever larger number the host's MAXR2T allows.
@@ -339,6 +343,10 @@ pub struct Queue {
     tail: usize,
     rx: Rx,
     rx_direct: bool,
+    /// The last data received was large: the host is streaming big transfers, so the next
+    /// header is read through a small window and the data behind it lands in place rather
+    /// than being copied out of the staging buffer.
+    large_data: bool,
     /// Parsing stopped because a command's in-capsule data needs a buffer the pool lacks.
     rx_blocked: bool,
     /// The reactor's sink and zero regions (valid for the reactor's life).
@@ -392,6 +400,7 @@ impl Queue {
             tail: 0,
             rx: Rx::Header,
             rx_direct: false,
+            large_data: false,
             rx_blocked: false,
             sink: pool.sink(max_data),
             zeroes: pool.zeroes(max_data).0,
@@ -480,7 +489,8 @@ impl Queue {
         }
         let staging = self.staging.as_mut()?;
         // SAFETY: tail < capacity, so the window lies inside the staging buffer.
-        Some((unsafe { staging.as_mut_ptr().add(self.tail) }, cap - self.tail))
+        let window = if self.large_data { (cap - self.tail).min(HEADER_WINDOW) } else { cap - self.tail };
+        Some((unsafe { staging.as_mut_ptr().add(self.tail) }, window))
     }
 
     /// `n` bytes arrived in the window last handed out.
@@ -729,6 +739,7 @@ impl Queue {
             digest_ok = d.check(received).is_ok();
         }
         self.rx = Rx::Header;
+        self.large_data = inc.len >= LARGE_DATA;
         self.data_arrived(inc, digest_ok, io);
         true
     }
