@@ -24,6 +24,11 @@ use crate::nvme::{Nqn, Nsid};
 use crate::reactor::{Inbox, Msg, Reactor, STAGING_BYTES, Setup};
 use crate::subsys::{Limits, ListenerInfo, Namespace, Subsystem, SubsystemKind, Target};
 
+#[cfg(feature = "rdma")]
+type RdmaListeners = crate::rdma::engine::Listeners;
+#[cfg(not(feature = "rdma"))]
+type RdmaListeners = std::convert::Infallible;
+
 /// How long a stop waits for connections to finish before flushing and exiting anyway.
 const STOP_GRACE: Duration = Duration::from_secs(20);
 /// How often the main thread checks on the reactors when systemd asks for no watchdog.
@@ -115,9 +120,11 @@ fn derived_uuid(nqn: &str, nsid: u32) -> uuid::Uuid {
     uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("{nqn}/{nsid}").as_bytes())
 }
 
+/// Binds the TCP listeners; their port ids come first (1, 2, ...), the RDMA listeners' after.
 fn bind_listeners(config: &Config) -> Result<Vec<(OwnedFd, ListenerInfo)>, StartError> {
     let mut out = Vec::with_capacity(config.listeners.len());
-    for (index, l) in config.listeners.iter().enumerate() {
+    let tcp = config.listeners.iter().filter(|l| l.transport == config::Transport::Tcp);
+    for (index, l) in tcp.enumerate() {
         let bind_err = |source| StartError::Bind { addr: l.address, source };
         let socket = TcpListener::bind(l.address).map_err(bind_err)?;
         let bound = socket.local_addr().map_err(bind_err)?;
@@ -129,11 +136,60 @@ fn bind_listeners(config: &Config) -> Result<Vec<(OwnedFd, ListenerInfo)>, Start
             Some(a) => a,
             None => bound,
         };
-        let info = ListenerInfo { port_id: index as u16 + 1, bound, advertised, discovery_only: l.discovery_only };
+        let info = ListenerInfo {
+            port_id: index as u16 + 1,
+            bound,
+            advertised,
+            discovery_only: l.discovery_only,
+            transport: l.transport,
+        };
         tracing::info!(address = %bound, advertised = %advertised, discovery_only = l.discovery_only, "listening");
         out.push((OwnedFd::from(socket), info));
     }
     Ok(out)
+}
+
+/// Binds the RDMA listeners (RDMA CM ids on one event channel, handed to reactor 0), with
+/// port ids from `first_port_id` on.
+#[cfg(feature = "rdma")]
+fn bind_rdma_listeners(
+    config: &Config,
+    first_port_id: u16,
+) -> Result<(Option<crate::rdma::engine::Listeners>, Vec<ListenerInfo>), StartError> {
+    let rdma: Vec<_> = config.listeners.iter().filter(|l| l.transport == config::Transport::Rdma).collect();
+    if rdma.is_empty() {
+        return Ok((None, Vec::new()));
+    }
+    let channel_err = |source| StartError::Bind { addr: rdma[0].address, source };
+    let mut listeners = crate::rdma::engine::Listeners::new().map_err(channel_err)?;
+    let mut infos = Vec::with_capacity(rdma.len());
+    for (i, l) in rdma.iter().enumerate() {
+        let info = listeners
+            .bind(l.address, |bound| ListenerInfo {
+                port_id: first_port_id + i as u16,
+                bound,
+                advertised: match l.advertise {
+                    Some(mut a) if a.port() == 0 => {
+                        a.set_port(bound.port());
+                        a
+                    }
+                    Some(a) => a,
+                    None => bound,
+                },
+                discovery_only: l.discovery_only,
+                transport: l.transport,
+            })
+            .map_err(|source| StartError::Bind { addr: l.address, source })?;
+        tracing::info!(address = %info.bound, advertised = %info.advertised, discovery_only = l.discovery_only, "listening (rdma)");
+        infos.push(info);
+    }
+    Ok((Some(listeners), infos))
+}
+
+/// Without the `rdma` feature the configuration has no RDMA listeners (validation refuses them).
+#[cfg(not(feature = "rdma"))]
+fn bind_rdma_listeners(_: &Config, _: u16) -> Result<(Option<std::convert::Infallible>, Vec<ListenerInfo>), StartError> {
+    Ok((None, Vec::new()))
 }
 
 fn block_signals() -> Result<libc::sigset_t, StartError> {
@@ -173,6 +229,7 @@ fn start_reactors(
     config: &Config,
     target: &Arc<Target>,
     mut listeners: Vec<(OwnedFd, ListenerInfo)>,
+    #[cfg_attr(not(feature = "rdma"), allow(unused_variables, unused_mut))] mut rdma: Option<RdmaListeners>,
 ) -> Result<Running, StartError> {
     let n = config.target.reactors.max(1);
     let mut inboxes = Vec::with_capacity(n);
@@ -194,6 +251,8 @@ fn start_reactors(
             inboxes: Arc::clone(&inboxes),
             heartbeats: Arc::clone(&heartbeats),
             listeners: if id == 0 { std::mem::take(&mut listeners) } else { Vec::new() },
+            #[cfg(feature = "rdma")]
+            rdma: if id == 0 { rdma.take() } else { None },
             pool: layout.clone(),
             busy_poll: Duration::from_micros(u64::from(config.target.busy_poll_us)),
             ring_entries: RING_ENTRIES,
@@ -234,12 +293,13 @@ fn start_reactors(
 fn connect_hints(target: &Target) -> Vec<String> {
     let mut hints = Vec::new();
     if let Some(l) = target.listeners.iter().find(|l| l.discovery_only).or(target.listeners.first()) {
-        hints.push(format!("nvme discover -t tcp -a {} -s {}", l.advertised.ip(), l.advertised.port()));
+        hints.push(format!("nvme discover -t {} -a {} -s {}", l.transport, l.advertised.ip(), l.advertised.port()));
     }
     if let Some(l) = target.listeners.iter().find(|l| !l.discovery_only) {
         for s in target.subsystems() {
             hints.push(format!(
-                "nvme connect -t tcp -a {} -s {} -n {}",
+                "nvme connect -t {} -a {} -s {} -n {}",
+                l.transport,
                 l.advertised.ip(),
                 l.advertised.port(),
                 s.nqn.as_str()
@@ -254,9 +314,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let signals = block_signals()?;
     let notifier = Notifier::from_env();
     let listeners = bind_listeners(&config)?;
-    let infos = listeners.iter().map(|(_, info)| info.clone()).collect();
+    let (rdma, rdma_infos) = bind_rdma_listeners(&config, listeners.len() as u16 + 1)?;
+    let infos = listeners.iter().map(|(_, info)| info.clone()).chain(rdma_infos).collect();
     let target = Arc::new(build_target(&config, infos)?);
-    let running = start_reactors(&config, &target, listeners)?;
+    let running = start_reactors(&config, &target, listeners, rdma)?;
     for hint in connect_hints(&target) {
         println!("{hint}");
     }

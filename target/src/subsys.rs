@@ -71,6 +71,8 @@ pub struct ListenerInfo {
     pub advertised: SocketAddr,
     /// Serves only the discovery subsystem: NVM subsystems are not listed on it.
     pub discovery_only: bool,
+    /// The transport binding the listener speaks (discovery log entries carry it).
+    pub transport: crate::config::Transport,
 }
 
 /// Per-namespace counters, one slot per reactor; each slot has a single writer.

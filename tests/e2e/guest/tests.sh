@@ -12,18 +12,18 @@
 test_discover() {
     local port
     for port in "$DPORT" "$PORT"; do
-        run nvme discover -t tcp -a "$ADDR" -s "$port" >/tmp/disc.txt
+        run nvme discover -t "$TRANSPORT" -a "$ADDR" -s "$port" >/tmp/disc.txt
         cat /tmp/disc.txt
         discovery_entries /tmp/disc.txt >/tmp/entries.txt
-        grep -qx "nvme subsystem|$NQN|tcp|$ADDR|$PORT" /tmp/entries.txt ||
-            fail "discovery log on port $port has no entry for $NQN at tcp $ADDR:$PORT"
+        grep -qx "nvme subsystem|$NQN|$TRANSPORT|$ADDR|$PORT" /tmp/entries.txt ||
+            fail "discovery log on port $port has no entry for $NQN at $TRANSPORT $ADDR:$PORT"
         ! grep -q "|$DENIED|" /tmp/entries.txt ||
             fail "discovery log on port $port lists $DENIED, which does not allow this host"
     done
 
     # A host on no allow list sees neither subsystem.
     local stranger=nqn.2014-08.org.nvmexpress:uuid:7e57e57e-0000-4000-8000-000000000042
-    run nvme discover -t tcp -a "$ADDR" -s "$DPORT" --hostnqn "$stranger" >/tmp/disc.txt
+    run nvme discover -t "$TRANSPORT" -a "$ADDR" -s "$DPORT" --hostnqn "$stranger" >/tmp/disc.txt
     cat /tmp/disc.txt
     discovery_entries /tmp/disc.txt >/tmp/entries.txt
     ! grep -qE "\|($NQN|$DENIED)\|" /tmp/entries.txt ||
@@ -53,7 +53,7 @@ test_connect() {
     local c n dev bs mib
     c=$(ctrl_sysfs)
     expect_eq "controller state" "$(cat "$c/state")" live
-    expect_eq "controller transport" "$(cat "$c/transport")" tcp
+    expect_eq "controller transport" "$(cat "$c/transport")" "$TRANSPORT"
     expect_eq "controller hostnqn" "$(cat "$c/hostnqn")" "$HOSTNQN"
     for n in $(nsids); do
         dev=$(ns_dev "$n")
@@ -191,8 +191,8 @@ test_list_subsys() {
     run nvme list-subsys >/tmp/ls.txt
     cat /tmp/ls.txt
     grep -q "NQN=$NQN\$" /tmp/ls.txt || fail "nvme list-subsys does not show $NQN"
-    grep -qE "^ \+- nvme[0-9]+ tcp traddr=$ADDR,trsvcid=$PORT(,[^ ]*)? live" /tmp/ls.txt ||
-        fail "nvme list-subsys shows no live tcp path to $ADDR:$PORT"
+    grep -qE "^ \+- nvme[0-9]+ $TRANSPORT traddr=$ADDR,trsvcid=$PORT(,[^ ]*)? live" /tmp/ls.txt ||
+        fail "nvme list-subsys shows no live $TRANSPORT path to $ADDR:$PORT"
 }
 
 # fio_verify: fio writes checksummed blocks and reads them back: 4 KiB blocks at random
@@ -403,7 +403,7 @@ refused() {
     local nqn=$1 message=$2 mark
     shift 2
     mark=$(dmesg_mark)
-    if nvme connect -t tcp -a "$ADDR" -s "$PORT" -n "$nqn" "$@"; then
+    if nvme connect -t "$TRANSPORT" -a "$ADDR" -s "$PORT" -n "$nqn" "$@"; then
         fail "connect to $nqn $* was accepted"
     fi
     sleep 0.2
