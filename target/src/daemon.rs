@@ -188,7 +188,10 @@ fn bind_rdma_listeners(
 
 /// Without the `rdma` feature the configuration has no RDMA listeners (validation refuses them).
 #[cfg(not(feature = "rdma"))]
-fn bind_rdma_listeners(_: &Config, _: u16) -> Result<(Option<std::convert::Infallible>, Vec<ListenerInfo>), StartError> {
+fn bind_rdma_listeners(
+    _: &Config,
+    _: u16,
+) -> Result<(Option<std::convert::Infallible>, Vec<ListenerInfo>), StartError> {
     Ok((None, Vec::new()))
 }
 

@@ -185,10 +185,8 @@ fn capability(target: &Target) -> Cap {
 /// NVMe/RDMA moves data against keyed SGL data blocks, which its hosts require the
 /// controller to support; the bit is set for controllers whose admin queue came over RDMA.
 fn keyed_sgls(ctrl: &Controller, target: &Target) -> u32 {
-    let rdma = target
-        .listeners
-        .iter()
-        .any(|l| l.port_id == ctrl.port_id && l.transport == crate::config::Transport::Rdma);
+    let rdma =
+        target.listeners.iter().any(|l| l.port_id == ctrl.port_id && l.transport == crate::config::Transport::Rdma);
     if rdma { idc::SGLS_KEYED } else { 0 }
 }
 

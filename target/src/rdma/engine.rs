@@ -297,7 +297,9 @@ impl Engine {
                     None => {}
                 }
             }
-            other => tracing::debug!(reactor = self.reactor, event = %verbs::event_name(other), status = event.status, "RDMA CM event"),
+            other => {
+                tracing::debug!(reactor = self.reactor, event = %verbs::event_name(other), status = event.status, "RDMA CM event")
+            }
         }
     }
 
@@ -388,7 +390,14 @@ impl Engine {
             let conn = self.conns[index as usize].as_mut().expect("just made");
             conn.queue.close(&e.to_string(), io);
         } else {
-            tracing::info!(reactor = self.reactor, ?peer, qid = shape.qid, entries, icd = shape.icd_bytes, "RDMA queue pair accepted");
+            tracing::info!(
+                reactor = self.reactor,
+                ?peer,
+                qid = shape.qid,
+                entries,
+                icd = shape.icd_bytes,
+                "RDMA queue pair accepted"
+            );
         }
         self.settle(index, io);
     }
@@ -490,12 +499,25 @@ impl Engine {
                     Work::Write { slot, local, class, len, addr, key } => {
                         let wr = WrId::Write(slot);
                         let lkey = pool_mrs[usize::from(class)].lkey();
-                        (wr, verbs::post_send(conn.id, wr.encode(), SendOp::Write { addr, rkey: key }, local, len, lkey))
+                        (
+                            wr,
+                            verbs::post_send(conn.id, wr.encode(), SendOp::Write { addr, rkey: key }, local, len, lkey),
+                        )
                     }
                     Work::Send { slot, invalidate } => {
                         let (ptr, len) = conn.queue.response(slot);
                         let wr = WrId::Send(slot);
-                        (wr, verbs::post_send(conn.id, wr.encode(), SendOp::Send { invalidate }, ptr, len, response_lkey))
+                        (
+                            wr,
+                            verbs::post_send(
+                                conn.id,
+                                wr.encode(),
+                                SendOp::Send { invalidate },
+                                ptr,
+                                len,
+                                response_lkey,
+                            ),
+                        )
                     }
                 };
                 if let Err(e) = posted {
@@ -543,7 +565,10 @@ impl Engine {
                 if queue.idle() {
                     queue.release(io);
                 } else {
-                    tracing::error!(reactor = self.reactor, "RDMA queue torn down with work posted; its buffers are not reused");
+                    tracing::error!(
+                        reactor = self.reactor,
+                        "RDMA queue torn down with work posted; its buffers are not reused"
+                    );
                     std::mem::forget(queue);
                 }
             }

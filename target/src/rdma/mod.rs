@@ -16,4 +16,4 @@ pub mod wire;
 #[cfg(feature = "rdma")]
 pub mod engine;
 #[cfg(feature = "rdma")]
-pub mod verbs;
+pub(crate) mod verbs;

@@ -225,7 +225,13 @@ pub struct Queue {
 
 impl Queue {
     /// A queue admitted at the CM level: its receive buffers are ready to post ([`Queue::start`]).
-    pub fn new(target: Arc<Target>, reactor: usize, listener: ListenerInfo, peer: Option<SocketAddr>, shape: QueueShape) -> Queue {
+    pub fn new(
+        target: Arc<Target>,
+        reactor: usize,
+        listener: ListenerInfo,
+        peer: Option<SocketAddr>,
+        shape: QueueShape,
+    ) -> Queue {
         let entries = usize::from(shape.entries);
         Queue {
             target,
@@ -293,7 +299,11 @@ impl Queue {
 
     pub fn who(&self) -> String {
         match &self.binding {
-            Binding::Unbound => format!("peer={} qid={} unbound", self.peer.map_or(String::from("?"), |p| p.to_string()), self.shape.qid),
+            Binding::Unbound => format!(
+                "peer={} qid={} unbound",
+                self.peer.map_or(String::from("?"), |p| p.to_string()),
+                self.shape.qid
+            ),
             Binding::Admin(c) => format!("host={} cntlid={} qid=0 (rdma)", c.hostnqn, c.cntlid),
             Binding::Io(c, qid) => format!("host={} cntlid={} qid={qid} (rdma)", c.hostnqn, c.cntlid),
         }
@@ -623,7 +633,15 @@ impl Queue {
             }
             IoOp::Write { offset, len, fua } => {
                 slot.expect = len;
-                submit(slot, slot_no, ns, Op::Write { offset, len, fua: fua || write_through }, (buf_ptr, fixed), false, io);
+                submit(
+                    slot,
+                    slot_no,
+                    ns,
+                    Op::Write { offset, len, fua: fua || write_through },
+                    (buf_ptr, fixed),
+                    false,
+                    io,
+                );
             }
             IoOp::Compare { offset, len } => {
                 slot.expect = len;

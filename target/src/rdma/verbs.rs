@@ -165,12 +165,16 @@ fn sockaddr_of(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 pub fn listen(channel: &EventChannel, addr: SocketAddr, backlog: i32) -> io::Result<(*mut rdma_cm_id, u16)> {
     let mut id: *mut rdma_cm_id = ptr::null_mut();
     // SAFETY: valid channel and out pointer; TCP port space (reliable connected QPs).
-    check(unsafe { rdma_create_id(channel.raw(), &mut id, ptr::null_mut(), rdma_port_space::RDMA_PS_TCP) }, "rdma_create_id")?;
+    check(
+        unsafe { rdma_create_id(channel.raw(), &mut id, ptr::null_mut(), rdma_port_space::RDMA_PS_TCP) },
+        "rdma_create_id",
+    )?;
     let (mut storage, _) = sockaddr_of(addr);
     // SAFETY: id is valid; the address lives for the call.
-    let bound = check(unsafe { rdma_bind_addr(id, (&mut storage as *mut libc::sockaddr_storage).cast()) }, "rdma_bind_addr")
-        // SAFETY: as above.
-        .and_then(|()| check(unsafe { rdma_listen(id, backlog) }, "rdma_listen"));
+    let bound =
+        check(unsafe { rdma_bind_addr(id, (&mut storage as *mut libc::sockaddr_storage).cast()) }, "rdma_bind_addr")
+            // SAFETY: as above.
+            .and_then(|()| check(unsafe { rdma_listen(id, backlog) }, "rdma_listen"));
     if let Err(e) = bound {
         destroy_id(id);
         return Err(e);
@@ -225,7 +229,12 @@ pub fn reject(id: *mut rdma_cm_id, private_data: &[u8]) {
     unsafe { rdma_reject(id, private_data.as_ptr().cast(), private_data.len() as u8) };
 }
 
-pub fn accept(id: *mut rdma_cm_id, private_data: &[u8], initiator_depth: u8, responder_resources: u8) -> io::Result<()> {
+pub fn accept(
+    id: *mut rdma_cm_id,
+    private_data: &[u8],
+    initiator_depth: u8,
+    responder_resources: u8,
+) -> io::Result<()> {
     let mut param = rdma_conn_param {
         private_data: private_data.as_ptr().cast(),
         private_data_len: private_data.len() as u8,

@@ -72,7 +72,8 @@ impl CmRequest {
         if b.len() < Self::SIZE {
             return Err(RejectStatus::InvalidLength);
         }
-        let req = CmRequest { recfmt: get_u16(b, 0), qid: get_u16(b, 2), hrqsize: get_u16(b, 4), hsqsize: get_u16(b, 6) };
+        let req =
+            CmRequest { recfmt: get_u16(b, 0), qid: get_u16(b, 2), hrqsize: get_u16(b, 4), hsqsize: get_u16(b, 6) };
         if req.recfmt != RECFMT_1_0 {
             return Err(RejectStatus::InvalidRecfmt);
         }
@@ -89,7 +90,12 @@ impl CmRequest {
     }
 
     /// Checks the sizes against the target's limits; returns the queue's shape.
-    pub fn admit(&self, max_queue_entries: u16, max_io_queues: u16, icd_bytes: u32) -> Result<QueueShape, RejectStatus> {
+    pub fn admit(
+        &self,
+        max_queue_entries: u16,
+        max_io_queues: u16,
+        icd_bytes: u32,
+    ) -> Result<QueueShape, RejectStatus> {
         if self.qid > max_io_queues {
             return Err(RejectStatus::InvalidQid);
         }
@@ -186,11 +192,11 @@ pub enum DataPlan {
 /// subtype Fh), if any.
 pub fn invalidate_key(sqe: &Sqe) -> Option<u32> {
     match SglDescriptor::decode(&sqe.dptr) {
-        SglDescriptor { length, kind: SglKind::KeyedDataBlock { subtype: sgl_type::SUBTYPE_INVALIDATE_KEY, key }, .. }
-            if length > 0 =>
-        {
-            Some(key)
-        }
+        SglDescriptor {
+            length,
+            kind: SglKind::KeyedDataBlock { subtype: sgl_type::SUBTYPE_INVALIDATE_KEY, key },
+            ..
+        } if length > 0 => Some(key),
         _ => None,
     }
 }
@@ -323,14 +329,16 @@ mod tests {
     }
 
     fn sqe_with(sgl: SglDescriptor) -> Sqe {
-        let mut sqe = Sqe::default();
-        sqe.flags = 1 << 6; // PSDT 01b: SGLs
-        sqe.dptr = sgl.encode();
-        sqe
+        // PSDT 01b: SGLs.
+        Sqe { flags: 1 << 6, dptr: sgl.encode(), ..Sqe::default() }
     }
 
     fn write(len: u32) -> Prepared {
-        Prepared { dir: DataDir::H2c, len, exec: Exec::Io(IoCmd { ns_index: 0, op: IoOp::Write { offset: 0, len, fua: false } }) }
+        Prepared {
+            dir: DataDir::H2c,
+            len,
+            exec: Exec::Io(IoCmd { ns_index: 0, op: IoOp::Write { offset: 0, len, fua: false } }),
+        }
     }
 
     fn read(len: u32) -> Prepared {
@@ -415,9 +423,7 @@ mod tests {
 
         #[test]
         fn any_sgl_is_checked_without_panicking(raw in proptest::array::uniform16(any::<u8>()), icd in 0u32..20000, len in 0u32..20000) {
-            let mut sqe = Sqe::default();
-            sqe.flags = 1 << 6;
-            sqe.dptr = raw;
+            let sqe = Sqe { flags: 1 << 6, dptr: raw, ..Sqe::default() };
             for p in [write(len), read(len)] {
                 if let Ok(plan) = check_sgl(&sqe, &p, icd, 8192) {
                     match plan {
