@@ -370,7 +370,7 @@ impl Reactor {
 
     fn stop(&mut self) {
         self.stopping = true;
-        tracing::info!(reactor = self.id, connections = self.live_conns, "stopping");
+        tracing::info!(reactor = self.id, connections = self.live(), "stopping");
         for (fd, _) in self.listeners.drain(..) {
             // Closing the socket ends the multishot accept with an error completion.
             // SAFETY: shutdown on a listening socket we own.

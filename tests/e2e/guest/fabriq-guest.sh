@@ -24,10 +24,13 @@ fabriq_guest_start() {
     return 1
 }
 
-# fabriq_guest_stop: SIGTERM; the target must exit 0 within 20 s. Prints the log's tail when
-# it does not, or when FABRIQ_SHOW_LOG=1.
+# fabriq_guest_stop: SIGTERM while a host is connected (admin and I/O queue pairs live): the
+# target must close them and exit 0 within 20 s. Prints the log's tail when it does not, or
+# when FABRIQ_SHOW_LOG=1.
 fabriq_guest_stop() {
     local i status=0
+    nvme connect -t rdma -a "$ADDR" -s "$PORT" -n "$NQN" --ctrl-loss-tmo=1 >/dev/null 2>&1 ||
+        echo "# (could not connect before the stop)"
     kill -TERM "$FABRIQ_PID" 2>/dev/null
     for i in $(seq 200); do
         kill -0 "$FABRIQ_PID" 2>/dev/null || break
@@ -41,6 +44,7 @@ fabriq_guest_stop() {
         wait "$FABRIQ_PID" || status=$?
         FABRIQ_RESULT="exited with status $status after SIGTERM"
     fi
+    nvme disconnect-all >/dev/null 2>&1
     if [ $status -ne 0 ] || [ "${FABRIQ_SHOW_LOG:-0}" = 1 ]; then
         echo "----- fabriq-target log (last 80 lines)"
         tail -n 80 "$FABRIQ_LOG"
