@@ -1,9 +1,11 @@
-//! The daemon's life: build the target from the configuration, bind every listener, start the
-//! reactors, tell systemd it is ready, keep the watchdog fed while every reactor answers, and
+//! The daemon's life: build the target from the configuration, bind every listener, open the
+//! pools and export their volumes, start the reactors and the node API, tell systemd it is ready, keep the watchdog fed while every reactor answers, and
 //! on SIGTERM or SIGINT stop: no new connections, in-flight commands finish, backends flush,
 //! exit 0 (1 if a reactor failed or panicked).
 //!
-//! Invariants: READY=1 is sent only after every listener is bound and every reactor runs; the
+//! Invariants: READY=1 is sent only after every listener is bound, every Ready volume is
+//! exported (a rebooted node serves its volumes before anyone calls it), the node API listens
+//! and every reactor runs; the API stops before the reactors at SIGTERM; the
 //! watchdog is fed only when every reactor answered the previous ping; signals are blocked in
 //! every thread and taken synchronously by the main thread (`sigtimedwait`).
 
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 use crate::backend::{Backend, BackendError};
 use crate::buffers::Layout;
 use crate::config::{self, Config};
+use crate::node::{Node, NodeError};
 use crate::notify::Notifier;
 use crate::nvme::{Nqn, Nsid};
 use crate::reactor::{Inbox, Msg, Reactor, STAGING_BYTES, Setup};
@@ -43,6 +46,12 @@ pub enum StartError {
     Reactor { id: usize, source: io::Error },
     #[error("signal setup: {0}")]
     Signals(io::Error),
+    #[error("pools and volumes: {0}")]
+    Node(#[from] NodeError),
+    #[error("node API token: {0}")]
+    Token(#[from] crate::api::TokenError),
+    #[error("node API: cannot listen on {addr}: {source}")]
+    ApiBind { addr: SocketAddr, source: io::Error },
 }
 
 /// The target's limits as the configuration sets them.
@@ -104,7 +113,7 @@ fn open_backend(b: &config::Backend, block_size: u32) -> Result<Backend, Backend
 }
 
 /// A stable serial number for a subsystem without one: 20 hex digits of a hash of its NQN.
-fn derived_serial(nqn: &str) -> String {
+pub(crate) fn derived_serial(nqn: &str) -> String {
     let hash = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, nqn.as_bytes());
     hash.simple().to_string()[..20].to_owned()
 }
@@ -256,7 +265,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let listeners = bind_listeners(&config)?;
     let infos = listeners.iter().map(|(_, info)| info.clone()).collect();
     let target = Arc::new(build_target(&config, infos)?);
+    let node = Arc::new(Node::open(&config, Arc::clone(&target)).map_err(StartError::from)?);
     let running = start_reactors(&config, &target, listeners)?;
+    node.restore_listeners();
+    let api = start_api(&config, &node)?;
     for hint in connect_hints(&target) {
         println!("{hint}");
     }
@@ -291,11 +303,31 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     if let Some(n) = &notifier {
         let _ = n.stopping();
     }
+    if let Some(api) = api {
+        api.stop();
+    }
     let failed = stop(running, &target);
     // A reactor that returned an error or panicked (a broken invariant: an assertion) is not a
     // clean stop, whatever the build's panic strategy.
     anyhow::ensure!(failed == 0, "{failed} reactor(s) failed or panicked; see the log");
     Ok(())
+}
+
+/// Starts the node API when the configuration enables it; the token comes from `token_file`,
+/// or from `<data_dir>/api-token`, generated at the first start.
+fn start_api(config: &Config, node: &Arc<Node>) -> Result<Option<crate::api::Server>, StartError> {
+    if !config.api.enabled {
+        return Ok(None);
+    }
+    let path = config.token_path();
+    let (token, generated) = crate::api::load_or_create_token(&path, config.api.token_file.is_none())?;
+    if generated {
+        tracing::info!(path = %path.display(), "node API token generated");
+    }
+    let server = crate::api::start(Arc::clone(node), token, &config.api)
+        .map_err(|source| StartError::ApiBind { addr: config.api.address, source })?;
+    println!("node API: http://{} (bearer token in {})", server.address, path.display());
+    Ok(Some(server))
 }
 
 /// Stops the reactors, flushes the backends, and returns how many reactors failed.

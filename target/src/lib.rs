@@ -7,12 +7,17 @@
 //! Around them, the control path:
 //! - [`config`]: the daemon's TOML configuration, parsed and validated.
 //! - [`notify`]: systemd's readiness and watchdog notifications.
+//! - [`storage`]: pools and volumes, with crash-safe metadata on the pool's device.
+//! - [`node`]: the node manager: pools, volumes and their exports, kept in step with the target.
+//! - [`api`]: the node REST API over the node manager.
 
+pub mod api;
 pub mod backend;
 pub mod buffers;
 pub mod config;
 pub mod ctrl;
 pub mod daemon;
+pub mod node;
 pub mod notify;
 pub mod nvme;
 pub mod reactor;

@@ -33,9 +33,11 @@ impl Target {
     pub fn start(target: &str, subsystems: &str) -> Target {
         let dir = tempfile::tempdir().unwrap();
         let (port, dport) = (free_port(), free_port());
+        // The node API listens on 127.0.0.1:8800 by default; tests that want it say so.
+        let api = if subsystems.contains("[api]") { "" } else { "[api]\nenabled = false\n\n" };
         let config = format!(
             "[target]\n{target}\n\n[[listener]]\ntransport = \"tcp\"\naddress = \"127.0.0.1:{port}\"\n\n\
-             [[listener]]\ntransport = \"tcp\"\naddress = \"127.0.0.1:{dport}\"\ndiscovery_only = true\n\n{}",
+             [[listener]]\ntransport = \"tcp\"\naddress = \"127.0.0.1:{dport}\"\ndiscovery_only = true\n\n{api}{}",
             subsystems.replace("{dir}", &dir.path().display().to_string())
         );
         let path = dir.path().join("target.toml");
