@@ -3,6 +3,8 @@
 //! the handle drops.
 #![allow(dead_code)]
 
+pub mod node;
+
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
