@@ -15,7 +15,6 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use io_uring::{opcode, squeue, types};
 
@@ -97,21 +96,10 @@ pub enum BackendError {
     Mem { size_bytes: u64, source: io::Error },
 }
 
-/// One piece of a volume: volume bytes `offset..offset + len` are device bytes
-/// `device_offset..`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Extent {
-    pub offset: u64,
-    pub device_offset: u64,
-    pub len: u64,
-}
-
 #[derive(Debug)]
 pub struct Backend {
     kind: Kind,
-    fd: Option<Arc<OwnedFd>>,
-    /// A volume's extent map (empty for every other kind): volume bytes to device bytes.
-    extents: Vec<Extent>,
+    fd: Option<OwnedFd>,
     size_bytes: u64,
     direct: bool,
     /// The fallocate mode that zeroes a range on this file system or device.
@@ -127,16 +115,7 @@ const TMPFS_MAGIC: libc::c_long = 0x0102_1994;
 impl Backend {
     /// A backend that keeps nothing: writes vanish, reads return zeroes.
     pub fn null(size_bytes: u64) -> Backend {
-        Backend {
-            kind: Kind::Null,
-            fd: None,
-            extents: Vec::new(),
-            size_bytes,
-            direct: false,
-            zero_mode: 0,
-            path: None,
-            faults: Vec::new(),
-        }
+        Backend { kind: Kind::Null, fd: None, size_bytes, direct: false, zero_mode: 0, path: None, faults: Vec::new() }
     }
 
     /// Memory that behaves like a sparse file (a memfd), shared by every reactor.
@@ -153,8 +132,7 @@ impl Backend {
         // shmem has no FALLOC_FL_ZERO_RANGE; a punched hole reads back as zeroes.
         Ok(Backend {
             kind: Kind::Mem,
-            fd: Some(Arc::new(fd)),
-            extents: Vec::new(),
+            fd: Some(fd),
             size_bytes,
             direct: false,
             zero_mode: PUNCH_HOLE,
@@ -230,39 +208,13 @@ impl Backend {
         tracing::info!(path = %path.display(), ?kind, size_bytes, direct = is_direct, "backend opened");
         Ok(Backend {
             kind,
-            fd: Some(Arc::new(fd)),
-            extents: Vec::new(),
+            fd: Some(fd),
             size_bytes,
             direct: is_direct,
             zero_mode,
             path: Some(path.to_owned()),
             faults: Vec::new(),
         })
-    }
-
-    /// A volume of a pool: `extents` map its bytes onto the pool's device, which `device`
-    /// (shared by every volume of the pool) reads and writes. Stand-in until the dyn-target
-    /// branch lands its volume backend: an operation crossing two discontiguous extents fails.
-    pub fn volume(device: Arc<OwnedFd>, direct: bool, extents: Vec<Extent>, size_bytes: u64) -> Backend {
-        Backend {
-            kind: Kind::File,
-            fd: Some(device),
-            extents,
-            size_bytes,
-            direct,
-            zero_mode: PUNCH_HOLE,
-            path: None,
-            faults: Vec::new(),
-        }
-    }
-
-    /// The device offset of volume bytes `offset..offset + len`, when one extent holds them all.
-    fn translate(&self, offset: u64, len: u64) -> Option<u64> {
-        if self.extents.is_empty() {
-            return Some(offset);
-        }
-        let e = self.extents.iter().find(|e| e.offset <= offset && offset < e.offset + e.len)?;
-        (offset + len <= e.offset + e.len).then(|| e.device_offset + (offset - e.offset))
     }
 
     pub fn with_faults(mut self, faults: Vec<Fault>) -> Backend {
@@ -298,9 +250,6 @@ impl Backend {
             Op::WriteZeroes { offset, len } | Op::Deallocate { offset, len } => (offset, len, false),
             Op::Flush => return None,
         };
-        if self.translate(offset, len).is_none() {
-            return Some(libc::EIO);
-        }
         self.faults
             .iter()
             .any(|f| (if is_read { f.reads } else { f.writes }) && offset < f.offset + f.len && f.offset < offset + len)
@@ -312,29 +261,23 @@ impl Backend {
     /// regions are registered with this ring.
     pub fn prep(&self, op: &Op, buf: *mut u8, fixed: Option<u16>) -> Option<squeue::Entry> {
         let fd = types::Fd(self.fd.as_ref()?.as_raw_fd());
-        let at = |offset: u64, len: u64| self.translate(offset, len).unwrap_or(offset);
         let entry = match *op {
             Op::Read { offset, len } => match fixed {
-                Some(index) => opcode::ReadFixed::new(fd, buf, len, index).offset(at(offset, len.into())).build(),
-                None => opcode::Read::new(fd, buf, len).offset(at(offset, len.into())).build(),
+                Some(index) => opcode::ReadFixed::new(fd, buf, len, index).offset(offset).build(),
+                None => opcode::Read::new(fd, buf, len).offset(offset).build(),
             },
             Op::Write { offset, len, fua } => {
                 let flags = if fua { libc::RWF_DSYNC } else { 0 };
                 match fixed {
-                    Some(index) => opcode::WriteFixed::new(fd, buf, len, index)
-                        .offset(at(offset, len.into()))
-                        .rw_flags(flags)
-                        .build(),
-                    None => opcode::Write::new(fd, buf, len).offset(at(offset, len.into())).rw_flags(flags).build(),
+                    Some(index) => opcode::WriteFixed::new(fd, buf, len, index).offset(offset).rw_flags(flags).build(),
+                    None => opcode::Write::new(fd, buf, len).offset(offset).rw_flags(flags).build(),
                 }
             }
             Op::Flush => opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build(),
             Op::WriteZeroes { offset, len } => {
-                opcode::Fallocate::new(fd, len).offset(at(offset, len)).mode(self.zero_mode).build()
+                opcode::Fallocate::new(fd, len).offset(offset).mode(self.zero_mode).build()
             }
-            Op::Deallocate { offset, len } => {
-                opcode::Fallocate::new(fd, len).offset(at(offset, len)).mode(PUNCH_HOLE).build()
-            }
+            Op::Deallocate { offset, len } => opcode::Fallocate::new(fd, len).offset(offset).mode(PUNCH_HOLE).build(),
         };
         Some(entry)
     }

@@ -97,44 +97,6 @@ pub struct NsTotals {
     pub read_bytes: u64,
     pub write_bytes: u64,
     pub media_errors: u64,
-    /// Stand-in until the dyn-target branch records latencies: always empty.
-    pub read_latency: LatencyHistogram,
-    pub write_latency: LatencyHistogram,
-}
-
-/// Bounded latency buckets: `le` = 2^i µs for i in `0..BOUNDED_BUCKETS`.
-pub const BOUNDED_BUCKETS: usize = 25;
-
-/// A latency distribution: counts per power-of-two bucket (not cumulative) and the sum
-/// (stand-in for the dyn-target branch's).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LatencyHistogram {
-    pub counts: [u64; BOUNDED_BUCKETS + 1],
-    pub sum_ns: u64,
-}
-
-impl LatencyHistogram {
-    pub fn bound_us(i: usize) -> u64 {
-        1 << i
-    }
-
-    pub fn count(&self) -> u64 {
-        self.counts.iter().sum()
-    }
-
-    pub fn cumulative(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.counts[..BOUNDED_BUCKETS].iter().enumerate().scan(0u64, |acc, (i, &n)| {
-            *acc += n;
-            Some((LatencyHistogram::bound_us(i), *acc))
-        })
-    }
-}
-
-/// Live controllers and their connected I/O queues.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Connections {
-    pub controllers: usize,
-    pub io_queues: usize,
 }
 
 fn bump(counter: &AtomicU64, by: u64) {
@@ -283,67 +245,6 @@ impl Subsystem {
         access.allow_any_host || access.hosts.contains(hostnqn)
     }
 
-    /// Whether any host may connect, and the allow list.
-    pub fn access(&self) -> (bool, Vec<String>) {
-        let access = self.access.read().expect("access lock");
-        (access.allow_any_host, access.hosts.iter().cloned().collect())
-    }
-
-    /// Adds a host to the allow list; true if it was not on it.
-    pub fn allow_host(&self, hostnqn: &str) -> bool {
-        self.access.write().expect("access lock").hosts.insert(hostnqn.to_owned())
-    }
-
-    /// Removes a host from the allow list (true if it was on it); its controllers are killed
-    /// unless the subsystem still admits it.
-    pub fn revoke_host(&self, hostnqn: &str) -> bool {
-        let removed = self.access.write().expect("access lock").hosts.remove(hostnqn);
-        self.kill_disallowed();
-        removed
-    }
-
-    pub fn set_allow_any_host(&self, allow_any_host: bool) {
-        self.access.write().expect("access lock").allow_any_host = allow_any_host;
-        self.kill_disallowed();
-    }
-
-    fn kill_disallowed(&self) {
-        for ctrl in self.controllers() {
-            if !self.allows(ctrl.hostnqn.as_str()) {
-                ctrl.kill();
-            }
-        }
-    }
-
-    /// Live controllers (stand-in: I/O queues are not counted).
-    pub fn connections(&self) -> Connections {
-        Connections { controllers: self.controllers().iter().filter(|c| !c.is_dead()).count(), io_queues: 0 }
-    }
-
-    /// Removes namespace `nsid`.
-    pub fn remove_namespace(&self, nsid: u32) -> Option<Arc<Namespace>> {
-        let mut table = self.namespaces.write().expect("namespace lock");
-        let (i, _) = table.find(nsid)?;
-        let mut namespaces = table.namespaces.clone();
-        let removed = namespaces.remove(i);
-        let generation = self.ns_generation.load(Ordering::Relaxed) + 1;
-        *table = Arc::new(NsTable { generation, namespaces });
-        self.ns_generation.store(generation, Ordering::Release);
-        Some(removed)
-    }
-
-    /// Replaces the namespace with `ns`'s NSID (stand-in: no asynchronous event).
-    pub fn replace_namespace(&self, ns: Namespace) -> Result<(), Box<Namespace>> {
-        let mut table = self.namespaces.write().expect("namespace lock");
-        let Some((i, _)) = table.find(ns.nsid.get()) else { return Err(Box::new(ns)) };
-        let mut namespaces = table.namespaces.clone();
-        namespaces[i] = Arc::new(ns);
-        let generation = self.ns_generation.load(Ordering::Relaxed) + 1;
-        *table = Arc::new(NsTable { generation, namespaces });
-        self.ns_generation.store(generation, Ordering::Release);
-        Ok(())
-    }
-
     /// The current namespace table; cheap to clone and to keep.
     pub fn namespaces(&self) -> Arc<NsTable> {
         Arc::clone(&self.namespaces.read().expect("namespace lock"))
@@ -450,34 +351,6 @@ impl Target {
         drop(all);
         self.discovery_changed();
         Ok(subsys)
-    }
-
-    /// Removes an NVM subsystem: no host may connect, its controllers are killed.
-    pub fn remove_subsystem(&self, nqn: &str) -> Option<Arc<Subsystem>> {
-        let removed = self.subsystems.write().expect("subsystem lock").remove(nqn)?;
-        {
-            let mut access = removed.access.write().expect("access lock");
-            access.allow_any_host = false;
-            access.hosts.clear();
-        }
-        removed.kill_disallowed();
-        self.discovery_changed();
-        Some(removed)
-    }
-
-    /// The listeners (stand-in: fixed at start).
-    pub fn listeners(&self) -> Vec<ListenerInfo> {
-        self.listeners.clone()
-    }
-
-    /// Stand-in: listeners cannot be added at run time before the dyn-target branch lands.
-    pub fn add_listener(&self, _listener: &crate::config::Listener) -> std::io::Result<ListenerInfo> {
-        Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "listeners cannot be added at run time yet"))
-    }
-
-    /// Stand-in: see [`Target::add_listener`].
-    pub fn remove_listener(&self, _port_id: u16) -> Option<ListenerInfo> {
-        None
     }
 
     /// The subsystem a Connect names (the discovery subsystem included).
