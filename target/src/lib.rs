@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod notify;
 pub mod nvme;
 pub mod reactor;
+pub mod stats;
 pub mod storage;
 pub mod subsys;
 pub mod tcp;
