@@ -567,4 +567,156 @@ mod tests {
         assert!(!status_for_errno(&read, libc::EAGAIN).dnr());
         assert_eq!(status_for_errno(&read, libc::ENOTCONN), Status::INTERNAL_ERROR);
     }
+
+    const K64: u64 = 64 * 1024;
+
+    /// A memfd of `bytes` as a pool's device.
+    fn device(bytes: u64) -> Arc<OwnedFd> {
+        let mem = Backend::mem(bytes).unwrap();
+        Arc::clone(mem.fd.as_ref().unwrap())
+    }
+
+    /// Extents of `len` bytes each, at the given device offsets, in volume order.
+    fn extents(lens_and_devs: &[(u64, u64)]) -> Vec<Extent> {
+        let mut offset = 0;
+        lens_and_devs
+            .iter()
+            .map(|&(len, device_offset)| {
+                let e = Extent { offset, device_offset, len };
+                offset += len;
+                e
+            })
+            .collect()
+    }
+
+    fn pieces(b: &Backend, offset: u64, len: u64) -> Vec<(u64, u64, u64)> {
+        b.map(offset, len).collect()
+    }
+
+    #[test]
+    fn volume_io_splits_at_extent_boundaries() {
+        // Three extents, stored out of order on the device.
+        let x = extents(&[(K64, 10 * K64), (K64, 2 * K64), (2 * K64, 5 * K64)]);
+        let v = Backend::volume(device(16 * K64), false, x, 4 * K64);
+        assert_eq!((v.kind(), v.size_bytes(), v.path()), (Kind::Volume, 4 * K64, None));
+        assert_eq!(pieces(&v, 0, 4 * K64), vec![(10 * K64, K64, 0), (2 * K64, K64, K64), (5 * K64, 2 * K64, 2 * K64)]);
+        // Exactly one extent, starting and ending at its boundaries.
+        assert_eq!(pieces(&v, K64, K64), vec![(2 * K64, K64, 0)]);
+        // Ending at a boundary, starting at one.
+        assert_eq!(pieces(&v, K64 - 512, 512), vec![(11 * K64 - 512, 512, 0)]);
+        assert_eq!(pieces(&v, 2 * K64, 512), vec![(5 * K64, 512, 0)]);
+        // Crossing one boundary: the second piece starts where the first left the buffer.
+        assert_eq!(pieces(&v, K64 - 512, 1024), vec![(11 * K64 - 512, 512, 0), (2 * K64, 512, 512)]);
+        // Crossing two.
+        assert_eq!(
+            pieces(&v, K64 - 4096, K64 + 8192),
+            vec![(11 * K64 - 4096, 4096, 0), (2 * K64, K64, 4096), (5 * K64, 4096, K64 + 4096)]
+        );
+        // The last block.
+        assert_eq!(pieces(&v, 4 * K64 - 512, 512), vec![(7 * K64 - 512, 512, 0)]);
+        // Each piece is one submission; a flush is one fdatasync of the device.
+        let count = |op: Op| v.prep_into(&op, std::ptr::null_mut(), None, |_| {});
+        assert_eq!(count(Op::Read { offset: K64 - 4096, len: (K64 + 8192) as u32 }), 3);
+        assert_eq!(count(Op::Write { offset: 0, len: 4096, fua: true }), 1);
+        assert_eq!(count(Op::WriteZeroes { offset: 0, len: 4 * K64 }), 3);
+        assert_eq!(count(Op::Deallocate { offset: K64, len: 2 * K64 }), 2);
+        assert_eq!(count(Op::Flush), 1);
+    }
+
+    #[test]
+    fn a_volume_of_one_extent_and_of_many() {
+        let one = Backend::volume(device(4 * K64), true, extents(&[(3 * K64, K64)]), 3 * K64);
+        assert!(one.is_direct());
+        assert_eq!(pieces(&one, 0, 3 * K64), vec![(K64, 3 * K64, 0)]);
+        assert_eq!(pieces(&one, 4096, 512), vec![(K64 + 4096, 512, 0)]);
+        // 64 extents of 4 KiB, in reverse device order: a 256 KiB transfer is 64 pieces.
+        let many: Vec<_> = (0..64).map(|i| (4096, (63 - i) * 4096)).collect();
+        let v = Backend::volume(device(64 * 4096), false, extents(&many), 64 * 4096);
+        let all = pieces(&v, 0, 64 * 4096);
+        assert_eq!(all.len(), 64);
+        for (i, &(dev, len, within)) in all.iter().enumerate() {
+            assert_eq!((dev, len, within), ((63 - i as u64) * 4096, 4096, i as u64 * 4096));
+        }
+        assert_eq!(pieces(&v, 4096 * 10 + 100, 4096), vec![(53 * 4096 + 100, 3996, 0), (52 * 4096, 100, 3996)]);
+    }
+
+    #[test]
+    #[should_panic(expected = "out of order or empty")]
+    fn volume_extents_must_be_contiguous() {
+        let mut x = extents(&[(K64, 0), (K64, K64)]);
+        x[1].offset += 512;
+        Backend::volume(device(4 * K64), false, x, 2 * K64);
+    }
+
+    #[test]
+    #[should_panic(expected = "not 131072")]
+    fn volume_extents_must_cover_the_size() {
+        Backend::volume(device(4 * K64), false, extents(&[(K64, 0)]), 2 * K64);
+    }
+
+    #[test]
+    fn volume_faults_are_in_volume_offsets() {
+        let x = extents(&[(K64, 3 * K64), (K64, 0)]);
+        let v = Backend::volume(device(4 * K64), false, x, 2 * K64).with_faults(vec![Fault {
+            reads: true,
+            writes: true,
+            offset: K64,
+            len: 4096,
+        }]);
+        assert_eq!(v.injected_errno(&Op::Read { offset: K64, len: 512 }), Some(libc::EIO));
+        assert_eq!(v.injected_errno(&Op::Write { offset: K64 - 512, len: 1024, fua: false }), Some(libc::EIO));
+        assert_eq!(v.injected_errno(&Op::Read { offset: 0, len: 4096 }), None, "device offset 3*64K is not it");
+    }
+
+    /// Runs `op` on `b` through a real ring, returns the results of its submissions.
+    fn run(b: &Backend, op: Op, buf: &mut [u8]) -> Vec<i32> {
+        let mut ring = io_uring::IoUring::new(64).unwrap();
+        let mut n = 0;
+        b.prep_into(&op, buf.as_mut_ptr(), None, |entry| {
+            // SAFETY: the entry points into `buf`, which outlives the wait below.
+            unsafe { ring.submission().push(&entry.user_data(n)).unwrap() };
+            n += 1;
+        });
+        ring.submit_and_wait(n as usize).unwrap();
+        let mut results: Vec<(u64, i32)> = ring.completion().map(|c| (c.user_data(), c.result())).collect();
+        results.sort();
+        results.into_iter().map(|(_, r)| r).collect()
+    }
+
+    #[test]
+    fn volume_data_lands_at_the_device_offsets() {
+        let dev = device(8 * K64);
+        let x = extents(&[(K64, 6 * K64), (K64, K64), (K64, 4 * K64)]);
+        let v = Backend::volume(Arc::clone(&dev), false, x, 3 * K64);
+        let file = File::from(dev.try_clone().unwrap());
+        let device_bytes = |at: u64, len: usize| {
+            let mut out = vec![0u8; len];
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut out, at).unwrap();
+            out
+        };
+        // A write crossing both boundaries: 8 KiB before the first, all of the second, 8 KiB
+        // of the third.
+        let len = K64 as usize + 16384;
+        let mut data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let results = run(&v, Op::Write { offset: K64 - 8192, len: len as u32, fua: false }, &mut data);
+        assert_eq!(results, vec![8192, K64 as i32, 8192]);
+        assert_eq!(device_bytes(7 * K64 - 8192, 8192), data[..8192]);
+        assert_eq!(device_bytes(K64, K64 as usize), data[8192..8192 + K64 as usize]);
+        assert_eq!(device_bytes(4 * K64, 8192), data[8192 + K64 as usize..]);
+        assert!(device_bytes(0, K64 as usize).iter().all(|&b| b == 0), "nothing outside the extents");
+        // Read back through the volume.
+        let mut back = vec![0u8; len];
+        let results = run(&v, Op::Read { offset: K64 - 8192, len: len as u32 }, &mut back);
+        assert_eq!(results.iter().map(|&r| r as usize).sum::<usize>(), len);
+        assert_eq!(back, data);
+        // Zeroing a range crossing a boundary zeroes both device ranges, nothing else.
+        let results = run(&v, Op::WriteZeroes { offset: 2 * K64 - 4096, len: 8192 }, &mut []);
+        assert_eq!(results, vec![0, 0]);
+        assert!(device_bytes(2 * K64 - 4096, 4096).iter().all(|&b| b == 0));
+        assert!(device_bytes(4 * K64, 4096).iter().all(|&b| b == 0));
+        assert_eq!(device_bytes(2 * K64 - 8192, 4096), data[K64 as usize..K64 as usize + 4096]);
+        assert_eq!(device_bytes(4 * K64 + 4096, 4096), data[8192 + K64 as usize + 4096..]);
+        assert_eq!(run(&v, Op::Flush, &mut []), vec![0]);
+        v.sync().unwrap();
+    }
 }

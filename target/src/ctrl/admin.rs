@@ -579,7 +579,7 @@ fn property_set(ctrl: &Controller, sqe: &Sqe) -> AdminOutcome {
     }
     if flush {
         drop(s);
-        return AdminOutcome::Flush(ctrl.subsys.namespaces().namespaces.clone());
+        return AdminOutcome::Flush;
     }
     AdminOutcome::ok(0)
 }

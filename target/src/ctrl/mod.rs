@@ -117,9 +117,10 @@ pub enum AdminOutcome {
     Done { status: Status, dw0: u32, dw1: u32, out_len: u32 },
     /// An Asynchronous Event Request: hold it until an event (see [`Controller::take_event`]).
     Park,
-    /// Flush these namespaces, then complete (shutdown notification); then call
-    /// [`Controller::flush_finished`].
-    Flush(Vec<Arc<crate::subsys::Namespace>>),
+    /// Flush every namespace, then complete (shutdown notification); then call
+    /// [`Controller::flush_finished`]. The transport flushes the namespaces of the table the
+    /// command holds, so that none of them goes away while its flush is in flight.
+    Flush,
     /// Complete with success, then close the connection.
     Disconnect,
 }

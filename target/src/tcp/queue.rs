@@ -928,9 +928,13 @@ impl Queue {
                 slot.close_after = true;
                 self.complete(slot_no, Status::SUCCESS, io);
             }
-            AdminOutcome::Flush(namespaces) => {
-                for ns in &namespaces {
-                    submit(slot, slot_no, ns, Op::Flush, (std::ptr::null_mut(), None), false, io);
+            AdminOutcome::Flush => {
+                let Queue { tables, slots, .. } = self;
+                let slot = &mut slots[usize::from(slot_no)];
+                if let (Some(tables), true) = (tables.as_ref(), slot.holds_table) {
+                    for ns in &tables.get(slot.table_gen).namespaces {
+                        submit(slot, slot_no, ns, Op::Flush, (std::ptr::null_mut(), None), false, io);
+                    }
                 }
                 self.ops_submitted(slot_no, io);
             }
