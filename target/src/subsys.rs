@@ -379,15 +379,21 @@ impl Subsystem {
     }
 
     /// Replaces the namespace with `ns`'s NSID by `ns` (a grown volume: new extents, new
-    /// size), keeping the old one's counters; commands in flight finish on the old one.
-    /// Refuses (returns it back) when no namespace has that NSID. Connected controllers are
-    /// told, so hosts rescan and see the new size.
+    /// size); commands in flight finish on the old one. Refuses (returns it back) when no
+    /// namespace has that NSID. Connected controllers are told, so hosts rescan and see the
+    /// new size.
+    ///
+    /// The namespace stays the same namespace: it keeps the old one's identity (UUID and
+    /// NGUID, whatever `ns` says: a host that finds another identity under the NSID on its
+    /// rescan drops the disk and makes a new one; to give an NSID a new identity, remove and
+    /// add) and its counters.
     pub fn replace_namespace(&self, ns: Namespace) -> Result<(), Box<Namespace>> {
         let nsid = ns.nsid.get();
         let mut ns = Some(ns);
         let replaced = self.edit_namespaces(|list| {
             let Some(slot) = list.iter_mut().find(|n| n.nsid.get() == nsid) else { return false };
             let mut new = ns.take().expect("replaced once");
+            (new.uuid, new.nguid) = (slot.uuid, slot.nguid);
             new.stats = Arc::clone(&slot.stats);
             *slot = Arc::new(new);
             true
@@ -790,8 +796,15 @@ mod tests {
         let after = s.namespaces();
         assert_eq!(after.find(1).unwrap().1.blocks(), (4 << 20) / 512);
         assert_eq!(after.find(1).unwrap().1.stats.totals().write_cmds, 1, "counters survive a replacement");
+        let mut other = ns(1, 8 << 20);
+        other.uuid = uuid::Uuid::new_v4();
+        other.nguid = [7; 16];
+        s.replace_namespace(other).unwrap();
+        let identity = s.namespaces().find(1).map(|(_, n)| (n.uuid, n.nguid)).unwrap();
+        assert_eq!(identity, (uuid::Uuid::nil(), [0; 16]), "the identity stays");
+        let after = s.namespaces();
         assert_eq!(before.find(1).unwrap().1.blocks(), (1 << 20) / 512, "a held table does not change");
-        assert_eq!(after.generation, before.generation + 1);
+        assert_eq!(after.generation, before.generation + 2);
         let refused = s.replace_namespace(ns(2, 1 << 20)).unwrap_err();
         assert_eq!(refused.nsid.get(), 2, "no namespace 2 to replace");
         assert_eq!(s.ns_generation(), after.generation, "a refused change publishes nothing");
