@@ -21,6 +21,7 @@ pub mod node;
 pub mod notify;
 pub mod nvme;
 pub mod reactor;
+pub mod stats;
 pub mod storage;
 pub mod subsys;
 pub mod tcp;

@@ -1,8 +1,10 @@
 //! Shared by the integration tests: a real `fabriq-target` process on loopback, started
 //! from a generated configuration and stopped with SIGTERM (its exit status checked) when
-//! the handle drops.
+//! the handle drops; and [`inproc`], the data plane run in the test's own process for a
+//! target the test builds and changes while hosts are connected.
 #![allow(dead_code)]
 
+pub mod inproc;
 pub mod node;
 
 use std::io::Read;
