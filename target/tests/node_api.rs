@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use common::node::Node;
 use fabriq_bench::host::{Connection, HostError, HostOptions};
 use fabriq_target::nvme::Status;
+use fabriq_target::nvme::features::{AsyncEvent, fid};
 use serde_json::{Value, json};
 
 const MIB: u64 = 1 << 20;
@@ -249,6 +250,17 @@ fn pools_and_listeners() {
     node.expect_error("POST", "/v1/listeners", Some(&json!({"address": "0.0.0.0:4430"})), 400, "invalid_listener");
     node.expect_error("POST", "/v1/listeners", Some(&json!({"address": "localhost:4430"})), 400, "invalid_body");
     node.expect_error("POST", "/v1/listeners", Some(&json!({"address": node.nvme})), 409, "listener_exists");
+    node.expect_error("POST", "/v1/listeners", Some(&json!({"address": "192.0.2.1:4420"})), 422, "cannot_listen");
+    // One more listener, on a port the kernel picks: hosts connect there, and volumes say so.
+    let added = node.expect("POST", "/v1/listeners", Some(&json!({"address": "127.0.0.1:0"})), 201);
+    let (port_id, address) = (added["port_id"].as_u64().unwrap(), added["address"].as_str().unwrap().to_owned());
+    assert_eq!((port_id, added["source"].as_str()), (2, Some("api")), "{added}");
+    let extra: std::net::SocketAddr = address.parse().unwrap();
+    assert_ne!(extra.port(), 0);
+    TcpStream::connect(extra).expect("the new listener accepts");
+    let gone =
+        node.expect("POST", "/v1/listeners", Some(&json!({"address": "127.0.0.1:0", "discovery_only": true})), 201);
+    node.expect("DELETE", &format!("/v1/listeners/{}", gone["port_id"]), None, 204);
 
     // A restart opens the pools added through the API, with their volumes.
     let mut node = node;
@@ -261,6 +273,14 @@ fn pools_and_listeners() {
         .map(|p| p["name"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(pools, ["p1", "p2", "p3"]);
+    let listeners = node.expect("GET", "/v1/listeners", None, 200);
+    let addresses: Vec<&str> = listeners.as_array().unwrap().iter().map(|l| l["address"].as_str().unwrap()).collect();
+    assert_eq!(addresses, [node.nvme.to_string().as_str(), address.as_str()], "the API's listener is back, same port");
+    let opts = HostOptions::default();
+    let nqn = v["nqn"].as_str().unwrap();
+    node.expect("PUT", &format!("/v1/volumes/{}/hosts/{}", v["id"].as_str().unwrap(), opts.hostnqn), None, 201);
+    let mut admin = Connection::open(extra, &opts).unwrap();
+    admin.connect_admin(nqn, 0, 31).expect("a host reaches the volume through the API's listener");
     assert_eq!(node.expect("GET", &format!("/v1/volumes/{}", v["id"].as_str().unwrap()), None, 200)["pool"], "p2");
 }
 
@@ -357,8 +377,13 @@ fn hosts_reach_volumes_as_the_api_says_across_restarts() {
     let info = node.expect("GET", &format!("/v1/volumes/{id}"), None, 200);
     assert_eq!(info["controllers"], 1, "{info}");
 
-    // Growing while Alice is connected: Identify Namespace shows the new size.
+    // Growing while Alice is connected: a namespace attribute event, then Identify Namespace
+    // shows the new size (what the Linux host does on that event).
+    assert!(admin.set_features(fid::ASYNC_EVENT_CONFIGURATION, 0x100).unwrap().is_success());
+    let aer = admin.async_event_request().unwrap();
     node.expect("PATCH", &format!("/v1/volumes/{id}"), Some(&json!({"size_bytes": 8 * MIB})), 200);
+    let event = admin.wait_timeout(aer, Duration::from_secs(5)).expect("the AER completes");
+    assert_eq!(event.cqe.dw0, AsyncEvent::NAMESPACE_ATTRIBUTE_CHANGED.to_dw0(), "{:?}", event.cqe);
     let ns = admin.identify_namespace(1).unwrap();
     assert_eq!(ns.nsze, 8 * MIB / 4096);
     let tail = vec![0x5Au8; 4096];
