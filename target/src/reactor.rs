@@ -17,7 +17,9 @@
 //! - per connection at most one receive and one send are in flight;
 //! - a connection is freed only when nothing of it is in flight (its buffers may be in the
 //!   kernel's hands until then);
-//! - the ring's submission queue never overflows: a full queue is submitted first;
+//! - the ring's submission queue never overflows: a full queue is submitted first, and the
+//!   operations one queue call produced go in one submission when the ring can hold them (so
+//!   that linked chains stay whole);
 //! - a listener's socket is dropped only once its multishot accept has ended (its last
 //!   completion came without the MORE flag);
 //! - `now` is read once per turn, after the wait, so what the turn handles is stamped with
@@ -492,6 +494,19 @@ impl Reactor {
     /// reactors if it asked to.
     fn take_ops(&mut self, index: u32) {
         let mut ops = std::mem::take(&mut self.ops);
+        // Linked operations (a flush chained after a volume's zeroing pieces) must reach the
+        // kernel in one submission, or the chain breaks: make room for the batch first when
+        // the ring can hold it at all.
+        let (free, capacity) = {
+            let sq = self.ring.submission();
+            (sq.capacity() - sq.len(), sq.capacity())
+        };
+        if ops.len() > free
+            && ops.len() <= capacity
+            && let Err(error) = self.ring.submit()
+        {
+            tracing::warn!(reactor = self.id, %error, "io_uring submit failed while making room");
+        }
         for (slot, entry) in ops.drain(..) {
             self.push(entry.user_data(token(Kind::Backend, index, slot)));
             if let Some(conn) = self.conns[index as usize].as_mut() {

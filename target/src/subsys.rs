@@ -601,6 +601,9 @@ impl Target {
 
     /// Removes an NVM subsystem: no host can connect to it any more, its controllers are torn
     /// down (their queues close; commands in flight finish first), discovery stops listing it.
+    /// Its backends are not flushed here (the daemon's stop flushes only the subsystems still
+    /// registered): a caller about to reuse or delete the storage calls [`Backend::sync`] on
+    /// the namespaces it gets back.
     pub fn remove_subsystem(&self, nqn: &str) -> Option<Arc<Subsystem>> {
         let subsys = self.subsystems.write().expect("subsystem lock").remove(nqn)?;
         let killed = subsys.close();

@@ -551,3 +551,39 @@ fn volume_transfers_across_extents_land_at_the_device_offsets() {
     assert_eq!(totals.write_latency.count(), 2);
     assert!(totals.write_latency.sum_ns > 0);
 }
+
+#[test]
+fn a_short_device_read_and_an_injected_fault_fail_the_command_not_the_connection() {
+    const E: u64 = 64 * 1024;
+    let t = InProc::start(1, |target, dir| {
+        // The second extent lies past the end of the 1 MiB device file: reading it comes
+        // back short (0 bytes), as a truncated or failing device would.
+        let (_, dev) = device_file(dir, MIB);
+        let s = target.add_subsystem(subsystem(VOL, true, &[])).unwrap();
+        s.add_namespace(namespace(1, volume(&dev, &[(E, 0), (E, 4 * MIB)]), 1)).unwrap();
+        let faulty = volume(&dev, &[(E, 2 * E), (E, 3 * E)]).with_faults(vec![fabriq_target::backend::Fault {
+            reads: true,
+            writes: false,
+            offset: E + 4096,
+            len: 512,
+        }]);
+        s.add_namespace(namespace(2, faulty, 1)).unwrap();
+    });
+    let opts = HostOptions::default();
+    let (_admin, cntlid) = admin(t.addr, &opts, VOL);
+    let mut io = io_queue(t.addr, &opts, VOL, cntlid, 1);
+    // Across the boundary: 512 bytes come back from the first extent, none from the second.
+    let c = io.read(1, E / 512 - 1, 2, &mut [0u8; 1024]).unwrap();
+    assert_eq!(c.status(), Status::UNRECOVERED_READ_ERROR, "a short total is an error");
+    write_pattern(&mut io, 1, 0, 4, 13);
+    check_pattern(&mut io, 1, 0, 4, 13);
+    // An injected fault is in the volume's own offsets, whatever extent holds them.
+    let c = io.read(2, (E + 4096) / 512, 1, &mut [0u8; 512]).unwrap();
+    assert_eq!(c.status(), Status::UNRECOVERED_READ_ERROR);
+    write_pattern(&mut io, 2, (E + 4096) / 512, 1, 14);
+    for slba in [(E + 4096) / 512 + 1, (E + 4096) / 512 - 1, E / 512 - 1] {
+        assert!(io.read(2, slba, 1, &mut [0u8; 512]).unwrap().is_success(), "block {slba} is not faulted");
+    }
+    let stats = |nsid| t.subsystem(VOL).namespaces().find(nsid).unwrap().1.stats.totals();
+    assert_eq!((stats(1).media_errors, stats(2).media_errors), (1, 1));
+}

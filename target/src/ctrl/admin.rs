@@ -6,6 +6,10 @@
 //! writes what goes back into the command's (zeroed) data buffer. An I/O controller and a
 //! discovery controller share this code; the discovery controller accepts fewer commands.
 //!
+//! Log pages that report changes clear them when read without RAE (Retain Asynchronous
+//! Event), atomically with the read: the Changed Namespace List (04h) and, for discovery
+//! controllers, the discovery log's event mask.
+//!
 //! Invariants: nothing here blocks or does I/O; every reply fits the buffer `prepare` sized.
 
 use std::sync::atomic::Ordering;

@@ -9,8 +9,23 @@
 //! admin commands with [`Controller::admin`], I/O commands on the backend.
 //!
 //! Shared between reactors: a controller's admin queue and I/O queues may live on different
-//! reactors. Its mutable state sits behind one mutex that only admin commands, Connect and
-//! teardown take; the I/O path reads two atomics at most (volatile write cache, liveness).
+//! reactors. Its mutable state sits behind one mutex that only admin commands, Connect,
+//! teardown and the control plane take; the I/O path reads two atomics at most (volatile write
+//! cache, liveness).
+//!
+//! Asynchronous events: the control plane (on its own thread) records what changed in each
+//! controller ([`Controller::namespace_changed`]: the Changed Namespace List, and a Namespace
+//! Attribute Changed event if the host enabled it) and pokes the reactor of the admin queue,
+//! which completes a held Asynchronous Event Request with [`Controller::take_event`]. Discovery
+//! controllers compare the target's discovery generation counter with the one they last
+//! reported instead.
+//!
+//! Invariants: at most one event of each kind waits for the host: a kind is masked from the
+//! moment its event is queued until the host reads its log page without RAE (NVMe Base 2.0,
+//! Asynchronous Event Request command); the Changed Namespace List holds at most 1024 NSIDs,
+//! beyond which it says "more than 1024" (0xFFFFFFFF); a controller is made only for a host its
+//! subsystem admits at that moment ([`Subsystem::register_controller`]), and a dead controller
+//! never comes back: its queues close when their reactors look.
 
 pub mod admin;
 pub mod discovery;

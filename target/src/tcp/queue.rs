@@ -27,7 +27,13 @@
 //! - the send queue holds at most one R2T, one C2HData and one CapsuleResp per slot, plus
 //!   one control PDU, so it is bounded by the slot count;
 //! - a bad command is completed with an NVMe status and the connection lives on; a protocol
-//!   violation gets a C2HTermReq and the connection closes.
+//!   violation gets a C2HTermReq and the connection closes;
+//! - a command runs against the namespace table it started with (`Tables`): the control plane
+//!   may add, remove or replace namespaces at any time, a capsule picks up the newest table,
+//!   and an old table (and the backends in it) lives until its last command has completed;
+//! - a command's backend operations (several when a volume's I/O crosses extents, or a flush
+//!   chained after a write zeroes) are accounted together, by total bytes: any error fails the
+//!   command, and so does a short total; it completes once the last one is in.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
