@@ -16,7 +16,10 @@
 //!   block size of 512 or 4096, and a size (when known) that is a non-zero multiple
 //!   of the block size; a file namespace without `size` names a path that exists;
 //!   UUIDs and NGUIDs are non-zero and unique across the whole configuration;
-//! - every number in `[target]` is within the range documented on its field.
+//! - every number in `[target]` is within the range documented on its field;
+//! - pool names are valid storage names and unique, pool paths unique, a pool `size` a
+//!   positive multiple of 4096 of at least 10 MiB; the API address is an IP address and
+//!   port; a configured `token_file` exists and is not a directory.
 //!
 //! Errors: the first problem found stops the load, and every [`ConfigError`] renders
 //! as `FILE:LINE:COL: field `subsystem[0].namespace[1].block_size`: message`, the
@@ -68,6 +71,15 @@ const DEFAULT_DATA_DIR: &str = "./fabriq-data";
 const DEFAULT_BLOCK_SIZE: u32 = 4096;
 const DEFAULT_NQN: &str = "nqn.2026-11.dev.fabriq:default";
 const DEFAULT_IMAGE_BYTES: u64 = GIB;
+/// The embedded default pool: a sparse file, so it costs only what volumes write.
+const DEFAULT_POOL_NAME: &str = "default";
+const DEFAULT_POOL_BYTES: u64 = 16 * GIB;
+/// The smallest pool the storage layer lays out with its defaults (one data extent).
+const POOL_BYTES_MIN: u64 = 10 * MIB;
+/// DESIGN.md: the node API listens on port 8800, on loopback unless configured otherwise.
+const DEFAULT_API_ADDRESS: &str = "127.0.0.1:8800";
+const DEFAULT_API_BODY_LIMIT_BYTES: u64 = 64 * KIB;
+const DEFAULT_API_TIMEOUT_MS: u32 = 30_000;
 
 /// The whole configuration of one `fabriq-target` process.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +91,59 @@ pub struct Config {
     /// `[[subsystem]]`: the NVMe subsystems exported; may be empty when volumes are
     /// added later through the node API.
     pub subsystems: Vec<Subsystem>,
+    /// `[[pool]]`: devices carved into volumes, opened (or created) at start-up.
+    pub pools: Vec<PoolSection>,
+    /// `[api]`: the node's REST API.
+    pub api: ApiSection,
+}
+
+/// `[[pool]]`: one device carved into volumes (the storage layer's pool).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSection {
+    /// The pool's name: 1..=64 ASCII letters, digits, `-`, `_`, `.`, starting with a letter
+    /// or digit; unique on the node. A device that already holds a pool must hold one of
+    /// this name.
+    pub name: String,
+    /// A block device (an NVMe namespace, a loop device) or a regular file.
+    pub path: PathBuf,
+    /// For a file: the size it is created at (sparse) when missing. Ignored for a block
+    /// device and for a file that exists. A positive multiple of 4096, at least 10 MiB.
+    pub size_bytes: Option<u64>,
+    /// Create the pool even over another pool's label, a file system or a partition table.
+    /// Default false. Never used on a device that holds a pool of this name: that pool is
+    /// opened.
+    pub force: bool,
+}
+
+/// `[api]`: the node REST API (what the provisioner and operators call).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiSection {
+    /// Default true.
+    pub enabled: bool,
+    /// Default `127.0.0.1:8800`: loopback, until the operator chooses an address the
+    /// provisioner can reach.
+    pub address: SocketAddr,
+    /// A file holding the bearer token every request but `/v1/health`, `/docs` and
+    /// `/openapi.json` must carry. None: the token is `<data_dir>/api-token`, generated
+    /// (random, mode 0600) at the first start. Authentication is never off.
+    pub token_file: Option<PathBuf>,
+    /// Largest request body accepted. Default 64 KiB; `1 KiB..=16 MiB`.
+    pub body_limit_bytes: u64,
+    /// A request not answered within this is answered `503 timeout` (the operation itself
+    /// may still complete: look before retrying). Default 30 s; `100..=600_000`.
+    pub request_timeout_ms: u32,
+}
+
+impl Default for ApiSection {
+    fn default() -> ApiSection {
+        ApiSection {
+            enabled: true,
+            address: DEFAULT_API_ADDRESS.parse().expect("a valid address"),
+            token_file: None,
+            body_limit_bytes: DEFAULT_API_BODY_LIMIT_BYTES,
+            request_timeout_ms: DEFAULT_API_TIMEOUT_MS,
+        }
+    }
 }
 
 /// `[target]`: settings of the whole process. Every field may be omitted; the
@@ -415,6 +480,10 @@ pub enum Problem {
     BadNguid(String),
     #[error("an all-zero NGUID means \"no NGUID\" in NVMe: leave the field out instead")]
     ZeroNguid,
+    #[error("{} does not exist: write a token (at least 16 characters) into it, or leave `token_file` out to have one generated in data_dir", .0.display())]
+    TokenFileMissing(PathBuf),
+    #[error("\"{value}\" is not a valid pool name: {problem}")]
+    PoolName { value: String, problem: crate::storage::NameProblem },
 }
 
 impl Config {
@@ -425,7 +494,10 @@ impl Config {
     ///   (discovery only, the well-known discovery port);
     /// - subsystem `nqn.2026-11.dev.fabriq:default`, `allow_any_host = true`, with
     ///   namespace 1 a file `<data_dir>/default.img` of 1 GiB, created sparse when
-    ///   missing, block size 4096, `direct = "auto"`.
+    ///   missing, block size 4096, `direct = "auto"`;
+    /// - pool `default`: a file `<data_dir>/pool-default.img` of 16 GiB, created sparse
+    ///   when missing;
+    /// - the node API on `127.0.0.1:8800`, its token generated in `<data_dir>/api-token`.
     pub fn embedded_default(data_dir: &Path) -> Config {
         let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
         Config {
@@ -453,7 +525,19 @@ impl Config {
                     faults: Vec::new(),
                 }],
             }],
+            pools: vec![PoolSection {
+                name: DEFAULT_POOL_NAME.to_owned(),
+                path: data_dir.join("pool-default.img"),
+                size_bytes: Some(DEFAULT_POOL_BYTES),
+                force: false,
+            }],
+            api: ApiSection::default(),
         }
+    }
+
+    /// The file the API token is read from: `[api] token_file`, or `<data_dir>/api-token`.
+    pub fn token_path(&self) -> PathBuf {
+        self.api.token_file.clone().unwrap_or_else(|| self.target.data_dir.join("api-token"))
     }
 
     /// Reads and validates the file at `path`; errors name it as given.
@@ -517,10 +601,33 @@ impl Config {
             Value::Table(table)
         });
 
+        let pools = self.pools.iter().map(|p| {
+            let mut table = Table::new();
+            table.insert("name".into(), Value::from(p.name.as_str()));
+            table.insert("path".into(), path_value(&p.path));
+            if let Some(size) = p.size_bytes {
+                table.insert("size".into(), int(size));
+            }
+            table.insert("force".into(), Value::from(p.force));
+            Value::Table(table)
+        });
+
+        let a = &self.api;
+        let mut api = Table::new();
+        api.insert("enabled".into(), Value::from(a.enabled));
+        api.insert("address".into(), Value::from(a.address.to_string()));
+        if let Some(token_file) = &a.token_file {
+            api.insert("token_file".into(), path_value(token_file));
+        }
+        api.insert("body_limit_bytes".into(), int(a.body_limit_bytes));
+        api.insert("request_timeout_ms".into(), int(a.request_timeout_ms));
+
         let mut root = Table::new();
         root.insert("target".into(), Value::Table(target));
+        root.insert("api".into(), Value::Table(api));
         root.insert("listener".into(), Value::Array(listeners.collect()));
         root.insert("subsystem".into(), Value::Array(subsystems.collect()));
+        root.insert("pool".into(), Value::Array(pools.collect()));
         root.to_string()
     }
 }
@@ -587,6 +694,28 @@ struct RawConfig {
     listener: Vec<Spanned<RawListener>>,
     #[serde(default)]
     subsystem: Vec<Spanned<RawSubsystem>>,
+    #[serde(default)]
+    pool: Vec<Spanned<RawPool>>,
+    api: Option<Spanned<RawApi>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPool {
+    name: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
+    size: Option<Spanned<Size>>,
+    force: Option<Spanned<bool>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    enabled: Option<Spanned<bool>>,
+    address: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
+    body_limit_bytes: Option<Spanned<Size>>,
+    request_timeout_ms: Option<Spanned<Int>>,
 }
 
 #[derive(Deserialize)]
@@ -825,7 +954,121 @@ impl Checker<'_> {
         };
         let listeners = self.listeners(&raw.listener, !raw.subsystem.is_empty())?;
         let subsystems = self.subsystems(&raw.subsystem)?;
-        Ok(Config { target, listeners, subsystems })
+        let pools = self.pools(&raw.pool)?;
+        let api = match &raw.api {
+            Some(api) => self.api(api.get_ref())?,
+            None => ApiSection::default(),
+        };
+        Ok(Config { target, listeners, subsystems, pools, api })
+    }
+
+    fn pools(&self, raw: &[Spanned<RawPool>]) -> Result<Vec<PoolSection>, ConfigError> {
+        let mut pools = Vec::with_capacity(raw.len());
+        let mut names: HashMap<String, Seen> = HashMap::new();
+        let mut paths: HashMap<PathBuf, Seen> = HashMap::new();
+        for (i, item) in raw.iter().enumerate() {
+            let prefix = format!("pool[{i}]");
+            let raw = item.get_ref();
+            let Some(name) = &raw.name else {
+                return Err(self.invalid(
+                    item.span(),
+                    format!("{prefix}.name"),
+                    Problem::Missing("the pool's name, e.g. \"nvme0\""),
+                ));
+            };
+            let field = format!("{prefix}.name");
+            crate::storage::Name::new(name.get_ref()).map_err(|problem| {
+                self.invalid(name.span(), field.clone(), Problem::PoolName { value: name.get_ref().clone(), problem })
+            })?;
+            if let Some((first, first_line)) = names.get(name.get_ref()) {
+                return Err(self.invalid(
+                    name.span(),
+                    field,
+                    Problem::Duplicate { what: "pool name", first: first.clone(), first_line: *first_line },
+                ));
+            }
+            names.insert(name.get_ref().clone(), (field, self.line(&name.span())));
+
+            let field = format!("{prefix}.path");
+            let Some(path) = &raw.path else {
+                return Err(self.invalid(
+                    item.span(),
+                    field,
+                    Problem::Missing("the block device or file the pool lives on"),
+                ));
+            };
+            let path_buf = PathBuf::from(path.get_ref());
+            let problem = match std::fs::metadata(&path_buf) {
+                _ if path.get_ref().is_empty() => Some(Problem::Empty),
+                Ok(meta) if meta.is_dir() => Some(Problem::IsDirectory(path_buf.clone())),
+                Err(_) if raw.size.is_none() => Some(Problem::FileMissing(path_buf.clone())),
+                Ok(_) | Err(_) => None,
+            };
+            if let Some(problem) = problem {
+                return Err(self.invalid(path.span(), field, problem));
+            }
+            if let Some((first, first_line)) = paths.get(&path_buf) {
+                return Err(self.invalid(
+                    path.span(),
+                    field,
+                    Problem::Duplicate { what: "pool path", first: first.clone(), first_line: *first_line },
+                ));
+            }
+            paths.insert(path_buf.clone(), (field, self.line(&path.span())));
+
+            let field = format!("{prefix}.size");
+            let size_bytes = match &raw.size {
+                None => None,
+                Some(size) => {
+                    let bytes = self.size(Some(size), &field, POOL_BYTES_MIN, u64::MAX, 0)?;
+                    self.ensure(Some(size), &field, bytes % 4096 == 0, || Problem::NotMultiple {
+                        value: bytes,
+                        of: 4096,
+                        why: "a pool file is whole 4 KiB blocks",
+                    })?;
+                    Some(bytes)
+                }
+            };
+            let force = raw.force.as_ref().is_some_and(|f| *f.get_ref());
+            pools.push(PoolSection { name: name.get_ref().clone(), path: path_buf, size_bytes, force });
+        }
+        Ok(pools)
+    }
+
+    fn api(&self, raw: &RawApi) -> Result<ApiSection, ConfigError> {
+        let defaults = ApiSection::default();
+        let address = match &raw.address {
+            Some(text) => self.socket_addr(text, "api.address")?,
+            None => defaults.address,
+        };
+        let token_file = match &raw.token_file {
+            None => None,
+            Some(path) => {
+                let path_buf = PathBuf::from(path.get_ref());
+                let problem = match std::fs::metadata(&path_buf) {
+                    _ if path.get_ref().is_empty() => Some(Problem::Empty),
+                    Ok(meta) if meta.is_dir() => Some(Problem::IsDirectory(path_buf.clone())),
+                    Err(_) => Some(Problem::TokenFileMissing(path_buf.clone())),
+                    Ok(_) => None,
+                };
+                if let Some(problem) = problem {
+                    return Err(self.invalid(path.span(), "api.token_file".into(), problem));
+                }
+                Some(path_buf)
+            }
+        };
+        let limit = raw.body_limit_bytes.as_ref();
+        let body_limit_bytes = self.size(limit, "api.body_limit_bytes", KIB, 16 * MIB, DEFAULT_API_BODY_LIMIT_BYTES)?;
+        let timeout = raw.request_timeout_ms.as_ref();
+        let request_timeout_ms =
+            self.int(timeout, "api.request_timeout_ms", 100u32, 600_000, DEFAULT_API_TIMEOUT_MS)?;
+        Ok(ApiSection {
+            enabled: raw.enabled.as_ref().is_none_or(|e| *e.get_ref()),
+            address,
+            token_file,
+            body_limit_bytes,
+            request_timeout_ms,
+        })
     }
 
     /// Err(`problem` at `value`) unless `ok`; an absent field took its default,

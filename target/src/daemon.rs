@@ -1,16 +1,32 @@
-//! The daemon's life: build the target from the configuration, bind every listener, start the
-//! reactors, tell systemd it is ready, keep the watchdog fed while every reactor answers, and
-//! on SIGTERM or SIGINT stop: no new connections, in-flight commands finish, backends flush,
-//! exit 0 (1 if a reactor failed or panicked).
+//! The daemon's life: build the target from the configuration ([`build_target`]: subsystems,
+//! namespaces, every listener bound), open the pools and export their volumes ([`Node::open`]),
+//! start the data plane ([`DataPlane::start`]: the
+//! reactors, attached to the target so that run-time changes reach them), tell systemd it is
+//! ready, keep the watchdog fed while every reactor answers, and on SIGTERM or SIGINT stop
+//! ([`DataPlane::stop`]): no new connections, in-flight commands finish, backends flush, exit 0
+//! (1 if a reactor failed or panicked).
 //!
-//! Invariants: READY=1 is sent only after every listener is bound and every reactor runs; the
+//! [`build_target`] and [`DataPlane`] are public so that a test (or an embedding) can run the
+//! data plane for a [`Target`] it built and changes at run time, in its own process:
+//!
+//! ```text
+//!   let target = Arc::new(Target::new(daemon::limits(&section)));   // or build_target(&config)
+//!   target.add_subsystem(..); target.add_listener(&listener)?;     // before or after start
+//!   let plane = DataPlane::start(&target, &section)?;               // reactors run, accept
+//!   ... target.replace_namespace / revoke_host / add_listener ...   // from any thread
+//!   assert_eq!(plane.stop(&target), 0);                              // failed reactors
+//! ```
+//!
+//! Invariants: READY=1 is sent only after every listener is bound, every Ready volume is
+//! exported (a rebooted node serves its volumes before anyone calls it), the node API listens
+//! and every reactor runs; at SIGTERM the node API stops before the data plane; the
 //! watchdog is fed only when every reactor answered the previous ping; signals are blocked in
-//! every thread and taken synchronously by the main thread (`sigtimedwait`).
+//! every thread and taken synchronously by the main thread (`sigtimedwait`); a target is
+//! served by one data plane in its life.
 
 use std::collections::BTreeSet;
 use std::io;
-use std::net::{SocketAddr, TcpListener};
-use std::os::fd::OwnedFd;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
@@ -19,10 +35,11 @@ use std::time::{Duration, Instant};
 use crate::backend::{Backend, BackendError};
 use crate::buffers::Layout;
 use crate::config::{self, Config};
+use crate::node::{Node, NodeError};
 use crate::notify::Notifier;
 use crate::nvme::{Nqn, Nsid};
 use crate::reactor::{Inbox, Msg, Reactor, STAGING_BYTES, Setup};
-use crate::subsys::{Limits, ListenerInfo, Namespace, Subsystem, SubsystemKind, Target};
+use crate::subsys::{Limits, Namespace, Subsystem, SubsystemKind, Target};
 
 #[cfg(feature = "rdma")]
 type RdmaListeners = crate::rdma::engine::Listeners;
@@ -48,6 +65,12 @@ pub enum StartError {
     Reactor { id: usize, source: io::Error },
     #[error("signal setup: {0}")]
     Signals(io::Error),
+    #[error("pools and volumes: {0}")]
+    Node(#[from] NodeError),
+    #[error("node API token: {0}")]
+    Token(#[from] crate::api::TokenError),
+    #[error("node API: cannot listen on {addr}: {source}")]
+    ApiBind { addr: SocketAddr, source: io::Error },
 }
 
 /// The target's limits as the configuration sets them.
@@ -62,10 +85,15 @@ pub fn limits(c: &config::TargetSection) -> Limits {
     }
 }
 
-/// Builds the target's subsystems and namespaces (opening every backend).
-fn build_target(config: &Config, listeners: Vec<ListenerInfo>) -> Result<Target, StartError> {
+/// Builds the target from the configuration: binds every listener (in order: port IDs 1, 2,
+/// ...), then makes the subsystems and namespaces (opening every backend).
+pub fn build_target(config: &Config) -> Result<Target, StartError> {
     let limits = limits(&config.target);
-    let target = Target::new(limits, listeners);
+    let target = Target::new(limits);
+    // RDMA listeners are bound by `bind_rdma_listeners` and served by reactor 0's engine.
+    for l in config.listeners.iter().filter(|l| l.transport == config::Transport::Tcp) {
+        target.add_listener(l).map_err(|source| StartError::Bind { addr: l.address, source })?;
+    }
     for s in &config.subsystems {
         let err = |what: String| StartError::Subsystem { nqn: s.nqn.clone(), what };
         let nqn = Nqn::parse(&s.nqn).map_err(|e| err(e.to_string()))?;
@@ -109,7 +137,7 @@ fn open_backend(b: &config::Backend, block_size: u32) -> Result<Backend, Backend
 }
 
 /// A stable serial number for a subsystem without one: 20 hex digits of a hash of its NQN.
-fn derived_serial(nqn: &str) -> String {
+pub(crate) fn derived_serial(nqn: &str) -> String {
     let hash = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, nqn.as_bytes());
     hash.simple().to_string()[..20].to_owned()
 }
@@ -120,79 +148,50 @@ fn derived_uuid(nqn: &str, nsid: u32) -> uuid::Uuid {
     uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("{nqn}/{nsid}").as_bytes())
 }
 
-/// Binds the TCP listeners; their port ids come first (1, 2, ...), the RDMA listeners' after.
-fn bind_listeners(config: &Config) -> Result<Vec<(OwnedFd, ListenerInfo)>, StartError> {
-    let mut out = Vec::with_capacity(config.listeners.len());
-    let tcp = config.listeners.iter().filter(|l| l.transport == config::Transport::Tcp);
-    for (index, l) in tcp.enumerate() {
-        let bind_err = |source| StartError::Bind { addr: l.address, source };
-        let socket = TcpListener::bind(l.address).map_err(bind_err)?;
-        let bound = socket.local_addr().map_err(bind_err)?;
-        let advertised = match l.advertise {
-            Some(mut a) if a.port() == 0 => {
-                a.set_port(bound.port());
-                a
-            }
-            Some(a) => a,
-            None => bound,
-        };
-        let info = ListenerInfo {
-            port_id: index as u16 + 1,
-            bound,
-            advertised,
-            discovery_only: l.discovery_only,
-            transport: l.transport,
-        };
-        tracing::info!(address = %bound, advertised = %advertised, discovery_only = l.discovery_only, "listening");
-        out.push((OwnedFd::from(socket), info));
-    }
-    Ok(out)
-}
-
-/// Binds the RDMA listeners (RDMA CM ids on one event channel, handed to reactor 0), with
-/// port ids from `first_port_id` on.
+/// Binds the configuration's RDMA listeners (RDMA CM ids on one event channel, handed to
+/// reactor 0's RDMA engine) and registers them with the target, after the TCP ones.
 #[cfg(feature = "rdma")]
-fn bind_rdma_listeners(
-    config: &Config,
-    first_port_id: u16,
-) -> Result<(Option<crate::rdma::engine::Listeners>, Vec<ListenerInfo>), StartError> {
+fn bind_rdma_listeners(config: &Config, target: &Target) -> Result<Option<RdmaListeners>, StartError> {
     let rdma: Vec<_> = config.listeners.iter().filter(|l| l.transport == config::Transport::Rdma).collect();
-    if rdma.is_empty() {
-        return Ok((None, Vec::new()));
-    }
-    let channel_err = |source| StartError::Bind { addr: rdma[0].address, source };
-    let mut listeners = crate::rdma::engine::Listeners::new().map_err(channel_err)?;
-    let mut infos = Vec::with_capacity(rdma.len());
-    for (i, l) in rdma.iter().enumerate() {
-        let info = listeners
-            .bind(l.address, |bound| ListenerInfo {
-                port_id: first_port_id + i as u16,
-                bound,
-                advertised: match l.advertise {
+    let Some(first) = rdma.first() else { return Ok(None) };
+    let mut listeners = RdmaListeners::new().map_err(|source| StartError::Bind { addr: first.address, source })?;
+    for l in rdma {
+        let bind_err = |source| StartError::Bind { addr: l.address, source };
+        let mut made = None;
+        listeners
+            .bind(l.address, |bound| {
+                let advertised = match l.advertise {
                     Some(mut a) if a.port() == 0 => {
                         a.set_port(bound.port());
                         a
                     }
                     Some(a) => a,
                     None => bound,
-                },
-                discovery_only: l.discovery_only,
-                transport: l.transport,
+                };
+                let info = target
+                    .register_listener(|port_id| crate::subsys::ListenerInfo {
+                        port_id,
+                        bound,
+                        advertised,
+                        discovery_only: l.discovery_only,
+                        transport: l.transport,
+                    })
+                    .expect("a port ID for the configuration's listeners");
+                made = Some(info.clone());
+                info
             })
-            .map_err(|source| StartError::Bind { addr: l.address, source })?;
-        tracing::info!(address = %info.bound, advertised = %info.advertised, discovery_only = l.discovery_only, "listening (rdma)");
-        infos.push(info);
+            .map_err(bind_err)?;
+        if let Some(info) = made {
+            tracing::info!(port_id = info.port_id, address = %info.bound, advertised = %info.advertised, "listening (rdma)");
+        }
     }
-    Ok((Some(listeners), infos))
+    Ok(Some(listeners))
 }
 
 /// Without the `rdma` feature the configuration has no RDMA listeners (validation refuses them).
 #[cfg(not(feature = "rdma"))]
-fn bind_rdma_listeners(
-    _: &Config,
-    _: u16,
-) -> Result<(Option<std::convert::Infallible>, Vec<ListenerInfo>), StartError> {
-    Ok((None, Vec::new()))
+fn bind_rdma_listeners(_: &Config, _: &Target) -> Result<Option<RdmaListeners>, StartError> {
+    Ok(None)
 }
 
 fn block_signals() -> Result<libc::sigset_t, StartError> {
@@ -222,83 +221,151 @@ fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<i32> {
     (sig > 0).then_some(sig)
 }
 
-struct Running {
+/// The running reactors of a target.
+#[derive(Debug)]
+pub struct DataPlane {
     inboxes: Arc<[Arc<Inbox>]>,
     heartbeats: Arc<[AtomicU64]>,
     threads: Vec<JoinHandle<io::Result<()>>>,
 }
 
-fn start_reactors(
-    config: &Config,
-    target: &Arc<Target>,
-    mut listeners: Vec<(OwnedFd, ListenerInfo)>,
-    #[cfg_attr(not(feature = "rdma"), allow(unused_variables, unused_mut))] mut rdma: Option<RdmaListeners>,
-) -> Result<Running, StartError> {
-    let n = config.target.reactors.max(1);
-    let mut inboxes = Vec::with_capacity(n);
-    for id in 0..n {
-        inboxes.push(Arc::new(Inbox::new().map_err(|source| StartError::Reactor { id, source })?));
+impl DataPlane {
+    /// Starts `section.reactors` reactors for `target` and attaches them to it: reactor 0
+    /// accepts on every listener the target has (and on those added later), and run-time
+    /// changes poke the reactors. Returns once every reactor runs.
+    pub fn start(target: &Arc<Target>, section: &config::TargetSection) -> Result<DataPlane, StartError> {
+        Self::start_with(target, section, None)
     }
-    let inboxes: Arc<[Arc<Inbox>]> = inboxes.into();
-    let heartbeats: Arc<[AtomicU64]> = (0..n).map(|_| AtomicU64::new(0)).collect();
-    // The largest class holds a whole transfer and also each connection's receive staging
-    // buffer, which is larger than a small MDTS.
-    let largest_bytes = (config.target.mdts_bytes as usize).max(STAGING_BYTES);
-    let layout = Layout::for_budget(config.target.buffer_pool_bytes as usize, largest_bytes, 64);
-    let (started_tx, started_rx) = mpsc::channel();
-    let mut threads = Vec::with_capacity(n);
-    for id in 0..n {
-        let setup = Setup {
-            id,
-            target: Arc::clone(target),
-            inboxes: Arc::clone(&inboxes),
-            heartbeats: Arc::clone(&heartbeats),
-            listeners: if id == 0 { std::mem::take(&mut listeners) } else { Vec::new() },
-            #[cfg(feature = "rdma")]
-            rdma: if id == 0 { rdma.take() } else { None },
-            pool: layout.clone(),
-            busy_poll: Duration::from_micros(u64::from(config.target.busy_poll_us)),
-            ring_entries: RING_ENTRIES,
-        };
-        let started = started_tx.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("fabriq-r{id}"))
-            .spawn(move || match Reactor::new(setup) {
-                Ok(reactor) => {
-                    let _ = started.send(Ok(id));
-                    reactor.run()
-                }
-                Err(e) => {
-                    let _ = started.send(Err((id, io::Error::new(e.kind(), e.to_string()))));
-                    Err(e)
-                }
-            })
-            .map_err(|source| StartError::Reactor { id, source })?;
-        threads.push(thread);
+
+    /// [`DataPlane::start`], with the RDMA listeners reactor 0's RDMA engine serves.
+    pub fn start_with(
+        target: &Arc<Target>,
+        section: &config::TargetSection,
+        #[cfg_attr(not(feature = "rdma"), allow(unused_variables, unused_mut))] mut rdma: Option<RdmaListeners>,
+    ) -> Result<DataPlane, StartError> {
+        let n = section.reactors.max(1);
+        let mut inboxes = Vec::with_capacity(n);
+        for id in 0..n {
+            inboxes.push(Arc::new(Inbox::new().map_err(|source| StartError::Reactor { id, source })?));
+        }
+        let inboxes: Arc<[Arc<Inbox>]> = inboxes.into();
+        let heartbeats: Arc<[AtomicU64]> = (0..n).map(|_| AtomicU64::new(0)).collect();
+        // The largest class holds a whole transfer and also each connection's receive staging
+        // buffer, which is larger than a small MDTS.
+        let largest_bytes = (section.mdts_bytes as usize).max(STAGING_BYTES);
+        let layout = Layout::for_budget(section.buffer_pool_bytes as usize, largest_bytes, 64);
+        let (started_tx, started_rx) = mpsc::channel();
+        let mut threads = Vec::with_capacity(n);
+        for id in 0..n {
+            let setup = Setup {
+                id,
+                target: Arc::clone(target),
+                inboxes: Arc::clone(&inboxes),
+                heartbeats: Arc::clone(&heartbeats),
+                #[cfg(feature = "rdma")]
+                rdma: if id == 0 { rdma.take() } else { None },
+                pool: layout.clone(),
+                busy_poll: Duration::from_micros(u64::from(section.busy_poll_us)),
+                ring_entries: RING_ENTRIES,
+            };
+            let started = started_tx.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("fabriq-r{id}"))
+                .spawn(move || match Reactor::new(setup) {
+                    Ok(reactor) => {
+                        let _ = started.send(Ok(id));
+                        reactor.run()
+                    }
+                    Err(e) => {
+                        let _ = started.send(Err((id, io::Error::new(e.kind(), e.to_string()))));
+                        Err(e)
+                    }
+                })
+                .map_err(|source| StartError::Reactor { id, source })?;
+            threads.push(thread);
+        }
+        drop(started_tx);
+        let plane = DataPlane { inboxes, heartbeats, threads };
+        for _ in 0..n {
+            let failure = match started_rx.recv() {
+                Ok(Ok(_)) => continue,
+                Ok(Err((id, source))) => StartError::Reactor { id, source },
+                Err(_) => StartError::Reactor { id: 0, source: io::Error::other("reactor thread ended during start") },
+            };
+            // The reactors that did start are stopped (they own nothing of the target yet).
+            plane.halt();
+            return Err(failure);
+        }
+        target.attach_reactors(Arc::clone(&plane.inboxes));
+        Ok(plane)
     }
-    drop(started_tx);
-    for _ in 0..n {
-        match started_rx.recv() {
-            Ok(Ok(_)) => {}
-            Ok(Err((id, source))) => return Err(StartError::Reactor { id, source }),
-            Err(_) => {
-                return Err(StartError::Reactor {
-                    id: 0,
-                    source: io::Error::other("reactor thread ended during start"),
-                });
-            }
+
+    /// The reactors' inboxes, by reactor ID.
+    pub fn inboxes(&self) -> &Arc<[Arc<Inbox>]> {
+        &self.inboxes
+    }
+
+    /// Asks every reactor to answer `ping` (see [`DataPlane::answered`]).
+    pub fn ping(&self, ping: u64) {
+        for inbox in self.inboxes.iter() {
+            inbox.send(Msg::Ping(ping));
         }
     }
-    Ok(Running { inboxes, heartbeats, threads })
+
+    /// Whether every reactor answered `ping` or a later one.
+    pub fn answered(&self, ping: u64) -> bool {
+        self.heartbeats.iter().all(|h| h.load(Ordering::Acquire) >= ping)
+    }
+
+    /// Tells every reactor to stop and joins those that do within `STOP_GRACE`.
+    fn halt(self) -> usize {
+        for inbox in self.inboxes.iter() {
+            inbox.send(Msg::Stop);
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        let mut failed = 0;
+        for thread in self.threads {
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if !thread.is_finished() {
+                tracing::warn!("a reactor is still busy after {STOP_GRACE:?}; going on without it");
+                continue;
+            }
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "reactor failed");
+                    failed += 1;
+                }
+                Err(_) => {
+                    tracing::error!("reactor panicked");
+                    failed += 1;
+                }
+            }
+        }
+        failed
+    }
+
+    /// Stops: no new connections, commands in flight finish (for up to `STOP_GRACE`),
+    /// connections close, the target is detached and its backends flushed. Returns how many
+    /// reactors failed or panicked.
+    pub fn stop(self, target: &Target) -> usize {
+        let failed = self.halt();
+        target.detach_reactors();
+        flush_all(target);
+        failed
+    }
 }
 
 /// The `nvme` lines that reach this target, for the operator.
 fn connect_hints(target: &Target) -> Vec<String> {
     let mut hints = Vec::new();
-    if let Some(l) = target.listeners.iter().find(|l| l.discovery_only).or(target.listeners.first()) {
+    let listeners = target.listeners();
+    if let Some(l) = listeners.iter().find(|l| l.discovery_only).or(listeners.first()) {
         hints.push(format!("nvme discover -t {} -a {} -s {}", l.transport, l.advertised.ip(), l.advertised.port()));
     }
-    if let Some(l) = target.listeners.iter().find(|l| !l.discovery_only) {
+    if let Some(l) = listeners.iter().find(|l| !l.discovery_only) {
         for s in target.subsystems() {
             hints.push(format!(
                 "nvme connect -t {} -a {} -s {} -n {}",
@@ -316,11 +383,12 @@ fn connect_hints(target: &Target) -> Vec<String> {
 pub fn run(config: Config) -> anyhow::Result<()> {
     let signals = block_signals()?;
     let notifier = Notifier::from_env();
-    let listeners = bind_listeners(&config)?;
-    let (rdma, rdma_infos) = bind_rdma_listeners(&config, listeners.len() as u16 + 1)?;
-    let infos = listeners.iter().map(|(_, info)| info.clone()).chain(rdma_infos).collect();
-    let target = Arc::new(build_target(&config, infos)?);
-    let running = start_reactors(&config, &target, listeners, rdma)?;
+    let target = Arc::new(build_target(&config)?);
+    let node = Arc::new(Node::open(&config, Arc::clone(&target)).map_err(StartError::from)?);
+    node.restore_listeners();
+    let rdma = bind_rdma_listeners(&config, &target)?;
+    let plane = DataPlane::start_with(&target, &config.target, rdma)?;
+    let api = start_api(&config, &node)?;
     for hint in connect_hints(&target) {
         println!("{hint}");
     }
@@ -328,21 +396,19 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let _ = n.status(&format!(
             "serving {} subsystems on {} listeners",
             target.subsystems().len(),
-            target.listeners.len()
+            target.listeners().len()
         ));
         let _ = n.ready();
     }
     let period = notifier.as_ref().and_then(Notifier::watchdog_interval).map_or(HEARTBEAT, |w| w / 2);
     let mut ping: u64 = 0;
     let signal = loop {
-        for inbox in running.inboxes.iter() {
-            inbox.send(Msg::Ping(ping + 1));
-        }
         ping += 1;
+        plane.ping(ping);
         if let Some(sig) = wait_signal(&signals, period) {
             break sig;
         }
-        let all_alive = running.heartbeats.iter().all(|h| h.load(Ordering::Acquire) >= ping);
+        let all_alive = plane.answered(ping);
         match (&notifier, all_alive) {
             (Some(n), true) => {
                 let _ = n.watchdog();
@@ -355,53 +421,39 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     if let Some(n) = &notifier {
         let _ = n.stopping();
     }
-    let failed = stop(running, &target);
+    if let Some(api) = api {
+        api.stop();
+    }
+    let failed = plane.stop(&target);
     // A reactor that returned an error or panicked (a broken invariant: an assertion) is not a
     // clean stop, whatever the build's panic strategy.
     anyhow::ensure!(failed == 0, "{failed} reactor(s) failed or panicked; see the log");
     Ok(())
 }
 
-/// Stops the reactors, flushes the backends, and returns how many reactors failed.
-fn stop(running: Running, target: &Target) -> usize {
-    for inbox in running.inboxes.iter() {
-        inbox.send(Msg::Stop);
+/// Starts the node API when the configuration enables it; the token comes from `token_file`,
+/// or from `<data_dir>/api-token`, generated at the first start.
+fn start_api(config: &Config, node: &Arc<Node>) -> Result<Option<crate::api::Server>, StartError> {
+    if !config.api.enabled {
+        return Ok(None);
     }
-    let deadline = Instant::now() + STOP_GRACE;
-    let mut failed = 0;
-    for thread in running.threads {
-        while !thread.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if !thread.is_finished() {
-            tracing::warn!("a reactor is still busy after {STOP_GRACE:?}; exiting anyway after the flush");
-            continue;
-        }
-        match thread.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                tracing::error!(%error, "reactor failed");
-                failed += 1;
-            }
-            Err(_) => {
-                tracing::error!("reactor panicked");
-                failed += 1;
-            }
-        }
+    let path = config.token_path();
+    let (token, generated) = crate::api::load_or_create_token(&path, config.api.token_file.is_none())?;
+    if generated {
+        tracing::info!(path = %path.display(), "node API token generated");
     }
-    flush_all(target);
-    failed
+    let server = crate::api::start(Arc::clone(node), token, &config.api)
+        .map_err(|source| StartError::ApiBind { addr: config.api.address, source })?;
+    println!("node API: http://{} (bearer token in {})", server.address, path.display());
+    Ok(Some(server))
 }
 
 /// Makes everything written durable before the process exits.
 fn flush_all(target: &Target) {
     for subsys in target.subsystems() {
         for ns in &subsys.namespaces().namespaces {
-            if let Some(fd) = ns.backend.raw_fd() {
-                // SAFETY: fdatasync on a descriptor the backend owns and keeps open.
-                if unsafe { libc::fdatasync(fd) } != 0 {
-                    tracing::error!(subsystem = %subsys.nqn.as_str(), nsid = ns.nsid.get(), error = %io::Error::last_os_error(), "flush at stop failed");
-                }
+            if let Err(error) = ns.backend.sync() {
+                tracing::error!(subsystem = %subsys.nqn.as_str(), nsid = ns.nsid.get(), %error, "flush at stop failed");
             }
         }
     }

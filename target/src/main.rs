@@ -24,10 +24,17 @@ struct Args {
     /// Validate the configuration, print it with every default filled in, and exit.
     #[arg(long)]
     check_config: bool,
+    /// Print the node API's OpenAPI document (what `openapi/target.json` holds) and exit.
+    #[arg(long)]
+    print_openapi: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.print_openapi {
+        print!("{}", fabriq_target::api::openapi_json());
+        return ExitCode::SUCCESS;
+    }
     let config = match &args.config {
         Some(path) => match Config::load(path) {
             Ok(config) => config,

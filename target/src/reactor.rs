@@ -5,8 +5,13 @@
 //! out what it asked: a receive into the window the queue names, a gathered `sendmsg` of the
 //! PDUs it queued, the backend submissions it produced. Socket and block I/O go through the
 //! same ring; nothing here takes a lock on the I/O path. Reactor 0 also accepts connections
-//! and hands them out round-robin through the other reactors' inboxes (the only cross-thread
-//! traffic, with pokes and the stop order).
+//! on every listener and hands them out round-robin through the other reactors' inboxes.
+//!
+//! Cross-thread traffic goes through inboxes only ([`Msg`]): connections for a reactor;
+//! listeners added and removed at run time (to reactor 0, from the control plane's
+//! [`Target::add_listener`] and [`Target::remove_listener`]); pokes (poll every queue now:
+//! an asynchronous event is due, a controller was torn down, sent by other reactors and by the
+//! control plane through [`Target`]); the stop order; the watchdog's pings.
 //!
 //! With the `rdma` feature, the reactor holding the RDMA listeners also runs an RDMA engine
 //! (`crate::rdma::engine`): its CM event channel and completion channels are watched with
@@ -16,7 +21,13 @@
 //! - per connection at most one receive and one send are in flight;
 //! - a connection is freed only when nothing of it is in flight (its buffers may be in the
 //!   kernel's hands until then);
-//! - the ring's submission queue never overflows: a full queue is submitted first;
+//! - the ring's submission queue never overflows: a full queue is submitted first, and the
+//!   operations one queue call produced go in one submission when the ring can hold them (so
+//!   that linked chains stay whole);
+//! - a listener's socket is dropped only once its multishot accept has ended (its last
+//!   completion came without the MORE flag);
+//! - `now` is read once per turn, after the wait, so what the turn handles is stamped with
+//!   the time it was reaped (to within the turn);
 //! - an idle reactor sleeps in `io_uring_enter`; after activity it busy-polls for a bounded
 //!   window (`busy_poll`), then sleeps again.
 
@@ -48,10 +59,15 @@ pub const STAGING_BYTES: usize = 64 * 1024;
 /// Messages other threads send a reactor.
 #[derive(Debug)]
 pub enum Msg {
-    /// A freshly accepted connection for this reactor.
-    Conn { fd: OwnedFd, listener: usize },
-    /// Something changed (controller torn down, async event): poll every queue.
+    /// A freshly accepted connection for this reactor, and the listener it came through.
+    Conn { fd: OwnedFd, listener: ListenerInfo },
+    /// Something changed (controller torn down, async event): poll every queue. Pokes that
+    /// arrive together are handled as one.
     Poke,
+    /// Accept connections on this listening socket (reactor 0 only).
+    Listen { fd: Arc<OwnedFd>, info: ListenerInfo },
+    /// The listener was removed (its socket already shut down): forget it once its accept ends.
+    Unlisten { port_id: u16 },
     /// Stop: no new connections, finish what is in flight, close, return.
     Stop,
     /// The main thread checks the reactor turns: answer by storing the number.
@@ -96,8 +112,6 @@ pub struct Setup {
     pub inboxes: Arc<[Arc<Inbox>]>,
     /// Where each reactor answers the main thread's pings (the systemd watchdog).
     pub heartbeats: Arc<[AtomicU64]>,
-    /// Listening sockets (reactor 0 only), by listener index.
-    pub listeners: Vec<(OwnedFd, ListenerInfo)>,
     pub pool: Layout,
     pub busy_poll: Duration,
     pub ring_entries: u32,
@@ -130,6 +144,14 @@ fn untoken(data: u64) -> (u64, u32, u16) {
     (data >> 56, (data >> 16) as u32, data as u16)
 }
 
+/// A listener reactor 0 accepts on.
+struct Listening {
+    fd: Arc<OwnedFd>,
+    info: ListenerInfo,
+    /// Removed (or stopping): its socket is shut down and its accept is ending.
+    closing: bool,
+}
+
 struct Conn {
     fd: OwnedFd,
     queue: Queue,
@@ -154,7 +176,8 @@ pub struct Reactor {
     conns: Vec<Option<Conn>>,
     free_conns: Vec<u32>,
     live_conns: usize,
-    listeners: Vec<(OwnedFd, ListenerInfo)>,
+    /// Listeners, by the slot index their accept's completion token carries.
+    listeners: Vec<Option<Listening>>,
     next_reactor: usize,
     eventfd_buf: Box<u64>,
     tick_spec: Box<types::Timespec>,
@@ -200,7 +223,7 @@ impl Reactor {
             conns: Vec::new(),
             free_conns: Vec::new(),
             live_conns: 0,
-            listeners: setup.listeners,
+            listeners: Vec::new(),
             next_reactor: 0,
             eventfd_buf: Box::new(0),
             tick_spec: Box::new(types::Timespec::from(TICK)),
@@ -219,16 +242,13 @@ impl Reactor {
 
     /// Runs until told to stop and every connection has closed.
     pub fn run(mut self) -> io::Result<()> {
-        for index in 0..self.listeners.len() {
-            self.arm_accept(index);
-        }
         self.arm_inbox();
         self.rdma_arm();
         loop {
             if self.stopping && self.live() == 0 {
                 break;
             }
-            self.now = Instant::now();
+            // `now` is the previous turn's: close enough to decide whether to keep polling.
             let busy = self.now.duration_since(self.last_activity) < self.busy_poll;
             let waited = if !busy {
                 self.ring.submit_and_wait(1)
@@ -245,6 +265,8 @@ impl Reactor {
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) || e.raw_os_error() == Some(libc::EBUSY) => {}
                 Err(e) => return Err(e),
             }
+            // The one clock read of the turn, after the wait: what is reaped now happened now.
+            self.now = Instant::now();
             let handled = self.reap() + self.rdma_turn();
             self.drive_dirty();
             if handled > 0 {
@@ -303,9 +325,37 @@ impl Reactor {
     }
 
     fn arm_accept(&mut self, index: usize) {
-        let fd = types::Fd(self.listeners[index].0.as_raw_fd());
+        let Some(listening) = self.listeners[index].as_ref() else { return };
+        let fd = types::Fd(listening.fd.as_raw_fd());
         let entry = opcode::AcceptMulti::new(fd).flags(libc::SOCK_CLOEXEC).build();
         self.push(entry.user_data(token(Kind::Accept, 0, index as u16)));
+    }
+
+    /// Starts accepting on a listener (reactor 0).
+    fn listen(&mut self, fd: Arc<OwnedFd>, info: ListenerInfo) {
+        if self.stopping {
+            return;
+        }
+        let listening = Listening { fd, info, closing: false };
+        let index = match self.listeners.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                self.listeners.push(None);
+                self.listeners.len() - 1
+            }
+        };
+        assert!(index <= usize::from(u16::MAX), "listener slots fit the completion token");
+        tracing::debug!(reactor = self.id, port_id = listening.info.port_id, "accepting");
+        self.listeners[index] = Some(listening);
+        self.arm_accept(index);
+    }
+
+    /// A listener was removed: its socket is already shut down, so its accept ends with an
+    /// error completion, which frees the slot.
+    fn unlisten(&mut self, port_id: u16) {
+        if let Some(listening) = self.listeners.iter_mut().flatten().find(|l| l.info.port_id == port_id) {
+            listening.closing = true;
+        }
     }
 
     fn arm_inbox(&mut self) {
@@ -323,39 +373,55 @@ impl Reactor {
         self.push(entry.user_data(token(Kind::Tick, 0, 0)));
     }
 
-    fn on_accept(&mut self, listener: usize, res: i32, flags: u32) {
-        if !cqueue::more(flags) && !self.stopping {
-            self.arm_accept(listener);
+    fn on_accept(&mut self, index: usize, res: i32, flags: u32) {
+        let Some(listening) = self.listeners.get(index).and_then(Option::as_ref) else {
+            unreachable!("accept completion for listener slot {index}, which is free")
+        };
+        let (closing, info) = (listening.closing || self.stopping, listening.info.clone());
+        if !cqueue::more(flags) {
+            if closing {
+                // The accept has ended: nothing of the socket is in the kernel's hands now.
+                self.listeners[index] = None;
+                tracing::debug!(reactor = self.id, port_id = info.port_id, "no longer accepting");
+            } else {
+                self.arm_accept(index);
+            }
         }
         if res < 0 {
-            if res != -libc::ECANCELED && !self.stopping {
-                tracing::warn!(reactor = self.id, listener, error = %io::Error::from_raw_os_error(-res), "accept failed");
+            if res != -libc::ECANCELED && !closing {
+                tracing::warn!(reactor = self.id, port_id = info.port_id, error = %io::Error::from_raw_os_error(-res), "accept failed");
             }
             return;
         }
         // SAFETY: a successful accept returns a new descriptor that we now own.
         let fd = unsafe { OwnedFd::from_raw_fd(res) };
-        if self.stopping {
+        if closing {
             return;
         }
         let to = self.next_reactor % self.inboxes.len();
         self.next_reactor = self.next_reactor.wrapping_add(1);
         if to == self.id {
-            self.add_conn(fd, listener);
+            self.add_conn(fd, info);
         } else {
-            self.inboxes[to].send(Msg::Conn { fd, listener });
+            self.inboxes[to].send(Msg::Conn { fd, listener: info });
         }
     }
 
     fn on_inbox(&mut self) {
+        let mut poked = false;
         for msg in self.inboxes[self.id].drain() {
             match msg {
                 Msg::Conn { fd, listener } if !self.stopping => self.add_conn(fd, listener),
                 Msg::Conn { .. } => {}
-                Msg::Poke => self.poll_queues(),
+                Msg::Poke => poked = true,
+                Msg::Listen { fd, info } => self.listen(fd, info),
+                Msg::Unlisten { port_id } => self.unlisten(port_id),
                 Msg::Stop => self.stop(),
                 Msg::Ping(n) => self.heartbeats[self.id].store(n, Ordering::Release),
             }
+        }
+        if poked {
+            self.poll_queues();
         }
         self.arm_inbox();
     }
@@ -371,19 +437,19 @@ impl Reactor {
     fn stop(&mut self) {
         self.stopping = true;
         tracing::info!(reactor = self.id, connections = self.live(), "stopping");
-        for (fd, _) in self.listeners.drain(..) {
-            // Closing the socket ends the multishot accept with an error completion.
-            // SAFETY: shutdown on a listening socket we own.
-            unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
+        for listening in self.listeners.iter_mut().flatten() {
+            listening.closing = true;
+            // Shutting the socket down ends the multishot accept with an error completion.
+            // SAFETY: shutdown on a listening socket this reactor holds a reference to.
+            unsafe { libc::shutdown(listening.fd.as_raw_fd(), libc::SHUT_RDWR) };
         }
         #[cfg(feature = "rdma")]
         self.with_rdma(|e, io| e.stop(io));
         self.poll_queues();
     }
 
-    fn add_conn(&mut self, fd: OwnedFd, listener: usize) {
+    fn add_conn(&mut self, fd: OwnedFd, info: ListenerInfo) {
         let peer = peer_addr(fd.as_raw_fd());
-        let info = self.target.listeners[listener].clone();
         if self.live_conns >= MAX_CONNECTIONS {
             tracing::warn!(reactor = self.id, ?peer, "connection refused: reactor at its connection limit");
             return;
@@ -418,6 +484,7 @@ impl Reactor {
             }
         };
         self.live_conns += 1;
+        self.target.count_connection(true);
         tracing::debug!(reactor = self.id, conn = index, ?peer, "connection accepted");
         self.arm_tick();
         self.drive(index);
@@ -452,6 +519,19 @@ impl Reactor {
     /// reactors if it asked to.
     fn take_ops(&mut self, index: u32) {
         let mut ops = std::mem::take(&mut self.ops);
+        // Linked operations (a flush chained after a volume's zeroing pieces) must reach the
+        // kernel in one submission, or the chain breaks: make room for the batch first when
+        // the ring can hold it at all.
+        let (free, capacity) = {
+            let sq = self.ring.submission();
+            (sq.capacity() - sq.len(), sq.capacity())
+        };
+        if ops.len() > free
+            && ops.len() <= capacity
+            && let Err(error) = self.ring.submit()
+        {
+            tracing::warn!(reactor = self.id, %error, "io_uring submit failed while making room");
+        }
         for (slot, entry) in ops.drain(..) {
             self.push(entry.user_data(token(Kind::Backend, index, slot)));
             if let Some(conn) = self.conns[index as usize].as_mut() {
@@ -599,6 +679,7 @@ impl Reactor {
         drop(fd);
         self.free_conns.push(index);
         self.live_conns -= 1;
+        self.target.count_connection(false);
         tracing::debug!(reactor = self.id, conn = index, "connection closed");
         if std::mem::take(&mut self.poke_all) {
             self.poke_everyone(u32::MAX);

@@ -1,23 +1,52 @@
 //! The target's object model: a [`Target`] holds NVM subsystems (each with an allow list of host
 //! NQNs and namespaces backed by a [`Backend`]), the discovery subsystem and the listeners.
 //!
-//! Shared by every reactor. Nothing here is touched per I/O except a namespace's counters,
-//! which have one slot per reactor (single writer, no atomic read-modify-write); a queue keeps
-//! its own snapshot of its subsystem's namespace table ([`Subsystem::namespaces`]) and looks at
-//! the generation number to notice changes, so the I/O path takes no lock.
+//! Shared by every reactor, and changed at run time by the control plane (the node API, from its
+//! own thread): subsystems, namespaces, hosts and listeners come and go while hosts are
+//! connected. Nothing here is touched per I/O except a namespace's counters ([`NsStats`]: one
+//! slot per reactor, single writer); a queue keeps its own snapshot of its subsystem's
+//! namespace table ([`Subsystem::namespaces`]) and looks at the generation number to notice
+//! changes, so the I/O path takes no lock.
 //!
-//! Invariants: subsystem NQNs are unique; NSIDs are unique within a subsystem; the discovery
-//! log generation counter changes whenever what discovery reports may have changed.
+//! ```text
+//!  control plane thread                         reactors
+//!  --------------------                         --------
+//!  Subsystem::replace_namespace --> new NsTable (generation + 1)     queues pick it up at their
+//!       |                                                            next capsule (`Tables`)
+//!       +--> each controller: changed NSID list, event queued  --+
+//!  Subsystem::revoke_host ------> controllers killed (dead flag) --+--> Msg::Poke to the reactors
+//!  Target::remove_subsystem ----> controllers killed, genctr + 1 --+    (Hub): queues poll, AERs
+//!  Target::add_listener --------> socket bound here, Msg::Listen -----> complete, dead controllers'
+//!  Target::remove_listener -----> shutdown() here, Msg::Unlisten -----> queues close; reactor 0
+//!                                                                       accepts on listeners
+//! ```
+//!
+//! Invariants:
+//! - subsystem NQNs are unique; NSIDs are unique within a subsystem; port IDs are never reused;
+//! - the discovery log generation counter changes whenever what discovery reports may have
+//!   changed (subsystems, their hosts, listeners), and reactors are poked so that discovery
+//!   controllers' held events complete;
+//! - a controller exists only for a host its subsystem allows, in a subsystem still registered:
+//!   registration re-checks access under the access lock that every access change takes, and
+//!   an access change or a removal kills the controllers it disallows;
+//! - every change that a reactor must act on is followed by a poke of the reactors concerned
+//!   (once the data plane is attached, [`Target::attach_reactors`]); before that, there are no
+//!   connections to act on.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Instant;
 
 use crate::backend::Backend;
+use crate::config;
 use crate::ctrl::Controller;
 use crate::nvme::{CntlId, DISCOVERY_NQN, Nqn, Nsid};
+use crate::reactor::{Inbox, Msg};
+pub use crate::stats::{LatencyHistogram, NsStats, NsTotals};
 
 /// Limits every controller of this target advertises and enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +93,8 @@ impl Default for Limits {
 /// One listening socket's identity as discovery reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerInfo {
-    /// The NVMe-oF port identifier (PORTID): the listener's index.
+    /// The NVMe-oF port identifier (PORTID): 1, 2, ... in the order listeners were added;
+    /// never reused for another listener in the target's life.
     pub port_id: u16,
     pub bound: SocketAddr,
     /// What discovery log entries show (the bound address when not configured).
@@ -75,71 +105,6 @@ pub struct ListenerInfo {
     pub transport: crate::config::Transport,
 }
 
-/// Per-namespace counters, one slot per reactor; each slot has a single writer.
-#[derive(Debug)]
-pub struct NsStats {
-    slots: Box<[PaddedCounters]>,
-}
-
-#[derive(Debug, Default)]
-#[repr(align(64))]
-struct PaddedCounters {
-    read_cmds: AtomicU64,
-    write_cmds: AtomicU64,
-    read_bytes: AtomicU64,
-    write_bytes: AtomicU64,
-    media_errors: AtomicU64,
-}
-
-/// Sums over every reactor's slot.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct NsTotals {
-    pub read_cmds: u64,
-    pub write_cmds: u64,
-    pub read_bytes: u64,
-    pub write_bytes: u64,
-    pub media_errors: u64,
-}
-
-fn bump(counter: &AtomicU64, by: u64) {
-    // Single writer per slot: a plain load and store, no locked read-modify-write.
-    counter.store(counter.load(Ordering::Relaxed).wrapping_add(by), Ordering::Relaxed);
-}
-
-impl NsStats {
-    fn new(reactors: usize) -> NsStats {
-        NsStats { slots: (0..reactors.max(1)).map(|_| PaddedCounters::default()).collect() }
-    }
-
-    pub fn read(&self, reactor: usize, bytes: u64) {
-        let s = &self.slots[reactor];
-        bump(&s.read_cmds, 1);
-        bump(&s.read_bytes, bytes);
-    }
-
-    pub fn write(&self, reactor: usize, bytes: u64) {
-        let s = &self.slots[reactor];
-        bump(&s.write_cmds, 1);
-        bump(&s.write_bytes, bytes);
-    }
-
-    pub fn media_error(&self, reactor: usize) {
-        bump(&self.slots[reactor].media_errors, 1);
-    }
-
-    pub fn totals(&self) -> NsTotals {
-        let mut t = NsTotals::default();
-        for s in self.slots.iter() {
-            t.read_cmds += s.read_cmds.load(Ordering::Relaxed);
-            t.write_cmds += s.write_cmds.load(Ordering::Relaxed);
-            t.read_bytes += s.read_bytes.load(Ordering::Relaxed);
-            t.write_bytes += s.write_bytes.load(Ordering::Relaxed);
-            t.media_errors += s.media_errors.load(Ordering::Relaxed);
-        }
-        t
-    }
-}
-
 #[derive(Debug)]
 pub struct Namespace {
     pub nsid: Nsid,
@@ -147,7 +112,9 @@ pub struct Namespace {
     pub backend: Backend,
     pub uuid: uuid::Uuid,
     pub nguid: [u8; 16],
-    pub stats: NsStats,
+    /// Shared with the namespace that replaces this one ([`Subsystem::replace_namespace`]), so
+    /// that counters survive a volume's growth.
+    pub stats: Arc<NsStats>,
 }
 
 impl Namespace {
@@ -161,7 +128,7 @@ impl Namespace {
     ) -> Namespace {
         assert!(block_size == 512 || block_size == 4096, "block size {block_size}");
         assert_eq!(backend.size_bytes() % u64::from(block_size), 0);
-        Namespace { nsid, block_size, backend, uuid, nguid, stats: NsStats::new(reactors) }
+        Namespace { nsid, block_size, backend, uuid, nguid, stats: Arc::new(NsStats::new(reactors)) }
     }
 
     pub fn blocks(&self) -> u64 {
@@ -197,6 +164,32 @@ pub enum SubsystemKind {
 struct Access {
     allow_any_host: bool,
     hosts: BTreeSet<String>,
+    /// Removed from its target: no controller may be created any more.
+    closed: bool,
+}
+
+impl Access {
+    fn allows(&self, hostnqn: &str) -> bool {
+        !self.closed && (self.allow_any_host || self.hosts.contains(hostnqn))
+    }
+}
+
+/// Live controllers and their connected I/O queues (a subsystem's, or the target's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Connections {
+    pub controllers: usize,
+    pub io_queues: usize,
+}
+
+/// Why [`Subsystem::register_controller`] made no controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    #[error("the host is not allowed")]
+    NotAllowed,
+    #[error("the subsystem was removed")]
+    Removed,
+    #[error("every controller ID is in use")]
+    NoId,
 }
 
 #[derive(Debug)]
@@ -209,6 +202,8 @@ pub struct Subsystem {
     namespaces: RwLock<Arc<NsTable>>,
     ns_generation: AtomicU64,
     controllers: Mutex<Controllers>,
+    /// The target it was added to: its discovery counter and its reactors.
+    hub: OnceLock<Arc<Hub>>,
 }
 
 #[derive(Debug, Default)]
@@ -231,10 +226,11 @@ impl Subsystem {
             kind,
             serial,
             model,
-            access: RwLock::new(Access { allow_any_host, hosts }),
+            access: RwLock::new(Access { allow_any_host, hosts, closed: false }),
             namespaces: RwLock::new(Arc::new(NsTable::default())),
             ns_generation: AtomicU64::new(0),
             controllers: Mutex::new(Controllers { next: CntlId::MIN_DYNAMIC.get(), live: BTreeMap::new() }),
+            hub: OnceLock::new(),
         }
     }
 
@@ -243,8 +239,84 @@ impl Subsystem {
         if self.kind == SubsystemKind::Discovery {
             return true;
         }
+        self.access.read().expect("access lock").allows(hostnqn)
+    }
+
+    /// Whether any host may connect, and the allow list, in NQN order.
+    pub fn access(&self) -> (bool, Vec<String>) {
         let access = self.access.read().expect("access lock");
-        access.allow_any_host || access.hosts.contains(hostnqn)
+        (access.allow_any_host, access.hosts.iter().cloned().collect())
+    }
+
+    /// Adds `hostnqn` to the allow list; true if it was not on it. Hosts already connected
+    /// are not disturbed.
+    pub fn allow_host(&self, hostnqn: &str) -> bool {
+        let added = self.access.write().expect("access lock").hosts.insert(hostnqn.to_owned());
+        if added {
+            self.access_changed();
+        }
+        added
+    }
+
+    /// Removes `hostnqn` from the allow list; true if it was on it. The host's controllers on
+    /// this subsystem are torn down (their admin and I/O queues close) unless the subsystem
+    /// still admits it (`allow_any_host`); nobody else's are touched.
+    pub fn revoke_host(&self, hostnqn: &str) -> bool {
+        let removed = self.access.write().expect("access lock").hosts.remove(hostnqn);
+        if removed {
+            self.access_changed();
+        }
+        removed
+    }
+
+    /// Opens the subsystem to every host, or only to its allow list (hosts not on it lose
+    /// their controllers).
+    pub fn set_allow_any_host(&self, allow_any_host: bool) {
+        let changed = {
+            let mut access = self.access.write().expect("access lock");
+            std::mem::replace(&mut access.allow_any_host, allow_any_host) != allow_any_host
+        };
+        if changed {
+            self.access_changed();
+        }
+    }
+
+    /// After a change of the allow list: controllers of hosts no longer allowed go, and
+    /// discovery reports the new list. The change was made under the access lock's write
+    /// side, so a controller registered after it saw the new list.
+    fn access_changed(&self) {
+        let killed = self.kill_controllers(|ctrl| !self.allows(ctrl.hostnqn.as_str()));
+        if let Some(hub) = self.hub.get() {
+            if killed > 0 {
+                tracing::info!(subsystem = %self.nqn.as_str(), controllers = killed, "host access revoked; controllers torn down");
+            }
+            hub.discovery_changed();
+        }
+    }
+
+    /// Kills the live controllers `which` picks; returns how many. Their queues close when
+    /// their reactors look (every reactor is poked).
+    fn kill_controllers(&self, which: impl Fn(&Controller) -> bool) -> usize {
+        let mut killed = 0;
+        for ctrl in self.controllers() {
+            if which(&ctrl) && !ctrl.is_dead() {
+                ctrl.kill();
+                killed += 1;
+            }
+        }
+        if killed > 0
+            && let Some(hub) = self.hub.get()
+        {
+            hub.poke_all();
+        }
+        killed
+    }
+
+    /// Closes the subsystem for good (it was removed from its target): no new controllers,
+    /// the live ones torn down.
+    fn close(&self) -> usize {
+        self.access.write().expect("access lock").closed = true;
+        self.kill_controllers(|_| true)
     }
 
     /// The current namespace table; cheap to clone and to keep.
@@ -257,24 +329,117 @@ impl Subsystem {
         self.ns_generation.load(Ordering::Acquire)
     }
 
-    /// Adds a namespace; refuses a duplicate NSID (returns the namespace back).
-    pub fn add_namespace(&self, ns: Namespace) -> Result<(), Box<Namespace>> {
+    /// Publishes a new namespace table made by `edit` from the current list; `edit` returns
+    /// false to leave everything as it is.
+    fn edit_namespaces(&self, edit: impl FnOnce(&mut Vec<Arc<Namespace>>) -> bool) -> bool {
         let mut table = self.namespaces.write().expect("namespace lock");
-        if table.find(ns.nsid.get()).is_some() {
-            return Err(Box::new(ns));
-        }
         let mut namespaces = table.namespaces.clone();
-        namespaces.push(Arc::new(ns));
+        if !edit(&mut namespaces) {
+            return false;
+        }
         namespaces.sort_by_key(|n| n.nsid.get());
         let generation = self.ns_generation.load(Ordering::Relaxed) + 1;
         *table = Arc::new(NsTable { generation, namespaces });
         self.ns_generation.store(generation, Ordering::Release);
-        Ok(())
+        true
     }
 
-    /// Allocates a controller ID (dynamic model) and registers the controller made with it.
-    /// `None` when all 0xFFEF IDs are in use.
-    pub fn register_controller(&self, make: impl FnOnce(u16) -> Arc<Controller>) -> Option<Arc<Controller>> {
+    /// Adds a namespace; refuses a duplicate NSID (returns the namespace back). Connected
+    /// controllers are told (changed namespace list, namespace attribute event).
+    pub fn add_namespace(&self, ns: Namespace) -> Result<(), Box<Namespace>> {
+        let nsid = ns.nsid.get();
+        let mut ns = Some(ns);
+        let added = self.edit_namespaces(|list| {
+            if list.iter().any(|n| n.nsid.get() == nsid) {
+                return false;
+            }
+            list.push(Arc::new(ns.take().expect("added once")));
+            true
+        });
+        match ns {
+            Some(ns) if !added => Err(Box::new(ns)),
+            _ => {
+                self.namespace_changed(nsid);
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes namespace `nsid`; commands in flight on it finish (their queues hold the old
+    /// table). Connected controllers are told.
+    pub fn remove_namespace(&self, nsid: u32) -> Option<Arc<Namespace>> {
+        let mut removed = None;
+        self.edit_namespaces(|list| {
+            let Some(i) = list.iter().position(|n| n.nsid.get() == nsid) else { return false };
+            removed = Some(list.remove(i));
+            true
+        });
+        if removed.is_some() {
+            self.namespace_changed(nsid);
+        }
+        removed
+    }
+
+    /// Replaces the namespace with `ns`'s NSID by `ns` (a grown volume: new extents, new
+    /// size); commands in flight finish on the old one. Refuses (returns it back) when no
+    /// namespace has that NSID. Connected controllers are told, so hosts rescan and see the
+    /// new size.
+    ///
+    /// The namespace stays the same namespace: it keeps the old one's identity (UUID and
+    /// NGUID, whatever `ns` says: a host that finds another identity under the NSID on its
+    /// rescan drops the disk and makes a new one; to give an NSID a new identity, remove and
+    /// add) and its counters.
+    pub fn replace_namespace(&self, ns: Namespace) -> Result<(), Box<Namespace>> {
+        let nsid = ns.nsid.get();
+        let mut ns = Some(ns);
+        let replaced = self.edit_namespaces(|list| {
+            let Some(slot) = list.iter_mut().find(|n| n.nsid.get() == nsid) else { return false };
+            let mut new = ns.take().expect("replaced once");
+            (new.uuid, new.nguid) = (slot.uuid, slot.nguid);
+            new.stats = Arc::clone(&slot.stats);
+            *slot = Arc::new(new);
+            true
+        });
+        match ns {
+            Some(ns) if !replaced => Err(Box::new(ns)),
+            _ => {
+                self.namespace_changed(nsid);
+                Ok(())
+            }
+        }
+    }
+
+    /// Tells every live controller that namespace `nsid` changed, and pokes the reactors of
+    /// those with an event due.
+    fn namespace_changed(&self, nsid: u32) {
+        let mut due = BTreeSet::new();
+        for ctrl in self.controllers() {
+            if ctrl.namespace_changed(nsid) {
+                due.insert(ctrl.admin_reactor);
+            }
+        }
+        if let Some(hub) = self.hub.get() {
+            for reactor in due {
+                hub.poke(reactor);
+            }
+        }
+    }
+
+    /// Allocates a controller ID (dynamic model) and registers the controller made with it,
+    /// if `hostnqn` is allowed and the subsystem still registered: both are checked again
+    /// here, under the access lock, so that no controller outlives an access change.
+    pub fn register_controller(
+        &self,
+        hostnqn: &str,
+        make: impl FnOnce(u16) -> Arc<Controller>,
+    ) -> Result<Arc<Controller>, RegisterError> {
+        let access = self.access.read().expect("access lock");
+        if access.closed {
+            return Err(RegisterError::Removed);
+        }
+        if self.kind == SubsystemKind::Nvm && !access.allows(hostnqn) {
+            return Err(RegisterError::NotAllowed);
+        }
         let mut ctrls = self.controllers.lock().expect("controller lock");
         ctrls.live.retain(|_, weak| weak.strong_count() > 0);
         let (min, max) = (CntlId::MIN_DYNAMIC.get(), CntlId::MAX_DYNAMIC.get());
@@ -285,10 +450,10 @@ impl Subsystem {
             if let std::collections::btree_map::Entry::Vacant(e) = ctrls.live.entry(id) {
                 let ctrl = make(id);
                 e.insert(Arc::downgrade(&ctrl));
-                return Some(ctrl);
+                return Ok(ctrl);
             }
         }
-        None
+        Err(RegisterError::NoId)
     }
 
     pub fn controller(&self, cntlid: u16) -> Option<Arc<Controller>> {
@@ -303,16 +468,89 @@ impl Subsystem {
     pub fn controllers(&self) -> Vec<Arc<Controller>> {
         self.controllers.lock().expect("controller lock").live.values().filter_map(Weak::upgrade).collect()
     }
+
+    /// How many controllers are live and how many I/O queues they have connected.
+    pub fn connections(&self) -> Connections {
+        let live: Vec<_> = self.controllers().into_iter().filter(|c| !c.is_dead()).collect();
+        Connections { controllers: live.len(), io_queues: live.iter().map(|c| c.io_queue_count()).sum() }
+    }
+}
+
+/// What a target shares with its subsystems and its reactors: the discovery log generation
+/// counter and the reactors' inboxes, through which changes made on any thread reach the data
+/// plane.
+#[derive(Debug)]
+struct Hub {
+    discovery_genctr: AtomicU64,
+    /// The data plane's inboxes, by reactor ID, once it is attached.
+    reactors: RwLock<Option<Arc<[Arc<Inbox>]>>>,
+}
+
+impl Hub {
+    fn discovery_changed(&self) {
+        self.discovery_genctr.fetch_add(1, Ordering::AcqRel);
+        // Discovery controllers may sit on any reactor.
+        self.poke_all();
+    }
+
+    /// Sends `msg` to reactor `id`; hands it back when there is no data plane (or no such
+    /// reactor).
+    fn send(&self, id: usize, msg: Msg) -> Result<(), Msg> {
+        match self.reactors.read().expect("reactor lock").as_ref().and_then(|r| r.get(id)) {
+            Some(inbox) => {
+                inbox.send(msg);
+                Ok(())
+            }
+            None => Err(msg),
+        }
+    }
+
+    fn poke(&self, id: usize) {
+        let _ = self.send(id, Msg::Poke);
+    }
+
+    fn poke_all(&self) {
+        if let Some(inboxes) = self.reactors.read().expect("reactor lock").as_ref() {
+            for inbox in inboxes.iter() {
+                inbox.send(Msg::Poke);
+            }
+        }
+    }
+}
+
+/// A listening socket and what discovery says about it.
+#[derive(Debug)]
+struct Listening {
+    info: ListenerInfo,
+    /// Shared with reactor 0, which accepts on it; shut down here when the listener goes.
+    /// None for an RDMA listener: its CM id lives in reactor 0's RDMA engine.
+    fd: Option<Arc<OwnedFd>>,
+}
+
+/// What [`Target::connection_stats`] reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectionStats {
+    /// Open NVMe/TCP connections, bound to a controller or not.
+    pub tcp_connections: u64,
+    /// The discovery subsystem's controllers.
+    pub discovery: Connections,
+    /// Each NVM subsystem's, by NQN, in NQN order.
+    pub subsystems: Vec<(String, Connections)>,
 }
 
 /// The whole target: what every reactor shares.
 #[derive(Debug)]
 pub struct Target {
     pub limits: Limits,
-    pub listeners: Vec<ListenerInfo>,
     pub discovery: Arc<Subsystem>,
     subsystems: RwLock<BTreeMap<String, Arc<Subsystem>>>,
-    discovery_genctr: AtomicU64,
+    listeners: RwLock<Vec<Listening>>,
+    /// The port ID the next listener gets.
+    next_port_id: AtomicU32,
+    hub: Arc<Hub>,
+    /// A data plane was attached once (a target is served by one data plane in its life).
+    attached: std::sync::atomic::AtomicBool,
+    tcp_connections: AtomicU64,
     pub started: Instant,
     /// A per-process identity folded into serial numbers and GUIDs.
     pub instance: uuid::Uuid,
@@ -320,7 +558,8 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn new(limits: Limits, listeners: Vec<ListenerInfo>) -> Target {
+    /// A target with no subsystems and no listeners yet.
+    pub fn new(limits: Limits) -> Target {
         let discovery_nqn = Nqn::parse(DISCOVERY_NQN).expect("the well-known discovery NQN is valid");
         let discovery = Subsystem::new(
             discovery_nqn,
@@ -330,22 +569,30 @@ impl Target {
             true,
             BTreeSet::new(),
         );
+        let hub = Arc::new(Hub { discovery_genctr: AtomicU64::new(1), reactors: RwLock::new(None) });
+        let _ = discovery.hub.set(Arc::clone(&hub));
         Target {
             limits,
-            listeners,
             discovery: Arc::new(discovery),
             subsystems: RwLock::new(BTreeMap::new()),
-            discovery_genctr: AtomicU64::new(1),
+            listeners: RwLock::new(Vec::new()),
+            next_port_id: AtomicU32::new(1),
+            hub,
+            attached: std::sync::atomic::AtomicBool::new(false),
+            tcp_connections: AtomicU64::new(0),
             started: Instant::now(),
             instance: uuid::Uuid::new_v4(),
             next_error_id: AtomicU16::new(0),
         }
     }
 
-    /// Adds an NVM subsystem; refuses a duplicate NQN.
+    /// Adds an NVM subsystem; refuses a duplicate NQN (and the discovery NQN).
     pub fn add_subsystem(&self, subsys: Subsystem) -> Result<Arc<Subsystem>, Box<Subsystem>> {
         let mut all = self.subsystems.write().expect("subsystem lock");
-        if all.contains_key(subsys.nqn.as_str()) || subsys.nqn.as_str() == DISCOVERY_NQN {
+        if all.contains_key(subsys.nqn.as_str())
+            || subsys.nqn.as_str() == DISCOVERY_NQN
+            || subsys.hub.set(Arc::clone(&self.hub)).is_err()
+        {
             return Err(Box::new(subsys));
         }
         let subsys = Arc::new(subsys);
@@ -353,6 +600,19 @@ impl Target {
         drop(all);
         self.discovery_changed();
         Ok(subsys)
+    }
+
+    /// Removes an NVM subsystem: no host can connect to it any more, its controllers are torn
+    /// down (their queues close; commands in flight finish first), discovery stops listing it.
+    /// Its backends are not flushed here (the daemon's stop flushes only the subsystems still
+    /// registered): a caller about to reuse or delete the storage calls [`Backend::sync`] on
+    /// the namespaces it gets back.
+    pub fn remove_subsystem(&self, nqn: &str) -> Option<Arc<Subsystem>> {
+        let subsys = self.subsystems.write().expect("subsystem lock").remove(nqn)?;
+        let killed = subsys.close();
+        tracing::info!(subsystem = nqn, controllers = killed, "subsystem removed");
+        self.discovery_changed();
+        Some(subsys)
     }
 
     /// The subsystem a Connect names (the discovery subsystem included).
@@ -370,11 +630,143 @@ impl Target {
 
     /// The discovery log generation counter.
     pub fn discovery_genctr(&self) -> u64 {
-        self.discovery_genctr.load(Ordering::Acquire)
+        self.hub.discovery_genctr.load(Ordering::Acquire)
     }
 
+    /// What discovery reports changed: bumps the generation counter and pokes the reactors so
+    /// that discovery controllers waiting for the event get it.
     pub fn discovery_changed(&self) {
-        self.discovery_genctr.fetch_add(1, Ordering::AcqRel);
+        self.hub.discovery_changed();
+    }
+
+    /// The listeners, in port ID order.
+    pub fn listeners(&self) -> Vec<ListenerInfo> {
+        self.listeners.read().expect("listener lock").iter().map(|l| l.info.clone()).collect()
+    }
+
+    /// The listener with port ID `port_id`, if it is still there.
+    pub fn listener(&self, port_id: u16) -> Option<ListenerInfo> {
+        self.listeners.read().expect("listener lock").iter().find(|l| l.info.port_id == port_id).map(|l| l.info.clone())
+    }
+
+    /// Binds a listener now (port 0: the kernel picks one, reported in `bound`) and has the
+    /// data plane accept on it (at once, or when it is attached). Only TCP.
+    pub fn add_listener(&self, config: &config::Listener) -> Result<ListenerInfo, io::Error> {
+        if config.transport != config::Transport::Tcp {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, format!("{} listeners", config.transport)));
+        }
+        let socket = TcpListener::bind(config.address)?;
+        let bound = socket.local_addr()?;
+        let advertised = match config.advertise {
+            Some(mut a) if a.port() == 0 => {
+                a.set_port(bound.port());
+                a
+            }
+            Some(a) => a,
+            None => bound,
+        };
+        let mut listeners = self.listeners.write().expect("listener lock");
+        let port_id = self.next_port_id.fetch_add(1, Ordering::Relaxed);
+        let port_id = u16::try_from(port_id)
+            .map_err(|_| io::Error::new(io::ErrorKind::QuotaExceeded, "every NVMe-oF port ID was used"))?;
+        let info = ListenerInfo {
+            port_id,
+            bound,
+            advertised,
+            discovery_only: config.discovery_only,
+            transport: config.transport,
+        };
+        let fd = Arc::new(OwnedFd::from(socket));
+        // Under the listener lock, so that `attach_reactors` hands over each listener once.
+        let _ = self.hub.send(0, Msg::Listen { fd: Arc::clone(&fd), info: info.clone() });
+        listeners.push(Listening { info: info.clone(), fd: Some(fd) });
+        drop(listeners);
+        tracing::info!(port_id, address = %bound, advertised = %advertised, discovery_only = config.discovery_only, "listening");
+        self.discovery_changed();
+        Ok(info)
+    }
+
+    /// Records a listener bound elsewhere (an RDMA CM id, bound by the daemon and served by
+    /// reactor 0's RDMA engine): it gets the next port ID, and discovery lists it.
+    pub fn register_listener(&self, make: impl FnOnce(u16) -> ListenerInfo) -> Result<ListenerInfo, io::Error> {
+        let mut listeners = self.listeners.write().expect("listener lock");
+        let port_id = self.next_port_id.fetch_add(1, Ordering::Relaxed);
+        let port_id = u16::try_from(port_id)
+            .map_err(|_| io::Error::new(io::ErrorKind::QuotaExceeded, "every NVMe-oF port ID was used"))?;
+        let info = make(port_id);
+        listeners.push(Listening { info: info.clone(), fd: None });
+        drop(listeners);
+        self.discovery_changed();
+        Ok(info)
+    }
+
+    /// Stops accepting on listener `port_id`: connection attempts are refused from the moment
+    /// this returns; connections made through it stay.
+    pub fn remove_listener(&self, port_id: u16) -> Option<ListenerInfo> {
+        let mut listeners = self.listeners.write().expect("listener lock");
+        let i = listeners.iter().position(|l| l.info.port_id == port_id)?;
+        let Listening { info, fd } = listeners.remove(i);
+        drop(listeners);
+        let Some(fd) = fd else {
+            // An RDMA listener stays with the engine that holds it (not removable at run time).
+            tracing::warn!(port_id, "an RDMA listener cannot be removed at run time; discovery no longer lists it");
+            self.discovery_changed();
+            return Some(info);
+        };
+        // SAFETY: shutdown on a listening socket this target owns (reactor 0 holds a second
+        // reference, so the descriptor stays open until it has seen its accept end).
+        unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
+        let _ = self.hub.send(0, Msg::Unlisten { port_id });
+        tracing::info!(port_id, address = %info.bound, "listener removed");
+        self.discovery_changed();
+        Some(info)
+    }
+
+    /// Connects the target to its data plane: `inboxes` are the reactors', by ID. Reactor 0
+    /// gets every listener to accept on; from now on, changes poke the reactors. Once per target.
+    pub fn attach_reactors(&self, inboxes: Arc<[Arc<Inbox>]>) {
+        assert!(!inboxes.is_empty(), "a data plane has reactors");
+        assert!(!self.attached.swap(true, Ordering::AcqRel), "a target is served by one data plane");
+        let listeners = self.listeners.read().expect("listener lock");
+        for l in listeners.iter() {
+            if let Some(fd) = &l.fd {
+                inboxes[0].send(Msg::Listen { fd: Arc::clone(fd), info: l.info.clone() });
+            }
+        }
+        *self.hub.reactors.write().expect("reactor lock") = Some(inboxes);
+    }
+
+    /// The data plane stopped: changes no longer poke anything.
+    pub fn detach_reactors(&self) {
+        *self.hub.reactors.write().expect("reactor lock") = None;
+    }
+
+    /// Makes every reactor poll its queues now (events due, controllers torn down).
+    pub fn poke_all(&self) {
+        self.hub.poke_all();
+    }
+
+    /// Makes reactor `id` poll its queues now.
+    pub fn poke(&self, id: usize) {
+        self.hub.poke(id);
+    }
+
+    /// Live connections: TCP connections, controllers and I/O queues per subsystem.
+    pub fn connection_stats(&self) -> ConnectionStats {
+        ConnectionStats {
+            tcp_connections: self.tcp_connections.load(Ordering::Relaxed),
+            discovery: self.discovery.connections(),
+            subsystems: self.subsystems().iter().map(|s| (s.nqn.as_str().to_owned(), s.connections())).collect(),
+        }
+    }
+
+    /// A reactor took a connection (`opened`) or let one go.
+    pub(crate) fn count_connection(&self, opened: bool) {
+        if opened {
+            self.tcp_connections.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.tcp_connections.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// A process-wide sequence number for error log entries.
@@ -387,6 +779,9 @@ impl Target {
 mod tests {
     use super::*;
 
+    const HOST_A: &str = "nqn.2014-08.org.nvmexpress:uuid:a";
+    const HOST_B: &str = "nqn.2014-08.org.nvmexpress:uuid:b";
+
     fn nqn(s: &str) -> Nqn {
         Nqn::parse(s).unwrap()
     }
@@ -396,23 +791,25 @@ mod tests {
         Subsystem::new(nqn("nqn.2026-11.dev.fabriq:t"), SubsystemKind::Nvm, "sn".into(), "mn".into(), allow_any, hosts)
     }
 
+    fn ns(id: u32, bytes: u64) -> Namespace {
+        Namespace::new(Nsid::new(id).unwrap(), 512, Backend::null(bytes), uuid::Uuid::nil(), [0; 16], 2)
+    }
+
     #[test]
     fn host_allow_list() {
-        let s = subsys(false, &["nqn.2014-08.org.nvmexpress:uuid:a"]);
-        assert!(s.allows("nqn.2014-08.org.nvmexpress:uuid:a"));
-        assert!(!s.allows("nqn.2014-08.org.nvmexpress:uuid:b"));
-        assert!(subsys(true, &[]).allows("nqn.2014-08.org.nvmexpress:uuid:b"));
+        let s = subsys(false, &[HOST_A]);
+        assert!(s.allows(HOST_A));
+        assert!(!s.allows(HOST_B));
+        assert!(subsys(true, &[]).allows(HOST_B));
     }
 
     #[test]
     fn namespaces_sorted_unique_and_generation_moves() {
         let s = subsys(true, &[]);
-        let ns =
-            |id| Namespace::new(Nsid::new(id).unwrap(), 512, Backend::null(1 << 20), uuid::Uuid::nil(), [0; 16], 2);
         let g0 = s.ns_generation();
-        s.add_namespace(ns(5)).unwrap();
-        s.add_namespace(ns(2)).unwrap();
-        assert!(s.add_namespace(ns(5)).is_err());
+        s.add_namespace(ns(5, 1 << 20)).unwrap();
+        s.add_namespace(ns(2, 1 << 20)).unwrap();
+        assert!(s.add_namespace(ns(5, 1 << 20)).is_err());
         let table = s.namespaces();
         assert_eq!(table.namespaces.iter().map(|n| n.nsid.get()).collect::<Vec<_>>(), vec![2, 5]);
         assert_eq!(table.find(5).unwrap().0, 1);
@@ -422,18 +819,72 @@ mod tests {
     }
 
     #[test]
-    fn stats_sum_over_reactor_slots() {
-        let stats = NsStats::new(2);
-        stats.read(0, 4096);
-        stats.read(1, 512);
-        stats.write(1, 8192);
-        let t = stats.totals();
-        assert_eq!((t.read_cmds, t.read_bytes, t.write_cmds, t.write_bytes), (2, 4608, 1, 8192));
+    fn namespaces_are_replaced_and_removed_and_old_tables_stay_whole() {
+        let s = subsys(true, &[]);
+        s.add_namespace(ns(1, 1 << 20)).unwrap();
+        s.add_namespace(ns(3, 1 << 20)).unwrap();
+        let before = s.namespaces();
+        before.find(1).unwrap().1.stats.write(0, 4096, std::time::Duration::from_micros(3));
+        // A grown namespace 1: same NSID, new size, the counters carried over.
+        s.replace_namespace(ns(1, 4 << 20)).unwrap();
+        let after = s.namespaces();
+        assert_eq!(after.find(1).unwrap().1.blocks(), (4 << 20) / 512);
+        assert_eq!(after.find(1).unwrap().1.stats.totals().write_cmds, 1, "counters survive a replacement");
+        let mut other = ns(1, 8 << 20);
+        other.uuid = uuid::Uuid::new_v4();
+        other.nguid = [7; 16];
+        s.replace_namespace(other).unwrap();
+        let identity = s.namespaces().find(1).map(|(_, n)| (n.uuid, n.nguid)).unwrap();
+        assert_eq!(identity, (uuid::Uuid::nil(), [0; 16]), "the identity stays");
+        let after = s.namespaces();
+        assert_eq!(before.find(1).unwrap().1.blocks(), (1 << 20) / 512, "a held table does not change");
+        assert_eq!(after.generation, before.generation + 2);
+        let refused = s.replace_namespace(ns(2, 1 << 20)).unwrap_err();
+        assert_eq!(refused.nsid.get(), 2, "no namespace 2 to replace");
+        assert_eq!(s.ns_generation(), after.generation, "a refused change publishes nothing");
+        let gone = s.remove_namespace(3).unwrap();
+        assert_eq!(gone.nsid.get(), 3);
+        assert!(s.remove_namespace(3).is_none());
+        assert_eq!(s.namespaces().namespaces.iter().map(|n| n.nsid.get()).collect::<Vec<_>>(), vec![1]);
+        assert!(after.find(3).is_some(), "commands holding the old table still find it");
+    }
+
+    #[test]
+    fn access_changes_report_and_bump_discovery() {
+        let t = Target::new(Limits::default());
+        let s = t.add_subsystem(subsys(false, &[HOST_A])).unwrap();
+        let g = t.discovery_genctr();
+        assert!(s.allow_host(HOST_B));
+        assert!(!s.allow_host(HOST_B), "already there");
+        assert_eq!(s.access(), (false, vec![HOST_A.to_owned(), HOST_B.to_owned()]));
+        assert_eq!(t.discovery_genctr(), g + 1, "only a real change moves the counter");
+        assert!(s.revoke_host(HOST_A));
+        assert!(!s.revoke_host(HOST_A));
+        assert!(!s.allows(HOST_A));
+        s.set_allow_any_host(true);
+        s.set_allow_any_host(true);
+        assert!(s.allows(HOST_A));
+        assert_eq!(s.access(), (true, vec![HOST_B.to_owned()]));
+        assert_eq!(t.discovery_genctr(), g + 3);
+    }
+
+    #[test]
+    fn registration_rechecks_access_and_removal() {
+        let t = Target::new(Limits::default());
+        let s = t.add_subsystem(subsys(false, &[HOST_A])).unwrap();
+        let never = |_| -> Arc<Controller> { panic!("no controller is made") };
+        assert_eq!(s.register_controller(HOST_B, never).unwrap_err(), RegisterError::NotAllowed);
+        let removed = t.remove_subsystem("nqn.2026-11.dev.fabriq:t").unwrap();
+        assert!(Arc::ptr_eq(&removed, &s));
+        assert!(t.subsystem("nqn.2026-11.dev.fabriq:t").is_none());
+        assert!(!s.allows(HOST_A), "a removed subsystem admits nobody");
+        assert_eq!(s.register_controller(HOST_A, never).unwrap_err(), RegisterError::Removed);
+        assert!(t.remove_subsystem("nqn.2026-11.dev.fabriq:t").is_none());
     }
 
     #[test]
     fn subsystem_registry_refuses_duplicates_and_bumps_discovery() {
-        let t = Target::new(Limits::default(), Vec::new());
+        let t = Target::new(Limits::default());
         let g = t.discovery_genctr();
         t.add_subsystem(subsys(true, &[])).unwrap();
         assert!(t.add_subsystem(subsys(true, &[])).is_err());
@@ -441,5 +892,39 @@ mod tests {
         assert!(t.subsystem(DISCOVERY_NQN).is_some());
         assert!(t.subsystem("nqn.2026-11.dev.fabriq:t").is_some());
         assert!(t.subsystem("nqn.2026-11.dev.fabriq:nope").is_none());
+        let g = t.discovery_genctr();
+        t.remove_subsystem("nqn.2026-11.dev.fabriq:t").unwrap();
+        assert!(t.discovery_genctr() > g);
+        assert!(t.subsystems().is_empty());
+    }
+
+    #[test]
+    fn listeners_bind_now_get_fresh_port_ids_and_go() {
+        let t = Target::new(Limits::default());
+        let any = |discovery_only| config::Listener {
+            transport: config::Transport::Tcp,
+            address: "127.0.0.1:0".parse().unwrap(),
+            advertise: None,
+            discovery_only,
+        };
+        let g = t.discovery_genctr();
+        let a = t.add_listener(&any(false)).unwrap();
+        let b = t.add_listener(&any(true)).unwrap();
+        assert_eq!((a.port_id, b.port_id), (1, 2));
+        assert_ne!(a.bound.port(), 0, "port 0 is reported as bound");
+        assert_eq!(a.advertised, a.bound);
+        assert!(std::net::TcpStream::connect(a.bound).is_ok(), "bound and listening (in the backlog)");
+        assert_eq!(t.listeners(), vec![a.clone(), b.clone()]);
+        assert_eq!(t.remove_listener(1), Some(a.clone()));
+        assert!(t.remove_listener(1).is_none());
+        assert!(std::net::TcpStream::connect(a.bound).is_err(), "refused once removed");
+        let c = t.add_listener(&any(false)).unwrap();
+        assert_eq!(c.port_id, 3, "port IDs are not reused");
+        assert_eq!(t.listeners(), vec![b, c]);
+        assert_eq!(t.listener(3).map(|l| l.port_id), Some(3));
+        assert!(t.discovery_genctr() >= g + 4);
+        let mut rdma = any(false);
+        rdma.transport = config::Transport::Rdma;
+        assert_eq!(t.add_listener(&rdma).unwrap_err().kind(), io::ErrorKind::Unsupported);
     }
 }

@@ -77,8 +77,81 @@ fn issue_example_parses() {
                     faults: Vec::new(),
                 }],
             }],
+            pools: Vec::new(),
+            api: ApiSection::default(),
         }
     );
+}
+
+#[test]
+fn pools_and_api_parse_with_defaults_and_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "0123456789abcdef0123\n").unwrap();
+    let text = with_listener(&format!(
+        "[api]\naddress = \"[::1]:9800\"\ntoken_file = \"{}\"\nbody_limit_bytes = \"8KiB\"\n\n\
+         [[pool]]\nname = \"p1\"\npath = \"{}\"\nsize = \"64MiB\"\n\n[[pool]]\nname = \"dev\"\npath = \"{}\"\nforce = true\n",
+        token.display(),
+        dir.path().join("p1.img").display(),
+        token.display(),
+    ));
+    let config = parse(&text);
+    assert_eq!(
+        config.pools,
+        vec![
+            PoolSection {
+                name: "p1".into(),
+                path: dir.path().join("p1.img"),
+                size_bytes: Some(64 << 20),
+                force: false
+            },
+            PoolSection { name: "dev".into(), path: token.clone(), size_bytes: None, force: true },
+        ]
+    );
+    assert_eq!(
+        config.api,
+        ApiSection {
+            enabled: true,
+            address: "[::1]:9800".parse().unwrap(),
+            token_file: Some(token.clone()),
+            body_limit_bytes: 8192,
+            request_timeout_ms: 30_000,
+        }
+    );
+    assert_eq!(config.token_path(), token);
+    assert_eq!(parse(&config.to_toml()), config);
+    let defaults = parse(&with_listener(""));
+    assert_eq!(defaults.api.address, "127.0.0.1:8800".parse().unwrap());
+    assert_eq!(defaults.token_path(), Path::new("./fabriq-data/api-token"));
+}
+
+#[test]
+fn pool_and_api_errors_name_their_field() {
+    let cases = [
+        ("[[pool]]\nname = \"-bad\"\npath = \"/x\"\nsize = \"64MiB\"\n", "pool[0].name", "not a valid pool name"),
+        ("[[pool]]\npath = \"/x\"\nsize = \"64MiB\"\n", "pool[0].name", "missing"),
+        ("[[pool]]\nname = \"a\"\npath = \"/nonexistent/x\"\n", "pool[0].path", "does not exist"),
+        ("[[pool]]\nname = \"a\"\npath = \"/x\"\nsize = \"1MiB\"\n", "pool[0].size", "out of range"),
+        ("[[pool]]\nname = \"a\"\npath = \"/x\"\nsize = 10485761\n", "pool[0].size", "multiple of 4096"),
+        (
+            "[[pool]]\nname = \"a\"\npath = \"/x\"\nsize = \"64MiB\"\n[[pool]]\nname = \"a\"\npath = \"/y\"\nsize = \"64MiB\"\n",
+            "pool[1].name",
+            "already used",
+        ),
+        (
+            "[[pool]]\nname = \"a\"\npath = \"/x\"\nsize = \"64MiB\"\n[[pool]]\nname = \"b\"\npath = \"/x\"\nsize = \"64MiB\"\n",
+            "pool[1].path",
+            "already used",
+        ),
+        ("[api]\naddress = \"localhost:8800\"\n", "api.address", "not an IP address"),
+        ("[api]\ntoken_file = \"/nonexistent/token\"\n", "api.token_file", "does not exist"),
+        ("[api]\nrequest_timeout_ms = 5\n", "api.request_timeout_ms", "out of range"),
+        ("[api]\nport = 1\n", "api.port", "unknown field"),
+    ];
+    for (section, field, words) in cases {
+        let err = Config::parse(&with_listener(section), "t.toml").unwrap_err().to_string();
+        assert!(err.contains(&format!("field `{field}`")) && err.contains(words), "{section}: {err}");
+    }
 }
 
 #[test]
@@ -242,7 +315,7 @@ fn unknown_field_is_refused() {
     );
     assert_eq!(
         error("[[listener]]\naddress = \"127.0.0.1:4420\"\n\n[[subsytem]]\n"),
-        "t.toml:4:3: field `subsytem`: unknown field `subsytem`, expected one of `target`, `listener`, `subsystem`"
+        "t.toml:4:3: field `subsytem`: unknown field `subsytem`, expected one of `target`, `listener`, `subsystem`, `pool`, `api`"
     );
 }
 

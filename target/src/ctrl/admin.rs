@@ -6,6 +6,10 @@
 //! writes what goes back into the command's (zeroed) data buffer. An I/O controller and a
 //! discovery controller share this code; the discovery controller accepts fewer commands.
 //!
+//! Log pages that report changes clear them when read without RAE (Retain Asynchronous
+//! Event), atomically with the read: the Changed Namespace List (04h) and, for discovery
+//! controllers, the discovery log's event mask.
+//!
 //! Invariants: nothing here blocks or does I/O; every reply fits the buffer `prepare` sized.
 
 use std::sync::atomic::Ordering;
@@ -91,6 +95,11 @@ impl ErrorEntry {
 /// The completion dword 0 of a "discovery log page changed" event.
 pub fn discovery_log_change_event() -> u32 {
     AsyncEvent::DISCOVERY_LOG_CHANGED.to_dw0()
+}
+
+/// The completion dword 0 of a "namespace attribute changed" event.
+pub fn namespace_attribute_changed_event() -> u32 {
+    AsyncEvent::NAMESPACE_ATTRIBUTE_CHANGED.to_dw0()
 }
 
 /// What an admin command on `ctrl`'s admin queue moves.
@@ -186,7 +195,7 @@ fn capability(target: &Target) -> Cap {
 /// controller to support; the bit is set for controllers whose admin queue came over RDMA.
 fn keyed_sgls(ctrl: &Controller, target: &Target) -> u32 {
     let rdma =
-        target.listeners.iter().any(|l| l.port_id == ctrl.port_id && l.transport == crate::config::Transport::Rdma);
+        target.listeners().iter().any(|l| l.port_id == ctrl.port_id && l.transport == crate::config::Transport::Rdma);
     if rdma { idc::SGLS_KEYED } else { 0 }
 }
 
@@ -318,8 +327,11 @@ fn get_log_page(ctrl: &Controller, target: &Target, sqe: &Sqe, out: &mut [u8]) -
             Err(status) => return AdminOutcome::status(status),
         },
         (false, lid::FIRMWARE_SLOT) => firmware_log(),
-        // Namespaces do not change under a running controller yet: the list is empty.
-        (false, lid::CHANGED_NAMESPACE_LIST) => vec![0u8; 4096],
+        // Read and (without RAE) cleared at once; a bad offset fails before anything is cleared.
+        (false, lid::CHANGED_NAMESPACE_LIST) if g.offset >= log::CHANGED_NS_LIST_SIZE as u64 => {
+            return AdminOutcome::status(Status::INVALID_FIELD.with_dnr());
+        }
+        (false, lid::CHANGED_NAMESPACE_LIST) => ctrl.take_changed_namespaces(!g.rae),
         (false, lid::COMMANDS_SUPPORTED_AND_EFFECTS) => effects_log(),
         _ => return AdminOutcome::status(Status::INVALID_LOG_PAGE.with_dnr()),
     };
@@ -361,13 +373,7 @@ fn data_units(bytes: u64) -> u128 {
 fn smart_log(ctrl: &Controller, target: &Target, nsid: u32) -> Result<Vec<u8>, Status> {
     let table = ctrl.subsys.namespaces();
     let mut totals = NsTotals::default();
-    let mut add = |t: NsTotals| {
-        totals.read_cmds += t.read_cmds;
-        totals.write_cmds += t.write_cmds;
-        totals.read_bytes += t.read_bytes;
-        totals.write_bytes += t.write_bytes;
-        totals.media_errors += t.media_errors;
-    };
+    let mut add = |t: NsTotals| totals.merge(&t);
     if nsid == 0 || nsid == NSID_BROADCAST {
         table.namespaces.iter().for_each(|ns| add(ns.stats.totals()));
     } else {
@@ -585,7 +591,7 @@ fn property_set(ctrl: &Controller, sqe: &Sqe) -> AdminOutcome {
     }
     if flush {
         drop(s);
-        return AdminOutcome::Flush(ctrl.subsys.namespaces().namespaces.clone());
+        return AdminOutcome::Flush;
     }
     AdminOutcome::ok(0)
 }

@@ -4,7 +4,10 @@
 //! Invariants: a host sees only NVM subsystems whose allow list admits it, each once per
 //! listener that serves NVM subsystems (discovery-only listeners are not listed), with the
 //! listener's advertised address; the entry for the current discovery subsystem comes first;
-//! the generation counter is the target's, which moves whenever this list may have changed.
+//! the generation counter is the target's, which moves whenever this list may have changed
+//! (subsystems, hosts and listeners change at run time; the page is built from one snapshot of
+//! the listeners, and the counter is read before the lists, so a change made while it is
+//! built moves the counter past the one reported).
 
 use std::net::SocketAddr;
 
@@ -50,19 +53,22 @@ fn entry(listener: &ListenerInfo, subtype: u8, subnqn: &Nqn, asqsz: u16) -> Disc
 /// The whole page for `ctrl`'s host: header, then the entries.
 pub fn log_page(target: &Target, ctrl: &Controller) -> Vec<u8> {
     let asqsz = target.limits.max_queue_entries;
+    let genctr = target.discovery_genctr();
     let mut entries = Vec::new();
-    if let Some(here) = target.listeners.iter().find(|l| l.port_id == ctrl.port_id) {
+    // One snapshot: listeners may come and go while the page is built.
+    let listeners = target.listeners();
+    if let Some(here) = listeners.iter().find(|l| l.port_id == ctrl.port_id) {
         entries.push(entry(here, disc::SUBTYPE_CURRENT_DISCOVERY, &target.discovery.nqn, asqsz));
     }
     for subsys in target.subsystems() {
         if !subsys.allows(ctrl.hostnqn.as_str()) {
             continue;
         }
-        for listener in target.listeners.iter().filter(|l| !l.discovery_only) {
+        for listener in listeners.iter().filter(|l| !l.discovery_only) {
             entries.push(entry(listener, disc::SUBTYPE_NVM, &subsys.nqn, asqsz));
         }
     }
-    let header = DiscoveryLogHeader { genctr: target.discovery_genctr(), numrec: entries.len() as u64, recfmt: 0 };
+    let header = DiscoveryLogHeader { genctr, numrec: entries.len() as u64, recfmt: 0 };
     let mut page = vec![0u8; DiscoveryLogHeader::SIZE + entries.len() * DiscoveryLogEntry::SIZE];
     header.encode(&mut page[..DiscoveryLogHeader::SIZE]);
     for (e, chunk) in entries.iter().zip(page[DiscoveryLogHeader::SIZE..].chunks_exact_mut(DiscoveryLogEntry::SIZE)) {

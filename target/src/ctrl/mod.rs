@@ -9,15 +9,30 @@
 //! admin commands with [`Controller::admin`], I/O commands on the backend.
 //!
 //! Shared between reactors: a controller's admin queue and I/O queues may live on different
-//! reactors. Its mutable state sits behind one mutex that only admin commands, Connect and
-//! teardown take; the I/O path reads two atomics at most (volatile write cache, liveness).
+//! reactors. Its mutable state sits behind one mutex that only admin commands, Connect,
+//! teardown and the control plane take; the I/O path reads two atomics at most (volatile write
+//! cache, liveness).
+//!
+//! Asynchronous events: the control plane (on its own thread) records what changed in each
+//! controller ([`Controller::namespace_changed`]: the Changed Namespace List, and a Namespace
+//! Attribute Changed event if the host enabled it) and pokes the reactor of the admin queue,
+//! which completes a held Asynchronous Event Request with [`Controller::take_event`]. Discovery
+//! controllers compare the target's discovery generation counter with the one they last
+//! reported instead.
+//!
+//! Invariants: at most one event of each kind waits for the host: a kind is masked from the
+//! moment its event is queued until the host reads its log page without RAE (NVMe Base 2.0,
+//! Asynchronous Event Request command); the Changed Namespace List holds at most 1024 NSIDs,
+//! beyond which it says "more than 1024" (0xFFFFFFFF); a controller is made only for a host its
+//! subsystem admits at that moment ([`Subsystem::register_controller`]), and a dead controller
+//! never comes back: its queues close when their reactors look.
 
 pub mod admin;
 pub mod discovery;
 pub mod io;
 pub mod state;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -26,7 +41,7 @@ use crate::nvme::{
     CntlId, Connect, ConnectData, FABRICS_OPCODE, FabricsType, Nqn, Sqe, Status, connect_invalid_param_dw0,
     fabrics_offsets,
 };
-use crate::subsys::{Limits, ListenerInfo, NsTable, Subsystem, SubsystemKind, Target};
+use crate::subsys::{Limits, ListenerInfo, NsTable, RegisterError, Subsystem, SubsystemKind, Target};
 
 /// Outstanding Asynchronous Event Requests a controller holds (AERL + 1).
 pub const AER_LIMIT: usize = 4;
@@ -117,9 +132,10 @@ pub enum AdminOutcome {
     Done { status: Status, dw0: u32, dw1: u32, out_len: u32 },
     /// An Asynchronous Event Request: hold it until an event (see [`Controller::take_event`]).
     Park,
-    /// Flush these namespaces, then complete (shutdown notification); then call
-    /// [`Controller::flush_finished`].
-    Flush(Vec<Arc<crate::subsys::Namespace>>),
+    /// Flush every namespace, then complete (shutdown notification); then call
+    /// [`Controller::flush_finished`]. The transport flushes the namespaces of the table the
+    /// command holds, so that none of them goes away while its flush is in flight.
+    Flush,
     /// Complete with success, then close the connection.
     Disconnect,
 }
@@ -257,7 +273,7 @@ pub fn connect(
             (SubsystemKind::Discovery, 0) => target.limits.discovery_kato_ms,
             (_, kato) => kato,
         };
-        let made = subsys.register_controller(|cntlid| {
+        let made = subsys.register_controller(hostnqn, |cntlid| {
             Arc::new(Controller::new(
                 cntlid,
                 Arc::clone(&subsys),
@@ -269,12 +285,27 @@ pub fn connect(
                 target,
             ))
         });
-        let Some(ctrl) = made else {
-            return Err(Refused {
-                status: Status::CONNECT_CONTROLLER_BUSY,
-                dw0: 0,
-                reason: String::from("no controller id left"),
-            });
+        // Access is checked again at registration: it may have changed since the check above.
+        let ctrl = match made {
+            Ok(ctrl) => ctrl,
+            Err(RegisterError::NotAllowed) => {
+                return Err(refuse(
+                    Status::CONNECT_INVALID_HOST,
+                    true,
+                    fabrics_offsets::DATA_HOSTNQN,
+                    format!("host {hostnqn} is not allowed on {subnqn}"),
+                ));
+            }
+            Err(RegisterError::Removed) => {
+                return Err(invalid_param(true, fabrics_offsets::DATA_SUBNQN, format!("no subsystem {subnqn}")));
+            }
+            Err(RegisterError::NoId) => {
+                return Err(Refused {
+                    status: Status::CONNECT_CONTROLLER_BUSY,
+                    dw0: 0,
+                    reason: String::from("no controller id left"),
+                });
+            }
         };
         let cntlid = ctrl.cntlid;
         return Ok(Connected {
@@ -318,7 +349,15 @@ struct State {
     features: admin::FeatureValues,
     errors: VecDeque<admin::ErrorEntry>,
     error_count: u64,
+    /// Asynchronous events due, as completion dwords 0 (at most one per kind: a kind is
+    /// masked from the moment its event is queued until the host reads its log page).
     events: VecDeque<u32>,
+    /// NSIDs changed since the host last read the Changed Namespace List log (log 04h).
+    changed_nsids: BTreeSet<u32>,
+    /// More than the log's 1024 entries changed: the log says 0xFFFFFFFF (rescan all).
+    changed_overflow: bool,
+    /// A Namespace Attribute Changed event was queued and log 04h not read since.
+    ns_event_masked: bool,
     /// The discovery log generation last reported by an asynchronous event.
     reported_genctr: u64,
     /// An event of the discovery log kind was reported and its log page not read since.
@@ -380,6 +419,9 @@ impl Controller {
                 errors: VecDeque::with_capacity(ERROR_LOG_ENTRIES),
                 error_count: 0,
                 events: VecDeque::new(),
+                changed_nsids: BTreeSet::new(),
+                changed_overflow: false,
+                ns_event_masked: false,
                 reported_genctr: target.discovery_genctr(),
                 discovery_event_masked: false,
             }),
@@ -454,6 +496,55 @@ impl Controller {
         if let Some(connected) = self.state().io_qids.get_mut(usize::from(qid).wrapping_sub(1)) {
             *connected = false;
         }
+    }
+
+    /// How many I/O queues are connected.
+    pub fn io_queue_count(&self) -> usize {
+        self.state().io_qids.iter().filter(|&&q| q).count()
+    }
+
+    /// Namespace `nsid` was added, removed or changed: it joins the changed namespace list,
+    /// and a Namespace Attribute Changed event is queued if the host enabled it (AEC bit 8)
+    /// and no such event waits for the host to read log 04h. True when an event was queued:
+    /// the admin queue's reactor must look.
+    pub fn namespace_changed(&self, nsid: u32) -> bool {
+        let mut s = self.state();
+        if !s.changed_overflow {
+            s.changed_nsids.insert(nsid);
+            if s.changed_nsids.len() > crate::nvme::log::CHANGED_NS_LIST_MAX {
+                s.changed_overflow = true;
+                s.changed_nsids.clear();
+            }
+        }
+        if s.features.async_event_config & admin::AEC_NAMESPACE_ATTRIBUTE == 0 || s.ns_event_masked {
+            return false;
+        }
+        s.ns_event_masked = true;
+        s.events.push_back(admin::namespace_attribute_changed_event());
+        true
+    }
+
+    /// The Changed Namespace List log page (4 KiB). With `clear` (read without RAE) the list
+    /// empties and the namespace attribute event is unmasked, atomically with the read so
+    /// that no change is lost between the two; an event queued but not yet delivered is
+    /// dropped (the host has just read what it would announce).
+    pub fn take_changed_namespaces(&self, clear: bool) -> Vec<u8> {
+        let mut s = self.state();
+        let mut page = vec![0u8; crate::nvme::log::CHANGED_NS_LIST_SIZE];
+        if s.changed_overflow {
+            page[..4].copy_from_slice(&crate::nvme::log::CHANGED_NS_OVERFLOW.to_le_bytes());
+        } else {
+            let nsids: Vec<u32> = s.changed_nsids.iter().copied().collect();
+            crate::nvme::log::encode_changed_ns_list(&nsids, &mut page);
+        }
+        if clear {
+            s.changed_nsids.clear();
+            s.changed_overflow = false;
+            s.ns_event_masked = false;
+            let event = admin::namespace_attribute_changed_event();
+            s.events.retain(|&e| e != event);
+        }
+        page
     }
 
     /// The next asynchronous event to report, as a completion's dword 0.

@@ -111,7 +111,12 @@ struct Slot {
     /// Work requests of this slot posted and not yet completed.
     wr_pending: u32,
     ops_pending: u32,
-    expect: u32,
+    /// Bytes the backend operations report in all when they succeed, and have reported.
+    expect_bytes: u64,
+    done_bytes: u64,
+    backend_failed: bool,
+    /// When the capsule arrived (the reactor's turn clock), for the latency histogram.
+    arrived: std::time::Instant,
     status: Status,
     dw0: u32,
     dw1: u32,
@@ -136,7 +141,10 @@ impl Slot {
             buf2: None,
             wr_pending: 0,
             ops_pending: 0,
-            expect: 0,
+            expect_bytes: 0,
+            done_bytes: 0,
+            backend_failed: false,
+            arrived: std::time::Instant::now(),
             status: Status::SUCCESS,
             dw0: 0,
             dw1: 0,
@@ -435,7 +443,9 @@ impl Queue {
         slot.table_gen = held.unwrap_or(0);
         slot.holds_table = held.is_some();
         slot.status = Status::SUCCESS;
-        (slot.dw0, slot.dw1, slot.out_len, slot.expect) = (0, 0, 0, 0);
+        (slot.dw0, slot.dw1, slot.out_len) = (0, 0, 0);
+        (slot.expect_bytes, slot.done_bytes, slot.backend_failed) = (0, 0, false);
+        slot.arrived = io.now;
         slot.close_after = false;
         match prepared {
             Err((status, dw0)) => {
@@ -591,10 +601,13 @@ impl Queue {
                 slot.close_after = true;
                 self.complete(slot_no, Status::SUCCESS, io);
             }
-            AdminOutcome::Flush(namespaces) => {
-                slot.expect = 0;
-                for ns in &namespaces {
-                    submit(slot, slot_no, ns, Op::Flush, (std::ptr::null_mut(), None), false, io);
+            AdminOutcome::Flush => {
+                let Queue { tables, slots, .. } = self;
+                let slot = &mut slots[usize::from(slot_no)];
+                if let (Some(tables), true) = (tables.as_ref(), slot.holds_table) {
+                    for ns in &tables.get(slot.table_gen).namespaces {
+                        submit(slot, slot_no, ns, Op::Flush, (std::ptr::null_mut(), None), false, io);
+                    }
                 }
                 self.ops_submitted(slot_no, io);
             }
@@ -622,7 +635,7 @@ impl Queue {
         let none = std::ptr::null_mut();
         match cmd.op {
             IoOp::Read { offset, len } => {
-                (slot.expect, slot.out_len) = (len, len);
+                slot.out_len = len;
                 if null {
                     // A pool buffer holds whatever it held last: the null backend reads zeroes.
                     if let Some(b) = slot.buf.as_mut() {
@@ -632,7 +645,6 @@ impl Queue {
                 submit(slot, slot_no, ns, Op::Read { offset, len }, (buf_ptr, fixed), false, io);
             }
             IoOp::Write { offset, len, fua } => {
-                slot.expect = len;
                 submit(
                     slot,
                     slot_no,
@@ -644,7 +656,6 @@ impl Queue {
                 );
             }
             IoOp::Compare { offset, len } => {
-                slot.expect = len;
                 if !null {
                     match io.pool.get(len as usize) {
                         Some(mut media) => {
@@ -657,7 +668,6 @@ impl Queue {
                 }
             }
             IoOp::Flush { all } => {
-                slot.expect = 0;
                 let every =
                     if all { &table.namespaces[..] } else { std::slice::from_ref(&table.namespaces[cmd.ns_index]) };
                 for ns in every {
@@ -665,7 +675,6 @@ impl Queue {
                 }
             }
             IoOp::WriteZeroes { offset, len, deallocate, fua } => {
-                slot.expect = 0;
                 let op = if deallocate { Op::Deallocate { offset, len } } else { Op::WriteZeroes { offset, len } };
                 let durable = fua || write_through;
                 submit(slot, slot_no, ns, op, (none, None), durable, io);
@@ -674,7 +683,6 @@ impl Queue {
                 }
             }
             IoOp::DatasetManagement { ranges, deallocate } => {
-                slot.expect = 0;
                 if deallocate {
                     let data = slot.buf.as_ref().map_or(&[][..], |b| b.slice(slot.len as usize));
                     match ctrl::io::deallocate_ranges(data, ranges, ns) {
@@ -704,8 +712,17 @@ impl Queue {
         let slot = &mut slots[usize::from(slot_no)];
         assert!(slot.ops_pending > 0, "backend completion for RDMA slot {slot_no} with nothing pending");
         slot.ops_pending -= 1;
-        if res != slot.expect as i32 && res != -libc::ECANCELED {
-            let errno = if res < 0 { -res } else { libc::EIO };
+        let errno = match res {
+            // Cancelled behind a failed linked operation: that one reported the error.
+            r if r == -libc::ECANCELED => None,
+            r if r < 0 => Some(-r),
+            r => {
+                slot.done_bytes += r as u64;
+                None
+            }
+        };
+        let short = slot.ops_pending == 0 && !slot.backend_failed && slot.done_bytes != slot.expect_bytes;
+        if let Some(errno) = errno.or(short.then_some(libc::EIO)) {
             let op = match slot.exec {
                 Exec::Io(IoCmd { op: IoOp::Read { offset, len } | IoOp::Compare { offset, len }, .. }) => {
                     Op::Read { offset, len }
@@ -715,9 +732,12 @@ impl Queue {
             let status = backend::status_for_errno(&op, errno);
             tracing::warn!(who = %who, cid = slot.sqe.cid, res, ?status, "backend operation failed");
             slot.status = first_error(slot.status, status);
-            if let Some(ns) = namespace_of(tables, slot) {
+            if !slot.backend_failed
+                && let Some(ns) = namespace_of(tables, slot)
+            {
                 ns.stats.media_error(io.reactor);
             }
+            slot.backend_failed = true;
         }
         if slot.ops_pending == 0 {
             self.finish(slot_no, io);
@@ -746,9 +766,12 @@ impl Queue {
                     }
                 }
                 if let Some(ns) = namespace_of(tables, slot) {
+                    let latency = io.now.saturating_duration_since(slot.arrived);
                     match cmd.op {
-                        IoOp::Read { len, .. } | IoOp::Compare { len, .. } => ns.stats.read(io.reactor, u64::from(len)),
-                        IoOp::Write { len, .. } => ns.stats.write(io.reactor, u64::from(len)),
+                        IoOp::Read { len, .. } | IoOp::Compare { len, .. } => {
+                            ns.stats.read(io.reactor, u64::from(len), latency)
+                        }
+                        IoOp::Write { len, .. } => ns.stats.write(io.reactor, u64::from(len), latency),
                         _ => {}
                     }
                 }
@@ -926,13 +949,19 @@ fn submit(
 ) {
     if let Some(errno) = ns.backend.injected_errno(&op) {
         slot.status = first_error(slot.status, backend::status_for_errno(&op, errno));
-        ns.stats.media_error(io.reactor);
+        if !slot.backend_failed {
+            ns.stats.media_error(io.reactor);
+        }
+        slot.backend_failed = true;
         return;
     }
-    if let Some(entry) = ns.backend.prep(&op, buf, fixed) {
+    let emitted = ns.backend.prep_into(&op, buf, fixed, |entry| {
         let entry = if link { entry.flags(squeue::Flags::IO_LINK) } else { entry };
         io.ops.push((slot_no, entry));
-        slot.ops_pending += 1;
+    });
+    if emitted > 0 {
+        slot.ops_pending += emitted as u32;
+        slot.expect_bytes += op.expected_bytes();
     }
 }
 

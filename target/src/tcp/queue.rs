@@ -27,7 +27,13 @@
 //! - the send queue holds at most one R2T, one C2HData and one CapsuleResp per slot, plus
 //!   one control PDU, so it is bounded by the slot count;
 //! - a bad command is completed with an NVMe status and the connection lives on; a protocol
-//!   violation gets a C2HTermReq and the connection closes.
+//!   violation gets a C2HTermReq and the connection closes;
+//! - a command runs against the namespace table it started with (`Tables`): the control plane
+//!   may add, remove or replace namespaces at any time, a capsule picks up the newest table,
+//!   and an old table (and the backends in it) lives until its last command has completed;
+//! - a command's backend operations (several when a volume's I/O crosses extents, or a flush
+//!   chained after a write zeroes) are accounted together, by total bytes: any error fails the
+//!   command, and so does a short total; it completes once the last one is in.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -205,8 +211,14 @@ struct Slot {
     r2t_outstanding: u32,
     r2t_queued: bool,
     ops_pending: u32,
-    /// What each backend op of this command reports on success (bytes, or 0).
-    expect: u32,
+    /// What the backend operations submitted so far report in all on success (bytes of reads
+    /// and writes; fsync and fallocate report 0), and what they reported.
+    expect_bytes: u64,
+    done_bytes: u64,
+    /// A backend operation of this command failed (its status is in `status`).
+    backend_failed: bool,
+    /// When the capsule arrived (the reactor's turn clock), for the latency histogram.
+    arrived: Instant,
     status: Status,
     dw0: u32,
     dw1: u32,
@@ -235,7 +247,10 @@ impl Slot {
             r2t_outstanding: 0,
             r2t_queued: false,
             ops_pending: 0,
-            expect: 0,
+            expect_bytes: 0,
+            done_bytes: 0,
+            backend_failed: false,
+            arrived: Instant::now(),
             status: Status::SUCCESS,
             dw0: 0,
             dw1: 0,
@@ -488,8 +503,8 @@ impl Queue {
             return None;
         }
         let staging = self.staging.as_mut()?;
-        // SAFETY: tail < capacity, so the window lies inside the staging buffer.
         let window = if self.large_data { (cap - self.tail).min(HEADER_WINDOW) } else { cap - self.tail };
+        // SAFETY: tail < capacity, so the window lies inside the staging buffer.
         Some((unsafe { staging.as_mut_ptr().add(self.tail) }, window))
     }
 
@@ -663,6 +678,8 @@ impl Queue {
         slot.table_gen = held.unwrap_or(0);
         slot.holds_table = held.is_some();
         slot.status = Status::SUCCESS;
+        (slot.expect_bytes, slot.done_bytes, slot.backend_failed) = (0, 0, false);
+        slot.arrived = io.now;
         (slot.dw0, slot.dw1, slot.out_len, slot.received) = (0, 0, 0, 0);
         (slot.r2t_requested, slot.r2t_outstanding, slot.r2t_queued) = (0, 0, false);
         slot.success_flag = false;
@@ -917,10 +934,13 @@ impl Queue {
                 slot.close_after = true;
                 self.complete(slot_no, Status::SUCCESS, io);
             }
-            AdminOutcome::Flush(namespaces) => {
-                slot.expect = 0;
-                for ns in &namespaces {
-                    submit(slot, slot_no, ns, Op::Flush, (std::ptr::null_mut(), None), false, io);
+            AdminOutcome::Flush => {
+                let Queue { tables, slots, .. } = self;
+                let slot = &mut slots[usize::from(slot_no)];
+                if let (Some(tables), true) = (tables.as_ref(), slot.holds_table) {
+                    for ns in &tables.get(slot.table_gen).namespaces {
+                        submit(slot, slot_no, ns, Op::Flush, (std::ptr::null_mut(), None), false, io);
+                    }
                 }
                 self.ops_submitted(slot_no, io);
             }
@@ -949,13 +969,12 @@ impl Queue {
         let none = std::ptr::null_mut();
         match cmd.op {
             IoOp::Read { offset, len } => {
-                (slot.expect, slot.out_len) = (len, len);
+                slot.out_len = len;
                 if slot.data != Data::Zeroes {
                     submit(slot, slot_no, ns, Op::Read { offset, len }, (buf_ptr, fixed), false, io);
                 }
             }
             IoOp::Write { offset, len, fua } => {
-                slot.expect = len;
                 if slot.data != Data::Sink {
                     submit(
                         slot,
@@ -969,7 +988,6 @@ impl Queue {
                 }
             }
             IoOp::Compare { offset, len } => {
-                slot.expect = len;
                 if ns.backend.kind() != backend::Kind::Null {
                     match io.pool.get(len as usize) {
                         Some(mut media) => {
@@ -982,7 +1000,6 @@ impl Queue {
                 }
             }
             IoOp::Flush { all } => {
-                slot.expect = 0;
                 let every =
                     if all { &table.namespaces[..] } else { std::slice::from_ref(&table.namespaces[cmd.ns_index]) };
                 for ns in every {
@@ -990,7 +1007,6 @@ impl Queue {
                 }
             }
             IoOp::WriteZeroes { offset, len, deallocate, fua } => {
-                slot.expect = 0;
                 let op = if deallocate { Op::Deallocate { offset, len } } else { Op::WriteZeroes { offset, len } };
                 // Durable before completion: chain a flush after the zeroing.
                 let durable = fua || write_through;
@@ -1000,7 +1016,6 @@ impl Queue {
                 }
             }
             IoOp::DatasetManagement { ranges, deallocate } => {
-                slot.expect = 0;
                 if deallocate {
                     let data = slot.buf.as_ref().map_or(&[][..], |b| b.slice(slot.received as usize));
                     match ctrl::io::deallocate_ranges(data, ranges, ns) {
@@ -1024,15 +1039,26 @@ impl Queue {
         }
     }
 
-    /// A backend operation of `slot` completed with `res` (bytes, or a negative errno).
+    /// A backend operation of `slot` completed with `res` (bytes, or a negative errno). A
+    /// command's operations are accounted together: any error fails it (the first one picks
+    /// the status), and when the last one is in, fewer bytes in all than its operations asked
+    /// for is an error too (a short transfer: the host retries rather than get half the data).
     pub fn on_backend(&mut self, slot_no: u16, res: i32, io: &mut Io<'_>) {
         let Queue { tables, slots, binding, peer, .. } = self;
         let slot = &mut slots[usize::from(slot_no)];
         debug_assert!(slot.ops_pending > 0, "completion for slot {slot_no} with nothing pending");
         slot.ops_pending -= 1;
-        if res != slot.expect as i32 && res != -libc::ECANCELED {
-            // A short transfer is an error too: the host retries rather than get half the data.
-            let errno = if res < 0 { -res } else { libc::EIO };
+        let errno = match res {
+            // Cancelled behind a failed linked operation: that one reported the error.
+            r if r == -libc::ECANCELED => None,
+            r if r < 0 => Some(-r),
+            r => {
+                slot.done_bytes += r as u64;
+                None
+            }
+        };
+        let short = slot.ops_pending == 0 && !slot.backend_failed && slot.done_bytes != slot.expect_bytes;
+        if let Some(errno) = errno.or(short.then_some(libc::EIO)) {
             let op = match slot.exec {
                 Exec::Io(IoCmd { op: IoOp::Read { offset, len } | IoOp::Compare { offset, len }, .. }) => {
                     Op::Read { offset, len }
@@ -1040,11 +1066,15 @@ impl Queue {
                 _ => Op::Flush,
             };
             let status = backend::status_for_errno(&op, errno);
-            tracing::warn!(who = %describe(binding, *peer), cid = slot.sqe.cid, res, ?status, "backend operation failed");
+            tracing::warn!(who = %describe(binding, *peer), cid = slot.sqe.cid, res, done_bytes = slot.done_bytes,
+                expect_bytes = slot.expect_bytes, ?status, "backend operation failed");
             slot.status = first_error(slot.status, status);
-            if let Some(ns) = namespace_of(tables, slot) {
+            if !slot.backend_failed
+                && let Some(ns) = namespace_of(tables, slot)
+            {
                 ns.stats.media_error(io.reactor);
             }
+            slot.backend_failed = true;
         }
         if slot.ops_pending == 0 {
             self.finish(slot_no, io);
@@ -1074,9 +1104,12 @@ impl Queue {
                     }
                 }
                 if let Some(ns) = namespace_of(tables, slot) {
+                    let latency = io.now.saturating_duration_since(slot.arrived);
                     match cmd.op {
-                        IoOp::Read { len, .. } | IoOp::Compare { len, .. } => ns.stats.read(io.reactor, u64::from(len)),
-                        IoOp::Write { len, .. } => ns.stats.write(io.reactor, u64::from(len)),
+                        IoOp::Read { len, .. } | IoOp::Compare { len, .. } => {
+                            ns.stats.read(io.reactor, u64::from(len), latency)
+                        }
+                        IoOp::Write { len, .. } => ns.stats.write(io.reactor, u64::from(len), latency),
                         _ => {}
                     }
                 }
@@ -1373,8 +1406,9 @@ fn namespace_of<'a>(tables: &'a Option<Tables>, slot: &Slot) -> Option<&'a Names
     tables.as_ref()?.get(slot.table_gen).namespaces.get(cmd.ns_index).map(|ns| &**ns)
 }
 
-/// Queues one backend operation of a command, or settles it on the spot (null backend: nothing
-/// to do; injected fault: the error). `link` chains the next operation after this one.
+/// Queues one backend operation of a command (as one submission per extent it touches), or
+/// settles it on the spot (null backend: nothing to do; injected fault: the error). `link`
+/// chains the next operation after this one (every piece of this one links to the next).
 fn submit(
     slot: &mut Slot,
     slot_no: u16,
@@ -1386,13 +1420,19 @@ fn submit(
 ) {
     if let Some(errno) = ns.backend.injected_errno(&op) {
         slot.status = first_error(slot.status, backend::status_for_errno(&op, errno));
-        ns.stats.media_error(io.reactor);
+        if !slot.backend_failed {
+            ns.stats.media_error(io.reactor);
+        }
+        slot.backend_failed = true;
         return;
     }
-    if let Some(entry) = ns.backend.prep(&op, buf, fixed) {
+    let emitted = ns.backend.prep_into(&op, buf, fixed, |entry| {
         let entry = if link { entry.flags(squeue::Flags::IO_LINK) } else { entry };
         io.ops.push((slot_no, entry));
-        slot.ops_pending += 1;
+    });
+    if emitted > 0 {
+        slot.ops_pending += emitted as u32;
+        slot.expect_bytes += op.expected_bytes();
     }
 }
 

@@ -1,7 +1,11 @@
 //! Shared by the integration tests: a real `fabriq-target` process on loopback, started
 //! from a generated configuration and stopped with SIGTERM (its exit status checked) when
-//! the handle drops.
+//! the handle drops; and [`inproc`], the data plane run in the test's own process for a
+//! target the test builds and changes while hosts are connected.
 #![allow(dead_code)]
+
+pub mod inproc;
+pub mod node;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -33,9 +37,11 @@ impl Target {
     pub fn start(target: &str, subsystems: &str) -> Target {
         let dir = tempfile::tempdir().unwrap();
         let (port, dport) = (free_port(), free_port());
+        // The node API listens on 127.0.0.1:8800 by default; tests that want it say so.
+        let api = if subsystems.contains("[api]") { "" } else { "[api]\nenabled = false\n\n" };
         let config = format!(
             "[target]\n{target}\n\n[[listener]]\ntransport = \"tcp\"\naddress = \"127.0.0.1:{port}\"\n\n\
-             [[listener]]\ntransport = \"tcp\"\naddress = \"127.0.0.1:{dport}\"\ndiscovery_only = true\n\n{}",
+             [[listener]]\ntransport = \"tcp\"\naddress = \"127.0.0.1:{dport}\"\ndiscovery_only = true\n\n{api}{}",
             subsystems.replace("{dir}", &dir.path().display().to_string())
         );
         let path = dir.path().join("target.toml");

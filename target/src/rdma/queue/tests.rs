@@ -33,8 +33,9 @@ fn target() -> Arc<Target> {
         reactors: 1,
         discovery_kato_ms: 0,
     };
-    let listener = listener();
-    let target = Target::new(limits, vec![listener]);
+    let target = Target::new(limits);
+    let registered = target.register_listener(|_| listener()).unwrap();
+    assert_eq!(registered.port_id, 1);
     let hosts: BTreeSet<String> = [HOSTNQN.to_owned()].into();
     let subsys =
         Subsystem::new(Nqn::parse(SUBNQN).unwrap(), SubsystemKind::Nvm, "serial".into(), "model".into(), false, hosts);
