@@ -214,8 +214,8 @@ impl Default for TargetSection {
 pub enum Transport {
     /// NVMe/TCP.
     Tcp,
-    /// NVMe/RDMA: parsed so that configurations can name it, refused by validation
-    /// until the `rdma` feature exists.
+    /// NVMe/RDMA (RDMA CM, reliable connected queue pairs): only in builds with the `rdma`
+    /// feature; validation refuses it in others.
     Rdma,
 }
 
@@ -426,7 +426,7 @@ pub enum Problem {
     BlockSize(i64),
     #[error("\"{value}\" is not one of {expected}")]
     UnknownChoice { value: String, expected: &'static str },
-    #[error("transport \"{0}\" is not built into this fabriq-target yet")]
+    #[error("transport \"{0}\" is not built into this fabriq-target (build it with `--features {0}`)")]
     TransportNotBuiltIn(Transport),
     #[error(
         "\"{0}\" is not an IP address and port, e.g. \"127.0.0.1:4420\" or \"[::1]:4420\" \
@@ -1170,12 +1170,16 @@ impl Checker<'_> {
         }
         let mut listeners: Vec<Listener> = Vec::with_capacity(raw.len());
         // Address and line of each listener so far, for duplicate and overlap checks.
-        let mut seen: Vec<(SocketAddr, usize)> = Vec::with_capacity(raw.len());
+        // TCP and RDMA CM ports are separate spaces: only listeners of one transport collide.
+        let mut seen: Vec<(SocketAddr, usize, Transport)> = Vec::with_capacity(raw.len());
         for (i, item) in raw.iter().enumerate() {
             let prefix = format!("listener[{i}]");
             let listener = self.listener(item, &prefix)?;
             let address_span = item.get_ref().address.as_ref().map_or(item.span(), |a| a.span());
-            for (j, (other, line)) in seen.iter().enumerate() {
+            for (j, (other, line, transport)) in seen.iter().enumerate() {
+                if *transport != listener.transport {
+                    continue;
+                }
                 let a = listener.address;
                 if a.port() != 0 && a == *other {
                     return Err(self.invalid(
@@ -1202,7 +1206,7 @@ impl Checker<'_> {
                     ));
                 }
             }
-            seen.push((listener.address, self.line(&address_span)));
+            seen.push((listener.address, self.line(&address_span), listener.transport));
             listeners.push(listener);
         }
         if have_subsystems && listeners.iter().all(|l| l.discovery_only) {
@@ -1218,6 +1222,7 @@ impl Checker<'_> {
             None => Transport::Tcp,
             Some(value) => match value.get_ref().as_str() {
                 "tcp" => Transport::Tcp,
+                "rdma" if cfg!(feature = "rdma") => Transport::Rdma,
                 "rdma" => {
                     return Err(self.invalid(
                         value.span(),

@@ -3,6 +3,8 @@
 //! Layers, from the wire inwards:
 //! - [`nvme`]: the NVMe and NVMe over Fabrics specifications as types, with no I/O.
 //! - [`tcp`]: the NVMe/TCP transport binding (PDUs, digests, the per-connection queue).
+//! - [`rdma`]: the NVMe/RDMA transport binding (CM private data, SGLs, the queue pair;
+//!   the verbs engine with the `rdma` feature).
 //!
 //! Around them, the control path:
 //! - [`config`]: the daemon's TOML configuration, parsed and validated.
@@ -23,6 +25,7 @@ pub mod daemon;
 pub mod node;
 pub mod notify;
 pub mod nvme;
+pub mod rdma;
 pub mod reactor;
 pub mod stats;
 pub mod storage;

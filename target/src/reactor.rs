@@ -13,6 +13,10 @@
 //! an asynchronous event is due, a controller was torn down, sent by other reactors and by the
 //! control plane through [`Target`]); the stop order; the watchdog's pings.
 //!
+//! With the `rdma` feature, the reactor holding the RDMA listeners also runs an RDMA engine
+//! (`crate::rdma::engine`): its CM event channel and completion channels are watched with
+//! one-shot polls in the same ring, and its queue pairs' backend I/O goes through the ring too.
+//!
 //! Invariants:
 //! - per connection at most one receive and one send are in flight;
 //! - a connection is freed only when nothing of it is in flight (its buffers may be in the
@@ -111,6 +115,9 @@ pub struct Setup {
     pub pool: Layout,
     pub busy_poll: Duration,
     pub ring_entries: u32,
+    /// RDMA listeners (reactor 0 only, when the configuration has some).
+    #[cfg(feature = "rdma")]
+    pub rdma: Option<crate::rdma::engine::Listeners>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +128,12 @@ enum Kind {
     Accept = 4,
     Inbox = 5,
     Tick = 6,
+    /// An RDMA channel became readable; `low` is the engine's source number.
+    #[cfg(feature = "rdma")]
+    Rdma = 7,
+    /// A backend operation of an RDMA queue pair: `conn` is its index, `low` its slot.
+    #[cfg(feature = "rdma")]
+    RdmaBackend = 8,
 }
 
 fn token(kind: Kind, conn: u32, low: u16) -> u64 {
@@ -180,12 +193,15 @@ pub struct Reactor {
     poke_all: bool,
     /// Connections touched this turn, driven at its end.
     dirty: Vec<u32>,
+    #[cfg(feature = "rdma")]
+    rdma: Option<crate::rdma::engine::Engine>,
 }
 
 impl Reactor {
     pub fn new(setup: Setup) -> io::Result<Reactor> {
         let ring = new_ring(setup.ring_entries)?;
         let pool = BufferPool::new(&setup.pool)?;
+        let target = setup.target;
         // SAFETY: the iovecs describe the pool's regions, which live as long as the pool, and
         // the pool outlives the ring's use of them (the reactor drops connections, then the
         // ring, then the pool).
@@ -201,7 +217,7 @@ impl Reactor {
             ring,
             pool,
             fixed_buffers,
-            target: setup.target,
+            target: Arc::clone(&target),
             inboxes: setup.inboxes,
             heartbeats: setup.heartbeats,
             conns: Vec::new(),
@@ -219,14 +235,17 @@ impl Reactor {
             ops: Vec::with_capacity(256),
             poke_all: false,
             dirty: Vec::with_capacity(64),
+            #[cfg(feature = "rdma")]
+            rdma: setup.rdma.map(|l| crate::rdma::engine::Engine::new(setup.id, Arc::clone(&target), Some(l))),
         })
     }
 
     /// Runs until told to stop and every connection has closed.
     pub fn run(mut self) -> io::Result<()> {
         self.arm_inbox();
+        self.rdma_arm();
         loop {
-            if self.stopping && self.live_conns == 0 {
+            if self.stopping && self.live() == 0 {
                 break;
             }
             // `now` is the previous turn's: close enough to decide whether to keep polling.
@@ -248,7 +267,7 @@ impl Reactor {
             }
             // The one clock read of the turn, after the wait: what is reaped now happened now.
             self.now = Instant::now();
-            let handled = self.reap();
+            let handled = self.reap() + self.rdma_turn();
             self.drive_dirty();
             if handled > 0 {
                 self.last_activity = self.now;
@@ -283,6 +302,10 @@ impl Reactor {
             k if k == Kind::Accept as u64 => self.on_accept(usize::from(low), res, flags),
             k if k == Kind::Inbox as u64 => self.on_inbox(),
             k if k == Kind::Tick as u64 => self.on_tick(),
+            #[cfg(feature = "rdma")]
+            k if k == Kind::Rdma as u64 => self.with_rdma(|e, io| e.on_ready(low, res, io)),
+            #[cfg(feature = "rdma")]
+            k if k == Kind::RdmaBackend as u64 => self.with_rdma(|e, io| e.on_backend(conn, low, res, io)),
             _ => unreachable!("unknown completion token {data:#x}"),
         }
     }
@@ -406,20 +429,22 @@ impl Reactor {
     fn on_tick(&mut self) {
         self.tick_armed = false;
         self.poll_queues();
-        if self.live_conns > 0 {
+        if self.live() > 0 {
             self.arm_tick();
         }
     }
 
     fn stop(&mut self) {
         self.stopping = true;
-        tracing::info!(reactor = self.id, connections = self.live_conns, "stopping");
+        tracing::info!(reactor = self.id, connections = self.live(), "stopping");
         for listening in self.listeners.iter_mut().flatten() {
             listening.closing = true;
             // Shutting the socket down ends the multishot accept with an error completion.
             // SAFETY: shutdown on a listening socket this reactor holds a reference to.
             unsafe { libc::shutdown(listening.fd.as_raw_fd(), libc::SHUT_RDWR) };
         }
+        #[cfg(feature = "rdma")]
+        self.with_rdma(|e, io| e.stop(io));
         self.poll_queues();
     }
 
@@ -642,6 +667,8 @@ impl Reactor {
                 self.with_queue(index, |q, io| q.poll(io));
             }
         }
+        #[cfg(feature = "rdma")]
+        self.with_rdma(|e, io| e.poll(io));
     }
 
     fn free_conn(&mut self, index: u32) {
@@ -660,8 +687,80 @@ impl Reactor {
     }
 }
 
+/// The RDMA engine's place in the loop (feature `rdma`); without the feature these do nothing.
+impl Reactor {
+    /// Connections of either transport still open.
+    fn live(&self) -> usize {
+        #[cfg(feature = "rdma")]
+        let rdma = self.rdma.as_ref().map_or(0, crate::rdma::engine::Engine::live);
+        #[cfg(not(feature = "rdma"))]
+        let rdma = 0;
+        self.live_conns + rdma
+    }
+
+    /// Polls the completion queues the engine could not finish last turn; returns how many
+    /// it still has (so the loop keeps polling rather than sleep).
+    fn rdma_turn(&mut self) -> usize {
+        #[cfg(feature = "rdma")]
+        if self.rdma.as_ref().is_some_and(crate::rdma::engine::Engine::has_pending) {
+            let mut more = false;
+            self.with_rdma(|e, io| more = e.turn(io));
+            return usize::from(more);
+        }
+        0
+    }
+
+    /// Arms a one-shot poll for every RDMA channel the engine wants watched.
+    fn rdma_arm(&mut self) {
+        #[cfg(feature = "rdma")]
+        if let Some(engine) = self.rdma.as_mut() {
+            for (fd, source) in engine.to_arm() {
+                let entry = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32).build();
+                self.push(entry.user_data(token(Kind::Rdma, 0, source)));
+            }
+        }
+    }
+
+    /// Runs `f` on the RDMA engine with the reactor's I/O context, then submits the backend
+    /// operations it produced, re-arms its channels and keeps the tick going while it has
+    /// connections.
+    #[cfg(feature = "rdma")]
+    fn with_rdma(&mut self, f: impl FnOnce(&mut crate::rdma::engine::Engine, &mut Io<'_>)) {
+        let Some(engine) = self.rdma.as_mut() else { return };
+        let mut io = Io {
+            pool: &mut self.pool,
+            ops: &mut self.ops,
+            reactor: self.id,
+            fixed_buffers: self.fixed_buffers,
+            now: self.now,
+            poke_all: &mut self.poke_all,
+            stopping: self.stopping,
+        };
+        f(engine, &mut io);
+        let mut ops = engine.take_ops();
+        for (conn, slot, entry) in ops.drain(..) {
+            self.push(entry.user_data(token(Kind::RdmaBackend, conn, slot)));
+        }
+        if let Some(engine) = self.rdma.as_mut() {
+            engine.give_back_ops(ops);
+        }
+        self.rdma_arm();
+        if self.live() > 0 {
+            self.arm_tick();
+        }
+        if std::mem::take(&mut self.poke_all) {
+            self.poke_everyone(u32::MAX);
+        }
+    }
+}
+
 impl Drop for Reactor {
     fn drop(&mut self) {
+        #[cfg(feature = "rdma")]
+        if let Some(engine) = self.rdma.take() {
+            let (mut io, _) = self.io();
+            engine.shutdown(&mut io);
+        }
         // Connections still here hold pool buffers; release them before the pool goes.
         for index in 0..self.conns.len() as u32 {
             if self.conns[index as usize].is_some() {

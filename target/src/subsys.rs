@@ -39,7 +39,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::backend::Backend;
 use crate::config;
@@ -47,6 +47,12 @@ use crate::ctrl::Controller;
 use crate::nvme::{CntlId, DISCOVERY_NQN, Nqn, Nsid};
 use crate::reactor::{Inbox, Msg};
 pub use crate::stats::{LatencyHistogram, NsStats, NsTotals};
+
+/// How long a starting daemon waits for a listening address that is still in use (see
+/// [`Target::add_listener_at_start`]).
+pub const START_BIND_PATIENCE: Duration = Duration::from_secs(5);
+/// How often that wait tries the address again.
+pub const BIND_RETRY_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Limits every controller of this target advertises and enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +107,8 @@ pub struct ListenerInfo {
     pub advertised: SocketAddr,
     /// Serves only the discovery subsystem: NVM subsystems are not listed on it.
     pub discovery_only: bool,
+    /// The transport binding the listener speaks (discovery log entries carry it).
+    pub transport: crate::config::Transport,
 }
 
 #[derive(Debug)]
@@ -521,7 +529,8 @@ impl Hub {
 struct Listening {
     info: ListenerInfo,
     /// Shared with reactor 0, which accepts on it; shut down here when the listener goes.
-    fd: Arc<OwnedFd>,
+    /// None for an RDMA listener: its CM id lives in reactor 0's RDMA engine.
+    fd: Option<Arc<OwnedFd>>,
 }
 
 /// What [`Target::connection_stats`] reports.
@@ -666,15 +675,63 @@ impl Target {
         let port_id = self.next_port_id.fetch_add(1, Ordering::Relaxed);
         let port_id = u16::try_from(port_id)
             .map_err(|_| io::Error::new(io::ErrorKind::QuotaExceeded, "every NVMe-oF port ID was used"))?;
-        let info = ListenerInfo { port_id, bound, advertised, discovery_only: config.discovery_only };
+        let info = ListenerInfo {
+            port_id,
+            bound,
+            advertised,
+            discovery_only: config.discovery_only,
+            transport: config.transport,
+        };
         let fd = Arc::new(OwnedFd::from(socket));
         // Under the listener lock, so that `attach_reactors` hands over each listener once.
         let _ = self.hub.send(0, Msg::Listen { fd: Arc::clone(&fd), info: info.clone() });
-        listeners.push(Listening { info: info.clone(), fd });
+        listeners.push(Listening { info: info.clone(), fd: Some(fd) });
         drop(listeners);
         tracing::info!(port_id, address = %bound, advertised = %advertised, discovery_only = config.discovery_only, "listening");
         self.discovery_changed();
         Ok(info)
+    }
+
+    /// Records a listener bound elsewhere (an RDMA CM id, bound by the daemon and served by
+    /// reactor 0's RDMA engine): it gets the next port ID, and discovery lists it.
+    pub fn register_listener(&self, make: impl FnOnce(u16) -> ListenerInfo) -> Result<ListenerInfo, io::Error> {
+        let mut listeners = self.listeners.write().expect("listener lock");
+        let port_id = self.next_port_id.fetch_add(1, Ordering::Relaxed);
+        let port_id = u16::try_from(port_id)
+            .map_err(|_| io::Error::new(io::ErrorKind::QuotaExceeded, "every NVMe-oF port ID was used"))?;
+        let info = make(port_id);
+        listeners.push(Listening { info: info.clone(), fd: None });
+        drop(listeners);
+        self.discovery_changed();
+        Ok(info)
+    }
+
+    /// [`Target::add_listener`] for a daemon that is starting: an address in use is tried again
+    /// every [`BIND_RETRY_INTERVAL`] until `patience` has passed. A predecessor killed with
+    /// SIGKILL leaves its listening sockets bound for a moment after it has been reaped (tens of
+    /// milliseconds measured, more on a loaded machine): the kernel tears its io_uring down
+    /// asynchronously, and the accepts pending there hold the sockets until then. Without the
+    /// retry, a restart straight after a crash fails with "Address already in use". At run
+    /// time (the node API) an address in use is answered at once by [`Target::add_listener`].
+    pub fn add_listener_at_start(
+        &self,
+        config: &config::Listener,
+        patience: Duration,
+    ) -> Result<ListenerInfo, io::Error> {
+        let deadline = Instant::now() + patience;
+        let mut waited = false;
+        loop {
+            match self.add_listener(config) {
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                    if !waited {
+                        tracing::warn!(address = %config.address, ?patience, "address in use (a killed predecessor's io_uring may still hold it); trying again");
+                        waited = true;
+                    }
+                    std::thread::sleep(BIND_RETRY_INTERVAL);
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Stops accepting on listener `port_id`: connection attempts are refused from the moment
@@ -684,6 +741,12 @@ impl Target {
         let i = listeners.iter().position(|l| l.info.port_id == port_id)?;
         let Listening { info, fd } = listeners.remove(i);
         drop(listeners);
+        let Some(fd) = fd else {
+            // An RDMA listener stays with the engine that holds it (not removable at run time).
+            tracing::warn!(port_id, "an RDMA listener cannot be removed at run time; discovery no longer lists it");
+            self.discovery_changed();
+            return Some(info);
+        };
         // SAFETY: shutdown on a listening socket this target owns (reactor 0 holds a second
         // reference, so the descriptor stays open until it has seen its accept end).
         unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
@@ -700,7 +763,9 @@ impl Target {
         assert!(!self.attached.swap(true, Ordering::AcqRel), "a target is served by one data plane");
         let listeners = self.listeners.read().expect("listener lock");
         for l in listeners.iter() {
-            inboxes[0].send(Msg::Listen { fd: Arc::clone(&l.fd), info: l.info.clone() });
+            if let Some(fd) = &l.fd {
+                inboxes[0].send(Msg::Listen { fd: Arc::clone(fd), info: l.info.clone() });
+            }
         }
         *self.hub.reactors.write().expect("reactor lock") = Some(inboxes);
     }
@@ -895,5 +960,26 @@ mod tests {
         let mut rdma = any(false);
         rdma.transport = config::Transport::Rdma;
         assert_eq!(t.add_listener(&rdma).unwrap_err().kind(), io::ErrorKind::Unsupported);
+    }
+
+    #[test]
+    fn a_start_waits_for_an_address_a_killed_predecessor_still_holds() {
+        let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = holder.local_addr().unwrap();
+        let config =
+            config::Listener { transport: config::Transport::Tcp, address, advertise: None, discovery_only: false };
+        let t = Target::new(Limits::default());
+        assert_eq!(t.add_listener(&config).unwrap_err().kind(), io::ErrorKind::AddrInUse, "at run time: at once");
+        let err = t.add_listener_at_start(&config, Duration::from_millis(100)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "not for longer than the patience");
+        // The predecessor's socket goes away while the start waits.
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(holder);
+        });
+        let info = t.add_listener_at_start(&config, Duration::from_secs(30)).unwrap();
+        release.join().unwrap();
+        assert_eq!((info.bound, info.port_id), (address, 1), "no port ID spent on the failed tries");
+        assert!(std::net::TcpStream::connect(address).is_ok());
     }
 }

@@ -11,7 +11,7 @@ mod common;
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::inproc::{self, InProc, device_file, mem_namespace, namespace, subsystem, volume};
@@ -255,39 +255,45 @@ fn namespaces_replaced_under_a_deep_queue_lose_no_command() {
     let (_admin, cntlid) = admin(t.addr, &opts, VOL);
     let mut io = io_queue(t.addr, &opts, VOL, cntlid, 1);
     let stop = Arc::new(AtomicBool::new(false));
+    let replaced = Arc::new(AtomicU32::new(0));
     let churn = {
-        let (target, stop, dev) = (Arc::clone(&t.target), Arc::clone(&stop), Arc::clone(&dev));
+        let (target, stop, replaced, dev) = (Arc::clone(&t.target), Arc::clone(&stop), Arc::clone(&replaced), dev);
         std::thread::spawn(move || {
-            let mut replaced = 0u32;
             while !stop.load(Ordering::Relaxed) {
                 // The same volume, a new namespace object each time: queues switch tables
                 // while their commands are in flight.
                 let ns = namespace(1, volume(&dev, &[(MIB, 2 * MIB)]), 2);
                 target.subsystem(VOL).unwrap().replace_namespace(ns).unwrap();
-                replaced += 1;
+                replaced.fetch_add(1, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_micros(200));
             }
-            replaced
         })
     };
     io.set_queue_depth(32);
-    for round in 0..20u64 {
+    // At least 20 rounds of 32 writes in flight, and at least 50 replacements during them
+    // (however the scheduler treats the churning thread on a loaded machine), within a bound.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut rounds = 0u64;
+    while rounds < 20 || replaced.load(Ordering::Relaxed) < 50 {
+        assert!(Instant::now() < deadline, "{rounds} rounds, {} replacements", replaced.load(Ordering::Relaxed));
         let mut cids = Vec::new();
         for i in 0..32u64 {
-            let data = bytes(4096, round * 100 + i);
+            let data = bytes(4096, rounds * 100 + i);
             cids.push(io.submit(fabriq_bench::host::Command::write(1, i * 8, 8, data, false)).unwrap());
         }
         for cid in cids {
-            assert!(io.wait(cid).unwrap().is_success());
+            let c = io.wait(cid).unwrap();
+            assert!(c.is_success(), "round {rounds}: {:?}", c.cqe);
         }
         for i in 0..32u64 {
-            check_pattern(&mut io, 1, i * 8, 8, round * 100 + i);
+            check_pattern(&mut io, 1, i * 8, 8, rounds * 100 + i);
         }
+        rounds += 1;
     }
     stop.store(true, Ordering::Relaxed);
-    assert!(churn.join().unwrap() > 0);
+    churn.join().unwrap();
     let totals = t.subsystem(VOL).namespaces().find(1).unwrap().1.stats.totals();
-    assert_eq!(totals.write_cmds, 20 * 32, "counters carried over every replacement");
+    assert_eq!(totals.write_cmds, rounds * 32, "counters carried over every replacement");
     assert_eq!(totals.media_errors, 0);
 }
 

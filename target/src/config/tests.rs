@@ -495,9 +495,11 @@ fn listeners_are_checked() {
         "t.toml:3:13: field `listener[0].advertise`: must be an address hosts can connect to: not a wildcard \
          address, not port 0"
     );
+    #[cfg(not(feature = "rdma"))]
     assert_eq!(
         error("[[listener]]\ntransport = \"rdma\"\naddress = \"127.0.0.1:4420\"\n"),
-        "t.toml:2:13: field `listener[0].transport`: transport \"rdma\" is not built into this fabriq-target yet"
+        "t.toml:2:13: field `listener[0].transport`: transport \"rdma\" is not built into this fabriq-target \
+         (build it with `--features rdma`)"
     );
     assert_eq!(
         error("[[listener]]\ntransport = \"udp\"\naddress = \"127.0.0.1:4420\"\n"),
@@ -854,4 +856,24 @@ allow_any_host = true
     let bad = text.replace("lba = 100", "blocks = 0");
     let err = Config::parse(&bad, "f.toml").unwrap_err().to_string();
     assert!(err.contains("subsystem[0].namespace[0].fault[1].lba"), "{err}");
+}
+
+/// With the `rdma` feature an RDMA listener is accepted, and may share its address and port
+/// with a TCP listener (separate port spaces); two RDMA listeners may not.
+#[cfg(feature = "rdma")]
+#[test]
+fn rdma_listeners_with_the_feature() {
+    let c = parse(
+        "[[listener]]\ntransport = \"rdma\"\naddress = \"10.0.2.15:4420\"\n\
+         [[listener]]\ntransport = \"tcp\"\naddress = \"10.0.2.15:4420\"\n",
+    );
+    assert_eq!(c.listeners[0].transport, Transport::Rdma);
+    assert_eq!(c.listeners[1].transport, Transport::Tcp);
+    assert!(
+        error(
+            "[[listener]]\ntransport = \"rdma\"\naddress = \"10.0.2.15:4420\"\n\
+             [[listener]]\ntransport = \"rdma\"\naddress = \"10.0.2.15:4420\"\n"
+        )
+        .contains("listener[1].address")
+    );
 }

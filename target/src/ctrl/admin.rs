@@ -191,6 +191,14 @@ fn capability(target: &Target) -> Cap {
     }
 }
 
+/// NVMe/RDMA moves data against keyed SGL data blocks, which its hosts require the
+/// controller to support; the bit is set for controllers whose admin queue came over RDMA.
+fn keyed_sgls(ctrl: &Controller, target: &Target) -> u32 {
+    let rdma =
+        target.listeners().iter().any(|l| l.port_id == ctrl.port_id && l.transport == crate::config::Transport::Rdma);
+    if rdma { idc::SGLS_KEYED } else { 0 }
+}
+
 fn identify_controller(ctrl: &Controller, target: &Target) -> IdentifyController {
     let limits = &target.limits;
     let mut id = IdentifyController {
@@ -205,7 +213,7 @@ fn identify_controller(ctrl: &Controller, target: &Target) -> IdentifyController
         aerl: (AER_LIMIT - 1) as u8,
         kas: 10,
         maxcmd: limits.max_queue_entries,
-        sgls: idc::SGLS_BYTE_ALIGNED | idc::SGLS_OFFSET,
+        sgls: idc::SGLS_BYTE_ALIGNED | idc::SGLS_OFFSET | keyed_sgls(ctrl, target),
         subnqn: Some(ctrl.subsys.nqn.clone()),
         ioccsz: (64 + limits.in_capsule_data_bytes) / 16,
         iorcsz: 1,

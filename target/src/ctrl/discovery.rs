@@ -11,6 +11,7 @@
 
 use std::net::SocketAddr;
 
+use crate::config::Transport;
 use crate::nvme::discovery::{self as disc, DiscoveryLogEntry, DiscoveryLogHeader};
 use crate::nvme::{CntlId, Nqn};
 use crate::subsys::{ListenerInfo, Target};
@@ -19,8 +20,21 @@ use super::Controller;
 
 fn entry(listener: &ListenerInfo, subtype: u8, subnqn: &Nqn, asqsz: u16) -> DiscoveryLogEntry {
     let addr: SocketAddr = listener.advertised;
+    let (trtype, tsas) = match listener.transport {
+        Transport::Tcp => (disc::TRTYPE_TCP, disc::Tsas::Tcp { sectype: disc::TCP_SECTYPE_NONE }),
+        // Reliable connected queue pairs set up through the RDMA CM, on any provider.
+        Transport::Rdma => (
+            disc::TRTYPE_RDMA,
+            disc::Tsas::Rdma {
+                qptype: disc::RDMA_QPTYPE_CONNECTED,
+                prtype: disc::RDMA_PRTYPE_NOT_SPECIFIED,
+                cms: disc::RDMA_CMS_RDMA_CM,
+                pkey: 0,
+            },
+        ),
+    };
     DiscoveryLogEntry {
-        trtype: disc::TRTYPE_TCP,
+        trtype,
         adrfam: if addr.is_ipv4() { disc::ADRFAM_IPV4 } else { disc::ADRFAM_IPV6 },
         subtype,
         // No secure channel is required; SQ flow control may be disabled at Connect.
@@ -32,7 +46,7 @@ fn entry(listener: &ListenerInfo, subtype: u8, subnqn: &Nqn, asqsz: u16) -> Disc
         trsvcid: addr.port().to_string(),
         subnqn: subnqn.clone(),
         traddr: addr.ip().to_string(),
-        tsas: disc::Tsas::Tcp { sectype: disc::TCP_SECTYPE_NONE },
+        tsas,
     }
 }
 

@@ -35,8 +35,21 @@ impl Target {
     /// Starts the daemon with `subsystems` (TOML `[[subsystem]]` tables; `{dir}` is replaced
     /// by the test's temporary directory) and `target` (the `[target]` table's body).
     pub fn start(target: &str, subsystems: &str) -> Target {
+        // Ports come from the kernel's free list and are released before the daemon binds
+        // them: another test may take one meanwhile. A start that loses that race is retried
+        // with new ports.
+        for _ in 0..4 {
+            if let Some(t) = Target::try_start(target, subsystems) {
+                return t;
+            }
+        }
+        panic!("fabriq-target could not bind free ports four times in a row");
+    }
+
+    fn try_start(target: &str, subsystems: &str) -> Option<Target> {
         let dir = tempfile::tempdir().unwrap();
-        let (port, dport) = (free_port(), free_port());
+        let port = free_port();
+        let dport = std::iter::repeat_with(free_port).find(|&p| p != port).unwrap();
         // The node API listens on 127.0.0.1:8800 by default; tests that want it say so.
         let api = if subsystems.contains("[api]") { "" } else { "[api]\nenabled = false\n\n" };
         let config = format!(
@@ -62,8 +75,7 @@ impl Target {
             discovery: ([127, 0, 0, 1], dport).into(),
             log,
         };
-        t.wait_listening();
-        t
+        if t.wait_listening() { Some(t) } else { None }
     }
 
     /// One subsystem `NQN` open to any host, with a 64 MiB `mem` namespace of 512-byte blocks.
@@ -76,15 +88,21 @@ impl Target {
         )
     }
 
-    fn wait_listening(&mut self) {
+    /// Waits until both listeners accept; false when the daemon could not bind its ports.
+    fn wait_listening(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(self.addr).is_err() || TcpStream::connect(self.discovery).is_err() {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                if self.log_text().contains("Address already in use") {
+                    self.child = None;
+                    return false;
+                }
                 panic!("fabriq-target exited with {status} before listening:\n{}", self.log_text());
             }
             assert!(Instant::now() < deadline, "fabriq-target not listening after 10 s:\n{}", self.log_text());
             std::thread::sleep(Duration::from_millis(20));
         }
+        true
     }
 
     pub fn log_text(&self) -> String {

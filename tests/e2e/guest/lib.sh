@@ -26,6 +26,8 @@ NQN=$(param nqn)
 DENIED=$(param denied)
 NAMESPACES=$(param ns | tr ',' ' ')
 HOSTNQN=$(param hostnqn)
+# tcp, or rdma (soft-RoCE on eth0 in this guest, for the fabriq-guest peer).
+TRANSPORT=$(param transport tcp)
 
 # fail REASON: end the test; REASON becomes the E2E-FAIL line.
 fail() {
@@ -128,7 +130,7 @@ ns_dev() {
 # connect [NVME-CONNECT-OPTIONS...]: connect to the allowed subsystem and wait for its
 # namespaces' block devices.
 connect() {
-    run nvme connect -t tcp -a "$ADDR" -s "$PORT" -n "$NQN" "$@"
+    run nvme connect -t "$TRANSPORT" -a "$ADDR" -s "$PORT" -n "$NQN" "$@"
     local n
     for n in $(nsids); do ns_dev "$n" >/dev/null; done
 }

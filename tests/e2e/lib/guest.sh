@@ -4,12 +4,14 @@
 
 # guest_initrd BASE OUT WORKDIR: the cached base archive with a second cpio appended that
 # holds /init and the guest scripts (the kernel unpacks concatenated archives in order),
-# so editing a test does not rebuild the cached image.
+# so editing a test does not rebuild the cached image. Whatever the caller already put in
+# WORKDIR/overlay (the fabriq-guest peer's binary and configuration) goes in too.
 guest_initrd() {
     local base=$1 out=$2 overlay=$3/overlay
     mkdir -p "$overlay/e2e"
     install -m 0755 "$E2E_DIR/guest/init" "$overlay/init"
-    install -m 0644 "$E2E_DIR/guest/lib.sh" "$E2E_DIR/guest/tests.sh" "$E2E_DIR/guest/nvmet.sh" "$overlay/e2e/"
+    install -m 0644 "$E2E_DIR/guest/lib.sh" "$E2E_DIR/guest/tests.sh" "$E2E_DIR/guest/nvmet.sh" \
+        "$E2E_DIR/guest/fabriq-guest.sh" "$overlay/e2e/"
     cp "$base" "$out"
     (cd "$overlay" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) >>"$out"
 }
