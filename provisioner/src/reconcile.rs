@@ -136,16 +136,27 @@ pub fn pass(service: &Service) {
 }
 
 fn node_pass(service: &Service, node: &NodeRecord) {
-    let Some(observation) = service.refresh(node) else { return };
-    let records = match service.records.volumes() {
+    // The records are read before the node is looked at, and a volume whose record changed
+    // since is left to the next pass: what the node shows is then never older than the record
+    // it is compared with (a volume committed a moment ago is not "missing").
+    let before = match service.records.volumes() {
         Ok(all) => all,
         Err(error) => {
             tracing::warn!(%error, "reconciler: cannot read the volumes");
             return;
         }
     };
-    let tombstones = service.records.tombstones().unwrap_or_default();
-    let ids: BTreeSet<&str> = records.iter().map(|v| v.record.id.as_str()).collect();
+    let Some(observation) = service.refresh(node) else { return };
+    // Orphans are judged on records read after the look: every node volume the look saw was
+    // recorded before it was carved, so only a volume that no record explains is reported.
+    let (after, tombstones) = match (service.records.volumes(), service.records.tombstones()) {
+        (Ok(a), Ok(t)) => (a, t),
+        (Err(error), _) | (_, Err(error)) => {
+            tracing::warn!(%error, "reconciler: cannot read the volumes");
+            return;
+        }
+    };
+    let ids: BTreeSet<&str> = after.iter().map(|v| v.record.id.as_str()).collect();
     let tomb_ids: BTreeSet<&str> =
         tombstones.iter().filter(|t| t.record.node == node.name).map(|t| t.record.id.as_str()).collect();
     let (to_delete, to_report) = orphans(&observation.volumes, &ids, &tomb_ids);
@@ -173,11 +184,11 @@ fn node_pass(service: &Service, node: &NodeRecord) {
     }
     let by_name: BTreeMap<&str, &NodeVolume> = observation.volumes.iter().map(|v| (v.name.as_str(), v)).collect();
     let mut changed = false;
-    for v in records.iter().filter(|v| v.record.placement.node == node.name) {
+    for v in before.iter().filter(|v| v.record.placement.node == node.name) {
         if !service.leadership.is_leader() {
             return;
         }
-        changed |= volume_pass(service, node, &v.record.name, &by_name);
+        changed |= volume_pass(service, node, v, &by_name);
     }
     if changed {
         service.refresh(node);
@@ -185,11 +196,17 @@ fn node_pass(service: &Service, node: &NodeRecord) {
 }
 
 /// Drives one volume; true when something was done on the node.
-fn volume_pass(service: &Service, node: &NodeRecord, name: &str, by_name: &BTreeMap<&str, &NodeVolume>) -> bool {
+fn volume_pass(
+    service: &Service,
+    node: &NodeRecord,
+    seen: &Versioned<VolumeRecord>,
+    by_name: &BTreeMap<&str, &NodeVolume>,
+) -> bool {
+    let name = seen.record.name.as_str();
     let Some(_g) = service.locks.try_lock(&format!("volume/{name}")) else { return false };
-    // Read again under the lock: an operation may have finished since the list.
+    // Read again under the lock; a record that changed since the look waits for the next pass.
     let current = match service.records.volume(name) {
-        Ok(Some(v)) if v.record.placement.node == node.name => v,
+        Ok(Some(v)) if v.revision == seen.revision => v,
         Ok(_) => return false,
         Err(error) => {
             tracing::warn!(volume = name, %error, "reconciler: cannot read the volume");
@@ -252,7 +269,7 @@ fn apply(service: &Service, node: &NodeRecord, current: &Versioned<VolumeRecord>
                     let fresh =
                         service.records.volume(&r.name).map_err(|e| e.to_string())?.ok_or("the record is gone")?;
                     let mut next = fresh.record.clone();
-                    next.size_bytes = next.capacity_bytes.max(next.requested_bytes.min(next.capacity_bytes));
+                    next.size_bytes = next.capacity_bytes;
                     let key = volume_key(&r.name);
                     service
                         .records
