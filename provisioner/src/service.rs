@@ -676,8 +676,16 @@ impl Service {
 
     /// Every node as placement sees it (free space reckoned as the module documentation says).
     fn placement_views(&self) -> Result<Vec<PlacementNode>> {
+        // A node not looked at yet (the provisioner has just started) is looked at now, so
+        // that a create right after a start is not refused for want of a reconciler pass.
+        let mut status = self.status.all();
+        for n in self.records.nodes()? {
+            if status.get(&n.record.name).is_none_or(|s| s.reachable.is_none()) {
+                self.refresh(&n.record);
+                status = self.status.all();
+            }
+        }
         let by_node = self.records.volumes_by_node()?;
-        let status = self.status.all();
         let mut out = Vec::new();
         for n in self.records.nodes()? {
             let n = n.record;

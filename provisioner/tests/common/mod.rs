@@ -401,8 +401,12 @@ impl Provisioner {
         false
     }
 
+    /// Whether the process still runs (one that ended is reaped and forgotten).
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
+        if self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_some()) {
+            self.child = None;
+        }
+        self.child.is_some()
     }
 
     pub fn start_again(&mut self) {
