@@ -387,6 +387,13 @@ impl Provisioner {
         }
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, ...) to this provisioner's process, by its PID.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the provisioner runs");
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status().unwrap();
+        assert!(status.success(), "kill -{signal} {}", child.id());
+    }
+
     /// Waits for the process to end by itself (a failpoint); false if it still runs.
     pub fn wait_exit(&mut self, limit: Duration) -> bool {
         let deadline = Instant::now() + limit;
