@@ -39,7 +39,7 @@ use crate::node::{Node, NodeError};
 use crate::notify::Notifier;
 use crate::nvme::{Nqn, Nsid};
 use crate::reactor::{Inbox, Msg, Reactor, STAGING_BYTES, Setup};
-use crate::subsys::{Limits, Namespace, Subsystem, SubsystemKind, Target};
+use crate::subsys::{Limits, Namespace, START_BIND_PATIENCE, Subsystem, SubsystemKind, Target};
 
 #[cfg(feature = "rdma")]
 type RdmaListeners = crate::rdma::engine::Listeners;
@@ -92,7 +92,9 @@ pub fn build_target(config: &Config) -> Result<Target, StartError> {
     let target = Target::new(limits);
     // RDMA listeners are bound by `bind_rdma_listeners` and served by reactor 0's engine.
     for l in config.listeners.iter().filter(|l| l.transport == config::Transport::Tcp) {
-        target.add_listener(l).map_err(|source| StartError::Bind { addr: l.address, source })?;
+        target
+            .add_listener_at_start(l, START_BIND_PATIENCE)
+            .map_err(|source| StartError::Bind { addr: l.address, source })?;
     }
     for s in &config.subsystems {
         let err = |what: String| StartError::Subsystem { nqn: s.nqn.clone(), what };

@@ -39,7 +39,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::backend::Backend;
 use crate::config;
@@ -47,6 +47,12 @@ use crate::ctrl::Controller;
 use crate::nvme::{CntlId, DISCOVERY_NQN, Nqn, Nsid};
 use crate::reactor::{Inbox, Msg};
 pub use crate::stats::{LatencyHistogram, NsStats, NsTotals};
+
+/// How long a starting daemon waits for a listening address that is still in use (see
+/// [`Target::add_listener_at_start`]).
+pub const START_BIND_PATIENCE: Duration = Duration::from_secs(5);
+/// How often that wait tries the address again.
+pub const BIND_RETRY_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Limits every controller of this target advertises and enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -700,6 +706,34 @@ impl Target {
         Ok(info)
     }
 
+    /// [`Target::add_listener`] for a daemon that is starting: an address in use is tried again
+    /// every [`BIND_RETRY_INTERVAL`] until `patience` has passed. A predecessor killed with
+    /// SIGKILL leaves its listening sockets bound for a moment after it has been reaped (tens of
+    /// milliseconds measured, more on a loaded machine): the kernel tears its io_uring down
+    /// asynchronously, and the accepts pending there hold the sockets until then. Without the
+    /// retry, a restart straight after a crash fails with "Address already in use". At run
+    /// time (the node API) an address in use is answered at once by [`Target::add_listener`].
+    pub fn add_listener_at_start(
+        &self,
+        config: &config::Listener,
+        patience: Duration,
+    ) -> Result<ListenerInfo, io::Error> {
+        let deadline = Instant::now() + patience;
+        let mut waited = false;
+        loop {
+            match self.add_listener(config) {
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                    if !waited {
+                        tracing::warn!(address = %config.address, ?patience, "address in use (a killed predecessor's io_uring may still hold it); trying again");
+                        waited = true;
+                    }
+                    std::thread::sleep(BIND_RETRY_INTERVAL);
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Stops accepting on listener `port_id`: connection attempts are refused from the moment
     /// this returns; connections made through it stay.
     pub fn remove_listener(&self, port_id: u16) -> Option<ListenerInfo> {
@@ -926,5 +960,26 @@ mod tests {
         let mut rdma = any(false);
         rdma.transport = config::Transport::Rdma;
         assert_eq!(t.add_listener(&rdma).unwrap_err().kind(), io::ErrorKind::Unsupported);
+    }
+
+    #[test]
+    fn a_start_waits_for_an_address_a_killed_predecessor_still_holds() {
+        let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = holder.local_addr().unwrap();
+        let config =
+            config::Listener { transport: config::Transport::Tcp, address, advertise: None, discovery_only: false };
+        let t = Target::new(Limits::default());
+        assert_eq!(t.add_listener(&config).unwrap_err().kind(), io::ErrorKind::AddrInUse, "at run time: at once");
+        let err = t.add_listener_at_start(&config, Duration::from_millis(100)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "not for longer than the patience");
+        // The predecessor's socket goes away while the start waits.
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(holder);
+        });
+        let info = t.add_listener_at_start(&config, Duration::from_secs(30)).unwrap();
+        release.join().unwrap();
+        assert_eq!((info.bound, info.port_id), (address, 1), "no port ID spent on the failed tries");
+        assert!(std::net::TcpStream::connect(address).is_ok());
     }
 }

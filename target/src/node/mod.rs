@@ -46,7 +46,9 @@ use crate::backend::{Backend, Extent};
 use crate::config::{self, Config, Transport};
 use crate::nvme::{Nqn, Nsid};
 use crate::storage::{FileDevice, Pool, StorageError, Volume, VolumeId, VolumeState};
-use crate::subsys::{Connections, ListenerInfo, Namespace, NsTotals, Subsystem, SubsystemKind, Target};
+use crate::subsys::{
+    Connections, ListenerInfo, Namespace, NsTotals, START_BIND_PATIENCE, Subsystem, SubsystemKind, Target,
+};
 
 pub use error::{ListenerProblem, NodeError};
 pub use state::Access;
@@ -400,8 +402,9 @@ impl Node {
     }
 
     /// Binds the listeners added through the API before the last stop. Call once the
-    /// reactors run. A listener that cannot be bound is logged and kept in the state (its
-    /// address may come back); the others serve.
+    /// reactors run. An address still held by a killed predecessor is waited for, as the
+    /// configuration's are ([`Target::add_listener_at_start`]); a listener that cannot be bound
+    /// is logged and kept in the state (its address may come back); the others serve.
     pub fn restore_listeners(&self) {
         let inner = self.lock();
         for l in &inner.state.listeners {
@@ -411,7 +414,7 @@ impl Node {
                 advertise: l.advertise,
                 discovery_only: l.discovery_only,
             };
-            match self.target.add_listener(&listener) {
+            match self.target.add_listener_at_start(&listener, START_BIND_PATIENCE) {
                 Ok(info) => {
                     tracing::info!(address = %info.bound, port_id = info.port_id, "listener added through the API restored")
                 }

@@ -62,15 +62,10 @@ impl Node {
     }
 
     fn spawn(&mut self) {
-        // After a SIGKILL the kernel closes the old process's io_uring, and the listening
-        // sockets its accepts were pending on, a little after the process is reaped.
-        for _ in 0..100 {
-            if self.try_spawn() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("fabriq-target could not bind its addresses again:\n{}", self.log_text());
+        // One start must do, right after a SIGKILL too: the daemon itself waits for the
+        // addresses its killed predecessor's io_uring still holds for a moment after the
+        // process is reaped (`Target::add_listener_at_start`).
+        assert!(self.try_spawn(), "fabriq-target could not bind its addresses again:\n{}", self.log_text());
     }
 
     /// Starts the daemon and waits until it listens; false if its addresses are still taken.

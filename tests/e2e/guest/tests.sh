@@ -410,3 +410,234 @@ refused() {
     dmesg_since "$mark"
     dmesg_since "$mark" | grep -qF "$message" || fail "the host did not log: $message"
 }
+
+# ---------------------------------------------------------------------------------------------
+# Volumes made through fabriq-target's node API (the runner's node phase, lib/node.sh): the
+# runner creates one volume per pool (a sparse file, a loop device) with this host allowed,
+# and passes what the API answered on how to connect. These tests run in this order in one
+# guest: node_grow writes the data that node_restart verifies after the target was killed.
+#
+#   e2e.vols=TRANSPORT/ADDRESS/PORT/NQN/BLOCK-SIZE/MIB/GROWN-MIB,...   one entry per volume
+#
+# Mid-test the guest asks the runner for host-side actions (host_action): it prints
+# `E2E-HOST SEQ ACTION [ARG]` on the serial console and waits, bounded, for the runner's
+# reply in the file reply.SEQ on a read-only 9p share.
+
+VOLS=$(param vols | tr ',' ' ')
+# The share's mount tag (lib/node.sh's NODE_SHARE_TAG) and where it is mounted.
+HOST_SHARE_TAG=e2e-host
+HOST_SHARE=/host
+# How long the runner may take for an action: a restart of the target is the longest, a few
+# seconds; the bound only stops a guest from waiting for a runner that is gone.
+HOST_ACTION_LIMIT_S=60
+# Data regions each volume gets, in MiB: before the grow at 1..9, after it from the old end.
+VOL_BEFORE_OFFSET_MIB=1
+VOL_BEFORE_MIB=8
+VOL_AFTER_MIB=4
+
+# vol_field SPEC N: field N of an e2e.vols entry: 1 transport, 2 address, 3 port, 4 NQN,
+# 5 block size, 6 MiB, 7 MiB after the grow.
+vol_field() { echo "$1" | cut -d/ -f"$2"; }
+
+vols_required() {
+    [ -n "$VOLS" ] || fail "no e2e.vols on the kernel command line: the node_* tests run in the runner's node phase (--peer fabriq)"
+}
+
+# vol_connect SPEC [NVME-CONNECT-OPTIONS...]: connect to the volume as the API said to, and
+# wait for its block device.
+vol_connect() {
+    local spec=$1
+    shift
+    run nvme connect -t "$(vol_field "$spec" 1)" -a "$(vol_field "$spec" 2)" -s "$(vol_field "$spec" 3)" \
+        -n "$(vol_field "$spec" 4)" "$@"
+    vol_dev "$spec" >/dev/null
+}
+
+# vol_dev SPEC: the volume's block device (namespace 1 of its subsystem). A subshell: ns_dev
+# looks for $NQN.
+vol_dev() (
+    NQN=$(vol_field "$1" 4)
+    ns_dev 1
+)
+
+# vol_mib DEV: the block device's size in MiB, as the kernel has it now.
+vol_mib() { echo $(($(cat "/sys/block/${1#/dev/}/size") / 2048)); }
+
+# vol_fio DEV SEED OFFSET-MIB MIB [--verify_only]: random 4 KiB writes over the region, each
+# block once, checksummed (crc32c) and read back; with --verify_only the same seed gives the
+# same offsets and contents, and only the reads and checks are done.
+vol_fio() {
+    local dev=$1 seed=$2 offset=$3 mib=$4 how="writes and verifies"
+    shift 4
+    [ $# -eq 0 ] || how="$*"
+    say "fio $how on $dev: ${mib} MiB at ${offset} MiB"
+    if ! fio --name="vol-$seed" --filename="$dev" --ioengine=libaio --direct=1 --iodepth=16 \
+        --rw=randwrite --bs=4k --offset="${offset}m" --size="${mib}m" --randrepeat=1 \
+        --randseed="$seed" --verify=crc32c --verify_fatal=1 --verify_state_save=0 "$@" \
+        >/tmp/fio.txt 2>&1; then
+        cat /tmp/fio.txt
+        fail "fio $* on $dev (${mib} MiB at ${offset} MiB) failed"
+    fi
+    cat /tmp/fio.txt
+    ! grep -q 'verify limited' /tmp/fio.txt || fail "fio could not verify every block of $dev"
+}
+
+# vol_regions DEV I SPEC [--verify_only]: both of volume I's regions: the one written before
+# the grow, and the one past the old end.
+vol_regions() {
+    local dev=$1 i=$2 spec=$3
+    shift 3
+    vol_fio "$dev" $((100 + i)) $VOL_BEFORE_OFFSET_MIB $VOL_BEFORE_MIB "$@"
+    vol_fio "$dev" $((200 + i)) "$(vol_field "$spec" 6)" $VOL_AFTER_MIB "$@"
+}
+
+# host_action ACTION [ARG]: ask the runner to do ACTION on the host now (grow, crash,
+# revoke N: lib/node.sh) and wait until it says it did; a refusal or no answer fails the test.
+host_action() {
+    local seq reply
+    seq=$(($(cat /tmp/e2e-host-seq 2>/dev/null || echo 0) + 1))
+    echo "$seq" >/tmp/e2e-host-seq
+    if ! grep -q " $HOST_SHARE 9p " /proc/mounts; then
+        mkdir -p $HOST_SHARE
+        run mount -t 9p -o trans=virtio,version=9p2000.L,ro "$HOST_SHARE_TAG" $HOST_SHARE
+    fi
+    say "asking the runner ($seq): $*"
+    # The console, not the test's output: the runner follows the serial console.
+    echo "E2E-HOST $seq $*" >/dev/console
+    for _ in $(seq $((HOST_ACTION_LIMIT_S * 10))); do
+        if [ -e "$HOST_SHARE/reply.$seq" ]; then
+            reply=$(cat "$HOST_SHARE/reply.$seq")
+            [ "$reply" = ok ] || fail "the runner's '$*': $reply"
+            say "the runner did: $*"
+            return 0
+        fi
+        sleep 0.1
+    done
+    fail "the runner did not answer '$*' within ${HOST_ACTION_LIMIT_S}s"
+}
+
+# node_grow: each volume the API made is a disk of the block size and size asked for, and
+# takes checksummed writes; then the runner grows every volume through the API while this
+# host stays connected, and the kernel sees the new size by itself (the target's
+# namespace-attribute-changed event makes it rescan: this test never does), Identify says
+# it too, and the new blocks past the old end take checksummed writes.
+test_node_grow() {
+    vols_required
+    local spec i dev mib grown blocks
+    i=0
+    for spec in $VOLS; do
+        i=$((i + 1))
+        vol_connect "$spec"
+        dev=$(vol_dev "$spec")
+        expect_eq "volume $i block size" "$(cat "/sys/block/${dev#/dev/}/queue/logical_block_size")" \
+            "$(vol_field "$spec" 5)"
+        expect_eq "volume $i size in MiB" "$(vol_mib "$dev")" "$(vol_field "$spec" 6)"
+        vol_fio "$dev" $((100 + i)) $VOL_BEFORE_OFFSET_MIB $VOL_BEFORE_MIB
+    done
+    host_action grow
+    i=0
+    for spec in $VOLS; do
+        i=$((i + 1))
+        dev=$(vol_dev "$spec") grown=$(vol_field "$spec" 7)
+        for _ in $(seq 150); do
+            [ "$(vol_mib "$dev")" = "$grown" ] && break
+            sleep 0.1
+        done
+        mib=$(vol_mib "$dev")
+        if [ "$mib" != "$grown" ]; then
+            # Tell a missing event from a wrong size.
+            nvme ns-rescan "$(ctrl_dev "$(vol_field "$spec" 4)")" || true
+            sleep 1
+            fail "volume $i: still $mib MiB 15 s after the grow to $grown MiB (after an explicit ns-rescan: $(vol_mib "$dev") MiB)"
+        fi
+        say "volume $i: $dev grew to $mib MiB without a rescan from the host"
+        run nvme id-ns "$dev" >/tmp/id-ns.txt
+        blocks=$((grown * 1048576 / $(vol_field "$spec" 5)))
+        expect_eq "volume $i nsze after the grow" $(($(id_field /tmp/id-ns.txt nsze))) "$blocks"
+        vol_fio "$dev" $((200 + i)) "$(vol_field "$spec" 6)" $VOL_AFTER_MIB
+    done
+    # For node_restart: the data it verifies is on the volumes.
+    touch /tmp/node-data-written
+}
+
+# node_restart: connected to every volume, the host sees the runner SIGKILL the target and
+# start it again with the same configuration, with no API call: the kernel reconnects by
+# itself (reconnect delay 1 s) to the same subsystem, so the volumes and their host lists came
+# back; the same disk is there at the grown size, and a verify-only pass finds every block
+# node_grow wrote before the kill.
+test_node_restart() {
+    vols_required
+    [ -e /tmp/node-data-written ] ||
+        fail "node_grow did not run before in this guest: it writes the data this test verifies"
+    local spec i dev c mark state
+    for spec in $VOLS; do vol_connect "$spec" --reconnect-delay=1 --ctrl-loss-tmo=60; done
+    mark=$(dmesg_mark)
+    host_action crash
+    i=0
+    for spec in $VOLS; do
+        i=$((i + 1))
+        c=$(ctrl_dev "$(vol_field "$spec" 4)") c=${c#/dev/}
+        for _ in $(seq 300); do
+            state=$(cat "/sys/class/nvme/$c/state" 2>/dev/null || echo gone)
+            [ "$state" = live ] && dmesg_since "$mark" | grep -q "$c: Successfully reconnected" && break
+            sleep 0.1
+        done
+        dmesg_since "$mark" | grep "$c: " || true
+        expect_eq "volume $i controller $c after the restart" "$state" live
+        dmesg_since "$mark" | grep -q "$c: Successfully reconnected" ||
+            fail "volume $i: controller $c is live but the host logged no reconnect: did the kill reach it?"
+        dev=$(vol_dev "$spec")
+        expect_eq "volume $i size in MiB after the restart" "$(vol_mib "$dev")" "$(vol_field "$spec" 7)"
+        vol_regions "$dev" "$i" "$spec" --verify_only
+    done
+}
+
+# node_refused: after the restart too, a host NQN that is not on a volume's allow list is
+# refused with Connect Invalid Host, and the discovery log shows this host every volume at the
+# address the API gave and a stranger none.
+test_node_refused() {
+    vols_required
+    local stranger=nqn.2014-08.org.nvmexpress:uuid:7e57e57e-0000-4000-8000-000000000044 spec nqn c
+    for spec in $VOLS; do
+        nqn=$(vol_field "$spec" 4)
+        refused "$nqn" "Connect for subsystem $nqn is not allowed, hostnqn: $stranger" --hostnqn "$stranger"
+    done
+    for c in /sys/class/nvme/nvme*; do
+        [ ! -e "$c" ] || fail "a controller remains after the refused connects: ${c##*/}"
+    done
+    run nvme discover -t tcp -a "$ADDR" -s "$DPORT" >/tmp/disc.txt
+    cat /tmp/disc.txt
+    discovery_entries /tmp/disc.txt >/tmp/entries.txt
+    for spec in $VOLS; do
+        grep -qx "nvme subsystem|$(vol_field "$spec" 4)|$(vol_field "$spec" 1)|$(vol_field "$spec" 2)|$(vol_field "$spec" 3)" /tmp/entries.txt ||
+            fail "the discovery log has no entry for $(vol_field "$spec" 4) at $(vol_field "$spec" 2):$(vol_field "$spec" 3)"
+    done
+    run nvme discover -t tcp -a "$ADDR" -s "$DPORT" --hostnqn "$stranger" >/tmp/disc.txt
+    cat /tmp/disc.txt
+    ! grep -q 'vol:' /tmp/disc.txt || fail "the discovery log shows a volume to a host on no allow list"
+}
+
+# node_revoke: connected to the first volume, the runner revokes this host through the API:
+# the target drops the connection, the kernel's reconnects are refused (Connect Invalid Host),
+# and with a 3 s controller loss time-out the kernel removes the controller and its disk. A new
+# connect is refused too.
+test_node_revoke() {
+    vols_required
+    local spec nqn c mark
+    spec=${VOLS%% *} nqn=$(vol_field "${VOLS%% *}" 4)
+    vol_connect "$spec" --reconnect-delay=1 --ctrl-loss-tmo=3
+    c=$(ctrl_dev "$nqn") c=${c#/dev/}
+    mark=$(dmesg_mark)
+    host_action revoke 1
+    for _ in $(seq 200); do
+        [ -e "/sys/class/nvme/$c" ] || break
+        sleep 0.1
+    done
+    dmesg_since "$mark"
+    [ ! -e "/sys/class/nvme/$c" ] ||
+        fail "controller $c is still there ($(cat "/sys/class/nvme/$c/state" 2>/dev/null)) 20 s after the revoke"
+    dmesg_since "$mark" | grep -qF "Connect for subsystem $nqn is not allowed, hostnqn: $HOSTNQN" ||
+        fail "the host lost $c, but no reconnect was refused with Connect Invalid Host"
+    ! subsys_dir "$nqn" >/dev/null || fail "the subsystem $nqn is still in sysfs"
+    refused "$nqn" "Connect for subsystem $nqn is not allowed, hostnqn: $HOSTNQN"
+}
