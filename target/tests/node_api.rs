@@ -414,3 +414,62 @@ fn hosts_reach_volumes_as_the_api_says_across_restarts() {
     node.restart();
     node.expect_error("GET", &format!("/v1/volumes/{id}"), None, 404, "volume_not_found");
 }
+
+/// A pool whose device is gone at start-up does not take the node down: the other pools'
+/// volumes are served, the failed one is reported with its reason, its volumes keep their
+/// hosts, and adding it again once the device is back brings them online without a restart.
+#[test]
+fn a_failed_pool_leaves_the_others_serving_and_comes_back() {
+    let mut node = Node::start(64, "");
+    let host = HostOptions::default();
+    let p2 = node.data("p2.img");
+    node.expect("POST", "/v1/pools", Some(&json!({"name": "p2", "path": p2, "size_bytes": 32 * MIB})), 201);
+    let on_p1 = create(&node, "on-p1", MIB, json!({"pool": "p1", "hosts": [host.hostnqn]}));
+    let on_p2 = create(&node, "on-p2", MIB, json!({"pool": "p2", "hosts": [host.hostnqn]}));
+    let away = node.data("p2.away");
+    node.restart_with(|| std::fs::rename(&p2, &away).unwrap());
+
+    let health = node.expect("GET", "/v1/health", None, 200);
+    assert_eq!((health["status"].as_str(), &health["failed_pools"]), (Some("degraded"), &json!(["p2"])), "{health}");
+    let failed = node.expect("GET", "/v1/pools/p2", None, 200);
+    assert_eq!((failed["state"].as_str(), failed["capacity_bytes"].as_u64()), (Some("failed"), Some(0)), "{failed}");
+    assert!(failed["error"].as_str().unwrap().contains("does not exist"), "{failed}");
+    let pools = node.expect("GET", "/v1/pools", None, 200);
+    let states: Vec<(&str, &str)> =
+        pools.as_array().unwrap().iter().map(|p| (p["name"].as_str().unwrap(), p["state"].as_str().unwrap())).collect();
+    assert_eq!(states, [("p1", "online"), ("p2", "failed")]);
+    let (status, metrics) = node.raw("GET", "/metrics", Some(&format!("Bearer {}", node.token)), None);
+    assert_eq!(status, 200);
+    let text = metrics.as_str().map(str::to_owned).unwrap_or_else(|| metrics.to_string());
+    assert!(text.contains("fabriq_pool_online{pool=\"p2\"} 0"), "{text}");
+
+    // The other pool's volume serves; the failed pool's is neither served nor carved into.
+    admin_connect(&node, &host, on_p1["nqn"].as_str().unwrap()).expect("p1's volume is served");
+    assert!(admin_connect(&node, &host, on_p2["nqn"].as_str().unwrap()).is_err());
+    node.expect_error(
+        "POST",
+        "/v1/volumes",
+        Some(&json!({"name": "x", "size_bytes": MIB, "pool": "p2"})),
+        409,
+        "pool_failed",
+    );
+    node.expect_error(
+        "POST",
+        "/v1/pools",
+        Some(&json!({"name": "p2", "path": node.data("other.img"), "size_bytes": 32 * MIB})),
+        409,
+        "pool_exists",
+    );
+    node.expect_error("POST", "/v1/pools", Some(&json!({"name": "p2", "path": p2})), 422, "device_missing");
+    assert_eq!(node.expect("GET", "/v1/pools/p2", None, 200)["state"], "failed");
+
+    // The device is back: adding the pool again opens it, and its volume serves its host.
+    std::fs::rename(&away, &p2).unwrap();
+    let back = node.expect("POST", "/v1/pools", Some(&json!({"name": "p2", "path": p2})), 201);
+    assert_eq!((back["state"].as_str(), back["volumes"].as_u64()), (Some("online"), Some(1)), "{back}");
+    assert_eq!(node.expect("GET", "/v1/health", None, 200)["status"], "ok");
+    admin_connect(&node, &host, on_p2["nqn"].as_str().unwrap()).expect("p2's volume is served to its host again");
+    node.restart();
+    assert_eq!(node.expect("GET", "/v1/health", None, 200)["status"], "ok");
+    admin_connect(&node, &host, on_p2["nqn"].as_str().unwrap()).expect("and after a restart");
+}

@@ -46,9 +46,13 @@ fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
 /// `GET /v1/health`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {
-    /// `ok` while the node serves.
+    /// `ok` while the node serves every pool; `degraded` when some pool failed to open at
+    /// start-up (listed in `failed_pools`): the other pools' volumes are served.
     #[schema(example = "ok")]
     pub status: String,
+    /// The pools that failed to open (`GET /v1/pools/{name}` says why).
+    #[serde(default)]
+    pub failed_pools: Vec<String>,
     #[schema(example = "0.1.0")]
     pub version: String,
     pub uptime_s: u64,
@@ -60,13 +64,15 @@ pub struct Health {
 #[utoipa::path(get, path = "/v1/health", tag = "node", security(()),
     responses((status = 200, description = "The node serves", body = Health)))]
 pub async fn health(State(state): State<Arc<AppState>>) -> Result<Json<Health>, ApiError> {
-    let (pools, volumes, uptime) = blocking(&state, |node| {
+    let (pools, volumes, uptime, failed) = blocking(&state, |node| {
         let (pools, volumes) = node.counts();
-        Ok((pools, volumes, node.uptime()))
+        let failed: Vec<String> = node.failed_pools().into_iter().map(|(name, _)| name).collect();
+        Ok((pools, volumes, node.uptime(), failed))
     })
     .await?;
     Ok(Json(Health {
-        status: String::from("ok"),
+        status: String::from(if failed.is_empty() { "ok" } else { "degraded" }),
+        failed_pools: failed,
         version: String::from(env!("CARGO_PKG_VERSION")),
         uptime_s: uptime.as_secs(),
         pools,
@@ -101,6 +107,7 @@ pub async fn list_pools(State(state): State<Arc<AppState>>) -> Result<Json<Vec<P
 
 /// Adds a device as a pool: the pool on it is opened (its volumes are exported), or a new one
 /// is created (a missing file is created sparse at `size_bytes`). Remembered across restarts.
+/// The name and path of a pool that failed to open at start-up open it again (no `force`).
 #[utoipa::path(post, path = "/v1/pools", tag = "pools", request_body = AddPool,
     responses(
         (status = 201, description = "Pool opened or created", body = PoolInfoView),
@@ -153,7 +160,7 @@ pub async fn list_volumes(State(state): State<Arc<AppState>>) -> Result<Json<Vec
         (status = 400, description = "Invalid JSON, field, name, block size, size or host NQN", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 404, description = "No such pool", body = ErrorBody),
-        (status = 409, description = "A volume of that name exists with another size, block size or pool", body = ErrorBody),
+        (status = 409, description = "A volume of that name exists with another size, block size or pool; or the pool named failed to open", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 507, description = "The pool has not enough free space (or metadata room)", body = ErrorBody),
     ))]

@@ -40,6 +40,10 @@ pub enum NodeError {
     BadHostNqn { nqn: String, problem: NqnError },
     #[error("a pool named {0:?} exists already")]
     PoolExists(String),
+    #[error(
+        "pool {name:?} failed to open at start-up ({error}); add it again (POST /v1/pools, same name and path) once its device is back"
+    )]
+    PoolFailed { name: String, error: String },
     #[error("{} is pool {name:?} already", path.display())]
     PathInUse { path: PathBuf, name: String },
     #[error(
