@@ -111,7 +111,7 @@ pub enum Error {
 
 /// The provisioner, as the controller service uses it. See the module documentation.
 pub trait Provisioner: Send + Sync + 'static {
-    /// Whether the provisioner answers.
+    /// Whether the provisioner answers and takes the token.
     fn health(&self) -> Result<(), Error>;
     /// Creates the volume, or answers the one that exists with this very spec.
     fn create_volume(&self, spec: &VolumeSpec) -> Result<Volume, Error>;

@@ -132,6 +132,11 @@ fn segment(s: &str) -> String {
 impl Provisioner for Rest {
     fn health(&self) -> Result<(), Error> {
         let (status, value) = self.call("GET", "/v1/health", None)?;
+        if status != 200 {
+            return Err(classify(status, &value));
+        }
+        // The health check takes no token: one call that does, so a wrong token shows here.
+        let (status, value) = self.call("GET", "/v1/volumes?limit=1", None)?;
         if status == 200 { Ok(()) } else { Err(classify(status, &value)) }
     }
 
