@@ -641,3 +641,229 @@ test_node_revoke() {
     ! subsys_dir "$nqn" >/dev/null || fail "the subsystem $nqn is still in sysfs"
     refused "$nqn" "Connect for subsystem $nqn is not allowed, hostnqn: $HOSTNQN"
 }
+
+# ---- The CSI node plugin (the runner's CSI phase, lib/csi.sh)
+#
+# fabriq-csi runs here as a Kubernetes node plugin does (--mode node, a Unix socket), and
+# the tests make the calls kubelet would, with fabriq-csi-call. e2e.vols holds the volumes
+# the runner made through the node API: 1 for ext4, 2 for raw block, 3 for xfs. Each call
+# that changes something is made twice: the second must find the work done and succeed.
+
+CSI_SOCK=/run/csi/csi.sock
+CSI_LOG=/tmp/fabriq-csi.log
+CSI_STATE=/run/fabriq-csi
+CSI_PODS=/run/pods
+
+csi_required() {
+    vols_required
+    [ -x /e2e/bin/fabriq-csi ] || fail "no /e2e/bin/fabriq-csi: the csi_* tests run in the runner's CSI phase"
+}
+
+# csi_start: the node plugin in the background; waits for its socket. On the way out the
+# test's trap stops it, unmounts what is left under $CSI_PODS and disconnects.
+csi_start() {
+    mkdir -p "$(dirname $CSI_SOCK)" $CSI_PODS
+    # resize2fs and xfs_growfs look for mounts in /etc/mtab, as on any Kubernetes node.
+    [ -e /etc/mtab ] || ln -s /proc/self/mounts /etc/mtab
+    LD_LIBRARY_PATH=/e2e/lib RUST_LOG=info /e2e/bin/fabriq-csi --mode node --endpoint "unix://$CSI_SOCK" \
+        --state-dir $CSI_STATE --max-volumes 8 --topology zone=e2e --reconnect-delay 1 --ctrl-loss-tmo 30 \
+        --device-timeout-s 60 >>$CSI_LOG 2>&1 &
+    CSI_PID=$!
+    trap 'csi_cleanup' EXIT
+    for _ in $(seq 200); do
+        [ -S $CSI_SOCK ] && return 0
+        kill -0 $CSI_PID 2>/dev/null || break
+        sleep 0.1
+    done
+    cat $CSI_LOG
+    fail "fabriq-csi did not serve on $CSI_SOCK within 20 s"
+}
+
+csi_cleanup() {
+    [ -z "${CSI_PID:-}" ] || kill -TERM "$CSI_PID" 2>/dev/null
+    echo "----- fabriq-csi log (tail)"
+    tail -n 40 $CSI_LOG
+    grep " $CSI_PODS/\| /run/stage" /proc/mounts | cut -d' ' -f2 | sort -r | while read -r m; do umount "$m"; done
+    nvme disconnect-all >/dev/null 2>&1
+}
+
+# csi RPC KEY=VALUE...: one call, which must succeed; prints the answer.
+csi() {
+    echo "+ csi $*" >&2
+    LD_LIBRARY_PATH=/e2e/lib /e2e/bin/fabriq-csi-call $CSI_SOCK "$@" || fail "CSI $1 failed (see above)"
+}
+
+# csi2 RPC KEY=VALUE...: the same call twice (idempotency); prints the second answer.
+csi2() {
+    csi "$@" >/dev/null
+    csi "$@"
+}
+
+# csi_expect CODE RPC KEY=VALUE...: the call must fail with the gRPC code CODE.
+csi_expect() {
+    local code=$1
+    shift
+    echo "+ csi $* (expecting $code)" >&2
+    LD_LIBRARY_PATH=/e2e/lib /e2e/bin/fabriq-csi-call --expect "$code" $CSI_SOCK "$@" ||
+        fail "CSI $1 did not fail with $code"
+}
+
+# csi_ctx N: volume N's publish context, as the controller would hand it to the node.
+csi_ctx() {
+    local spec
+    spec=$(echo "$VOLS" | tr ' ' '\n' | sed -n "${1}p")
+    echo "ctx.transport=$(vol_field "$spec" 1) ctx.traddr=$(vol_field "$spec" 2) ctx.trsvcid=$(vol_field "$spec" 3) ctx.subnqn=$(vol_field "$spec" 4) ctx.nsid=1"
+}
+
+csi_vol() { echo "$VOLS" | tr ' ' '\n' | sed -n "${1}p"; }
+
+# csi_field KEY TEXT: the value of KEY=... in TEXT.
+csi_field() { echo "$2" | sed -n "s|^$1=||p"; }
+
+# csi_gone N: volume N's subsystem has left sysfs (waits up to 10 s: a disconnect is async).
+csi_gone() {
+    local nqn
+    nqn=$(vol_field "$(csi_vol "$1")" 4)
+    for _ in $(seq 100); do
+        subsys_dir "$nqn" >/dev/null || return 0
+        sleep 0.1
+    done
+    fail "volume $1's subsystem $nqn is still connected after NodeUnstageVolume"
+}
+
+# is_mounted PATH [FSTYPE]
+is_mounted() { grep -q " $1 ${2:-[a-z0-9]*} " /proc/mounts; }
+
+# csi_fs_cycle N FS: volume N through stage, publish, files written, unpublish, unstage,
+# stage and publish again, files intact; a read-only publish beside it refuses writes;
+# stats; then the runner grows the volume and NodeExpandVolume grows the file system online.
+csi_fs_cycle() {
+    local n=$1 fs=$2 id ctx stage pod ro out total grown_mib spec
+    id=vol-$fs ctx=$(csi_ctx "$n") stage=/run/stage/$id pod=$CSI_PODS/p-$fs/volume ro=$CSI_PODS/r-$fs/volume
+    spec=$(csi_vol "$n")
+    # shellcheck disable=SC2086 # ctx is words
+    csi2 stage id=$id staging=$stage fs=$fs $ctx
+    is_mounted $stage "$fs" || fail "$stage is not an $fs mount after NodeStageVolume"
+    say "the volume is $(vol_dev "$spec"), $(vol_mib "$(vol_dev "$spec")") MiB"
+    csi2 publish id=$id staging=$stage target=$pod fs=$fs
+    is_mounted "$pod" "$fs" || fail "$pod is not mounted after NodePublishVolume"
+    mkdir -p "$pod/dir"
+    echo "written through fabriq-csi" >"$pod/dir/hello"
+    run dd if=/dev/urandom of="$pod/dir/blob" bs=64k count=32 2>/dev/null
+    (cd "$pod" && md5sum dir/hello dir/blob >/tmp/csi-sums-$fs)
+    sync
+    # Read-only publish of the same staging: reads work, writes are refused.
+    csi2 publish id=$id staging=$stage target=$ro fs=$fs ro=1
+    [ "$(cat "$ro/dir/hello")" = "written through fabriq-csi" ] || fail "the read-only publish does not show the file"
+    ! touch "$ro/nope" 2>/dev/null || fail "a write to the read-only publish succeeded"
+    # The same target with another read-only setting is refused.
+    csi_expect AlreadyExists publish id=$id staging=$stage target=$ro fs=$fs
+    csi2 unpublish id=$id target=$ro
+    out=$(csi stats id=$id path=$pod)
+    echo "$out"
+    [ "$(csi_field bytes.total "$out")" -gt 0 ] && [ "$(csi_field inodes.total "$out")" -gt 0 ] ||
+        fail "NodeGetVolumeStats has no bytes or inodes"
+    expect_eq "abnormal" "$(csi_field abnormal "$out")" false
+    total=$(csi_field bytes.total "$out")
+
+    csi2 unpublish id=$id target=$pod
+    [ ! -e "$pod" ] || fail "$pod is still there after NodeUnpublishVolume"
+    csi_expect NotFound stats id=$id path=$pod
+    csi2 unstage id=$id staging=$stage
+    ! is_mounted $stage || fail "$stage is still mounted after NodeUnstageVolume"
+    csi_gone "$n"
+
+    # Again: the file system is found, not made anew, and the files are intact.
+    # shellcheck disable=SC2086
+    csi stage id=$id staging=$stage fs=$fs $ctx
+    csi publish id=$id staging=$stage target=$pod fs=$fs
+    (cd "$pod" && md5sum -c /tmp/csi-sums-$fs) || fail "the files written before the unstage changed"
+
+    # Online expansion: the runner grows the volume; the node rescans and grows the fs.
+    host_action grow "$n"
+    grown_mib=$(vol_field "$spec" 7)
+    out=$(csi2 expand id=$id path=$pod staging=$stage fs=$fs required=$((grown_mib * 1048576)))
+    expect_eq "NodeExpandVolume capacity_bytes" "$(csi_field capacity_bytes "$out")" $((grown_mib * 1048576))
+    out=$(csi stats id=$id path=$pod)
+    [ "$(csi_field bytes.total "$out")" -gt "$total" ] ||
+        fail "the file system did not grow: $(csi_field bytes.total "$out") bytes, $total before"
+    say "file system: $total bytes before, $(csi_field bytes.total "$out") after"
+    (cd "$pod" && md5sum -c /tmp/csi-sums-$fs) || fail "the files changed in the expansion"
+
+    csi2 unpublish id=$id target=$pod
+    csi2 unstage id=$id staging=$stage
+    csi_gone "$n"
+}
+
+# csi_ext4: node info; bad requests; volume 1 as ext4 through the whole cycle.
+test_csi_ext4() {
+    csi_required
+    csi_start
+    local out
+    out=$(csi info)
+    echo "$out"
+    expect_eq "node id" "$(csi_field node_id "$out")" "$HOSTNQN"
+    expect_eq "max volumes" "$(csi_field max_volumes_per_node "$out")" 8
+    expect_eq "topology" "$(csi_field topology.topology.fabriq.dev/zone "$out")" e2e
+    expect_eq "probe" "$(csi probe)" "ready=true"
+    csi_expect InvalidArgument stage id=vol-x fs=ext4 $(csi_ctx 1)
+    csi_expect InvalidArgument stage id=vol-x staging=/run/stage/x fs=ext4 ctx.traddr=10.0.2.2
+    csi_expect FailedPrecondition publish id=vol-x staging=/run/stage/x target=$CSI_PODS/x fs=ext4
+    # Never staged, never published: done already.
+    csi unstage id=vol-x staging=/run/stage/x
+    csi unpublish id=vol-x target=$CSI_PODS/x
+    csi_fs_cycle 1 ext4
+}
+
+# csi_block: volume 2 as a raw block device: published as a device file (twice, as two pods
+# of one node may), data written through one file reads back from the other and after a new
+# stage; NodeExpandVolume after a grow reports the new size.
+test_csi_block() {
+    csi_required
+    csi_start
+    local id=vol-block ctx stage=/run/stage/vol-block a=$CSI_PODS/b1/dev b=$CSI_PODS/b2/dev out spec grown_mib
+    ctx=$(csi_ctx 2) spec=$(csi_vol 2)
+    # shellcheck disable=SC2086
+    csi2 stage id=$id staging=$stage block=1 $ctx
+    csi2 publish id=$id staging=$stage target=$a block=1 mode=multi-writer
+    csi2 publish id=$id staging=$stage target=$b block=1 mode=multi-writer
+    [ -b "$a" ] && [ -b "$b" ] || fail "the published targets are not block devices"
+    run dd if=/dev/urandom of=/tmp/csi-pattern bs=64k count=32 2>/dev/null
+    run dd if=/tmp/csi-pattern of="$a" bs=64k oflag=direct 2>/dev/null
+    run dd if="$b" of=/tmp/csi-back bs=64k count=32 iflag=direct 2>/dev/null
+    cmp /tmp/csi-pattern /tmp/csi-back || fail "what was written through $a does not read back through $b"
+    out=$(csi stats id=$id path=$a)
+    echo "$out"
+    expect_eq "block stats bytes.total" "$(csi_field bytes.total "$out")" $(($(vol_field "$spec" 6) * 1048576))
+    csi2 unpublish id=$id target=$b
+    csi2 unpublish id=$id target=$a
+    [ ! -e "$a" ] && [ ! -e "$b" ] || fail "the device files are still there after NodeUnpublishVolume"
+    csi2 unstage id=$id staging=$stage
+    csi_gone 2
+    # shellcheck disable=SC2086
+    csi stage id=$id staging=$stage block=1 $ctx
+    csi publish id=$id staging=$stage target=$a block=1
+    run dd if="$a" of=/tmp/csi-back bs=64k count=32 iflag=direct 2>/dev/null
+    cmp /tmp/csi-pattern /tmp/csi-back || fail "the data changed across unstage and stage"
+    # A block volume staged cannot be published as a file system.
+    csi_expect FailedPrecondition publish id=$id staging=$stage target=$CSI_PODS/b3/mnt fs=ext4
+    host_action grow 2
+    grown_mib=$(vol_field "$spec" 7)
+    out=$(csi2 expand id=$id path=$a block=1 required=$((grown_mib * 1048576)))
+    expect_eq "NodeExpandVolume capacity_bytes" "$(csi_field capacity_bytes "$out")" $((grown_mib * 1048576))
+    expect_eq "device size (MiB)" "$(vol_mib "$(vol_dev "$spec")")" "$grown_mib"
+    csi2 unpublish id=$id target=$a
+    csi2 unstage id=$id staging=$stage
+    csi_gone 2
+}
+
+# csi_xfs: volume 3 as xfs through the whole cycle; then a stage asking for ext4 is refused
+# (the volume carries xfs: never formatted over).
+test_csi_xfs() {
+    csi_required
+    csi_start
+    csi_fs_cycle 3 xfs
+    csi_expect FailedPrecondition stage id=vol-xfs staging=/run/stage/vol-xfs fs=ext4 $(csi_ctx 3)
+    csi unstage id=vol-xfs staging=/run/stage/vol-xfs
+    csi_gone 3
+}

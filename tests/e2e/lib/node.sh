@@ -16,7 +16,7 @@
 #                         runner follows while the guest runs;
 #        runner -> guest  a file `reply.SEQ` holding `ok` or `error: WHY` on a read-only 9p
 #                         share (tag e2e-host), written whole (renamed into place).
-#      Actions: `grow` (PATCH every volume to its grown size), `crash` (SIGKILL the target,
+#      Actions: `grow [N]` (PATCH every volume, or volume N, to its grown size), `crash` (SIGKILL the target,
 #      start it again with the same configuration, call nothing), `revoke N` (DELETE the
 #      guest's host from volume N's allow list).
 #   4. The target must exit 0 on SIGTERM at the end, and the loop device is detached, by
@@ -158,10 +158,16 @@ node_create_volumes() {
 
 # The host actions (see the top). Each prints why it failed and returns non-zero.
 
-# node_grow: every volume to its grown size, while the guest is connected.
+# node_grow [N]: every volume (or only volume N, 1-based in e2e.vols order) to its grown
+# size, while the guest is connected.
 node_grow() {
-    local i body size
+    local i body size only=${1-}
+    if [[ -n $only ]] && { ! [[ $only =~ ^[0-9]+$ ]] || ((only < 1 || only > ${#NODE_IDS[@]})); }; then
+        echo "no volume $only"
+        return 1
+    fi
     for i in "${!NODE_IDS[@]}"; do
+        [[ -z $only || $i == $((only - 1)) ]] || continue
         body=$(node_api PATCH "/v1/volumes/${NODE_IDS[i]}" 200 "{\"size_bytes\":${NODE_GROWN_BYTES[i]}}") || return 1
         size=$(json_field "$body" size_bytes)
         if [[ $size != "${NODE_GROWN_BYTES[i]}" ]]; then
@@ -214,7 +220,7 @@ node_host_action() {
     log "host action $seq: $action${arg:+ $arg}"
     # Not in a subshell: the crash action starts the target again as this shell's child.
     case $action in
-    grow) node_grow >"$out" 2>&1 || reply="error: $(tail -n1 "$out")" ;;
+    grow) node_grow "$arg" >"$out" 2>&1 || reply="error: $(tail -n1 "$out")" ;;
     crash) node_crash >"$out" 2>&1 || reply="error: $(tail -n1 "$out")" ;;
     revoke) node_revoke "$arg" >"$out" 2>&1 || reply="error: $(tail -n1 "$out")" ;;
     *) reply="error: the runner has no host action '$action'" ;;
