@@ -224,7 +224,9 @@ fn garbage_gets_json_errors_never_a_crash() {
         (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("{method} {path}: not JSON: {text}")))
     };
     let json_type = Some("application/json");
-    let cases: Vec<(&str, String, Option<&str>, Vec<u8>, u16)> = vec![
+    // method, path, content type, body, the status wanted.
+    type Case<'a> = (&'a str, String, Option<&'a str>, Vec<u8>, u16);
+    let cases: Vec<Case> = vec![
         ("POST", "/v1/volumes".into(), json_type, b"{not json".to_vec(), 400),
         ("POST", "/v1/volumes".into(), json_type, b"".to_vec(), 400),
         ("POST", "/v1/volumes".into(), json_type, vec![0xff, 0xfe, 0x00], 400),
