@@ -24,6 +24,17 @@ pub struct Pool {
     pub free_bytes: u64,
     pub extent_bytes: u64,
     pub volumes: usize,
+    /// `online`, or `failed` (the node could not open it: its volumes are not served and
+    /// every figure is 0). Nodes older than the field are online.
+    #[serde(default = "online")]
+    pub state: String,
+    /// Why a failed pool could not be opened.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+fn online() -> String {
+    String::from("online")
 }
 
 /// A node's access list for a volume.

@@ -47,15 +47,19 @@ pub enum Step {
     CloseAnyHost,
 }
 
-/// What to do for one volume, given what its node has (`None`: nothing of that name).
-pub fn plan(r: &VolumeRecord, nv: Option<&NodeVolume>) -> Vec<Step> {
+/// What to do for one volume, given what its node has (`None`: nothing of that name) and,
+/// when the node reports the volume's pool failed, why.
+pub fn plan(r: &VolumeRecord, nv: Option<&NodeVolume>, pool_failed: Option<&str>) -> Vec<Step> {
     match r.phase {
         Phase::Creating => return vec![Step::FinishCreate],
         Phase::Deleting => return vec![Step::FinishDelete],
         Phase::Ready => {}
     }
     let trouble = match nv {
-        None => Some(format!("missing on node {}", r.placement.node)),
+        None => Some(match pool_failed {
+            Some(why) => format!("pool {} on node {} failed: {why}", r.placement.pool, r.placement.node),
+            None => format!("missing on node {}", r.placement.node),
+        }),
         Some(nv) if nv.state != "ready" => Some(format!("node {} is deleting it", r.placement.node)),
         Some(nv) if r.node_volume_id.as_deref() != Some(nv.id.as_str()) => Some(format!(
             "node {} holds another volume of its name (id {}, expected {})",
@@ -183,12 +187,18 @@ fn node_pass(service: &Service, node: &NodeRecord) {
         }
     }
     let by_name: BTreeMap<&str, &NodeVolume> = observation.volumes.iter().map(|v| (v.name.as_str(), v)).collect();
+    let failed: BTreeMap<&str, &str> = observation
+        .pools
+        .iter()
+        .filter(|p| p.state == "failed")
+        .map(|p| (p.name.as_str(), p.error.as_deref().unwrap_or("no reason given")))
+        .collect();
     let mut changed = false;
     for v in before.iter().filter(|v| v.record.placement.node == node.name) {
         if !service.leadership.is_leader() {
             return;
         }
-        changed |= volume_pass(service, node, v, &by_name);
+        changed |= volume_pass(service, node, v, &by_name, &failed);
     }
     if changed {
         service.refresh(node);
@@ -201,6 +211,7 @@ fn volume_pass(
     node: &NodeRecord,
     seen: &Versioned<VolumeRecord>,
     by_name: &BTreeMap<&str, &NodeVolume>,
+    failed_pools: &BTreeMap<&str, &str>,
 ) -> bool {
     let name = seen.record.name.as_str();
     let Some(_g) = service.locks.try_lock(&format!("volume/{name}")) else { return false };
@@ -213,7 +224,12 @@ fn volume_pass(
             return false;
         }
     };
-    let steps = plan(&current.record, by_name.get(current.record.node_volume_name().as_str()).copied());
+    let r = &current.record;
+    let steps = plan(
+        r,
+        by_name.get(r.node_volume_name().as_str()).copied(),
+        failed_pools.get(r.placement.pool.as_str()).copied(),
+    );
     let mut acted = false;
     for step in steps {
         service.counters.actions.fetch_add(1, Ordering::Relaxed);
@@ -341,43 +357,50 @@ mod tests {
     #[test]
     fn intents_are_finished_whatever_the_node_has() {
         for nv in [None, Some(node_volume(4 << 20, &[], false))] {
-            assert_eq!(plan(&record(Phase::Creating, &[], None), nv.as_ref()), [Step::FinishCreate]);
-            assert_eq!(plan(&record(Phase::Deleting, &[H1], None), nv.as_ref()), [Step::FinishDelete]);
+            assert_eq!(plan(&record(Phase::Creating, &[], None), nv.as_ref(), None), [Step::FinishCreate]);
+            assert_eq!(plan(&record(Phase::Deleting, &[H1], None), nv.as_ref(), None), [Step::FinishDelete]);
         }
     }
 
     #[test]
     fn in_line_means_nothing_to_do() {
         let r = record(Phase::Ready, &[H1], None);
-        assert_eq!(plan(&r, Some(&node_volume(4 << 20, &[H1], false))), []);
+        assert_eq!(plan(&r, Some(&node_volume(4 << 20, &[H1], false)), None), []);
     }
 
     #[test]
     fn missing_or_replaced_volumes_are_degraded_never_recreated() {
         let r = record(Phase::Ready, &[H1], None);
-        let steps = plan(&r, None);
+        let steps = plan(&r, None, None);
         assert_eq!(
             steps,
             [Step::Record { degraded: Some("missing on node n1".into()), capacity_bytes: 4 << 20 }],
             "no create, no host change"
         );
+        // A pool the node could not open: the reason says so; a volume found again is fine.
+        let failed = plan(&r, None, Some("device gone"));
+        assert!(
+            matches!(&failed[..], [Step::Record { degraded: Some(why), .. }] if why == "pool p1 on node n1 failed: device gone"),
+            "{failed:?}"
+        );
+        assert_eq!(plan(&r, Some(&node_volume(4 << 20, &[H1], false)), Some("device gone")), []);
         // Once recorded, nothing more.
-        assert_eq!(plan(&record(Phase::Ready, &[H1], Some("missing on node n1")), None), []);
+        assert_eq!(plan(&record(Phase::Ready, &[H1], Some("missing on node n1")), None, None), []);
         let mut other = node_volume(4 << 20, &[], false);
         other.id = "other".into();
         assert!(
-            matches!(&plan(&r, Some(&other))[..], [Step::Record { degraded: Some(why), .. }] if why.contains("another volume"))
+            matches!(&plan(&r, Some(&other), None)[..], [Step::Record { degraded: Some(why), .. }] if why.contains("another volume"))
         );
         let mut deleting = node_volume(4 << 20, &[H1], false);
         deleting.state = "deleting".into();
-        assert!(matches!(&plan(&r, Some(&deleting))[..], [Step::Record { degraded: Some(_), .. }]));
+        assert!(matches!(&plan(&r, Some(&deleting), None)[..], [Step::Record { degraded: Some(_), .. }]));
     }
 
     #[test]
     fn back_in_line_clears_degraded() {
         let r = record(Phase::Ready, &[H1], Some("missing on node n1"));
         assert_eq!(
-            plan(&r, Some(&node_volume(4 << 20, &[H1], false))),
+            plan(&r, Some(&node_volume(4 << 20, &[H1], false)), None),
             [Step::Record { degraded: None, capacity_bytes: 4 << 20 }]
         );
     }
@@ -386,12 +409,12 @@ mod tests {
     fn hosts_size_and_openness_are_driven_to_the_record() {
         let mut r = record(Phase::Ready, &[H1], None);
         r.size_bytes = 8 << 20;
-        let steps = plan(&r, Some(&node_volume(4 << 20, &[H2], true)));
+        let steps = plan(&r, Some(&node_volume(4 << 20, &[H2], true)), None);
         assert_eq!(steps, [Step::Grow(8 << 20), Step::Allow(H1.into()), Step::Revoke(H2.into()), Step::CloseAnyHost]);
         // The node rounded up: its capacity is recorded.
         let r = record(Phase::Ready, &[], None);
         assert_eq!(
-            plan(&r, Some(&node_volume(5 << 20, &[], false))),
+            plan(&r, Some(&node_volume(5 << 20, &[], false)), None),
             [Step::Record { degraded: None, capacity_bytes: 5 << 20 }]
         );
     }

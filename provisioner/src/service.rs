@@ -156,6 +156,11 @@ pub struct PoolView {
     pub capacity_bytes: u64,
     pub free_bytes: u64,
     pub volumes: usize,
+    /// `online`, or `failed`: the node could not open the pool (see `error`); its volumes
+    /// are not served and show as degraded.
+    #[schema(example = "online")]
+    pub state: String,
+    pub error: Option<String>,
 }
 
 /// A node: registration, health, capacity.
@@ -504,6 +509,8 @@ impl Service {
                         capacity_bytes: p.capacity_bytes,
                         free_bytes: p.free_bytes,
                         volumes: p.volumes,
+                        state: p.state.clone(),
+                        error: p.error.clone(),
                     })
                     .collect()
             })

@@ -190,3 +190,94 @@ fn nodes_are_registered_checked_labelled_drained_and_removed() {
     assert_eq!(p.volumes(), Vec::<Value>::new());
     assert_eq!(n2.volumes().len(), 1, "a forced removal leaves the node's data alone");
 }
+
+/// Whatever arrives, the answer is a JSON error with a code and a message, and the provisioner
+/// lives on.
+#[test]
+fn garbage_gets_json_errors_never_a_crash() {
+    let node = Node::start(64, false);
+    let mut p = Provisioner::start(Options::default());
+    p.register("n1", &node, json!({}));
+    let url = p.url();
+    let raw = |method: &str, path: &str, content_type: Option<&str>, body: &[u8]| -> (u16, Value) {
+        let target = format!("{url}{path}");
+        let auth = format!("Bearer {ADMIN}");
+        let response = match method {
+            "GET" => p.agent.get(&target).header("Authorization", &auth).call(),
+            "DELETE" => p.agent.delete(&target).header("Authorization", &auth).call(),
+            _ => {
+                let mut req = match method {
+                    "POST" => p.agent.post(&target),
+                    "PUT" => p.agent.put(&target),
+                    _ => p.agent.patch(&target),
+                }
+                .header("Authorization", &auth);
+                if let Some(t) = content_type {
+                    req = req.header("Content-Type", t);
+                }
+                req.send(body)
+            }
+        }
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = response.status().as_u16();
+        let text = response.into_body().read_to_string().unwrap();
+        (status, serde_json::from_str(&text).unwrap_or_else(|_| panic!("{method} {path}: not JSON: {text}")))
+    };
+    let json_type = Some("application/json");
+    // method, path, content type, body, the status wanted.
+    type Case<'a> = (&'a str, String, Option<&'a str>, Vec<u8>, u16);
+    let cases: Vec<Case> = vec![
+        ("POST", "/v1/volumes".into(), json_type, b"{not json".to_vec(), 400),
+        ("POST", "/v1/volumes".into(), json_type, b"".to_vec(), 400),
+        ("POST", "/v1/volumes".into(), json_type, vec![0xff, 0xfe, 0x00], 400),
+        ("POST", "/v1/volumes".into(), Some("text/plain"), b"{}".to_vec(), 415),
+        ("POST", "/v1/volumes".into(), None, b"{}".to_vec(), 415),
+        ("POST", "/v1/volumes".into(), json_type, br#"{"name":"a","size_bytes":-1}"#.to_vec(), 400),
+        ("POST", "/v1/volumes".into(), json_type, br#"{"name":"a","size_bytes":1e30}"#.to_vec(), 400),
+        ("POST", "/v1/volumes".into(), json_type, br#"{"name":"a","size_bytes":18446744073709551615}"#.to_vec(), 400),
+        ("POST", "/v1/volumes".into(), json_type, br#"{"name":"\u00e9t\u00e9","size_bytes":1}"#.to_vec(), 400),
+        ("POST", "/v1/volumes".into(), json_type, br#"{"name":"a","size_bytes":1,"labels":{"k":"v w"}}"#.to_vec(), 400),
+        ("POST", "/v1/volumes".into(), json_type, br#"[1,2,3]"#.to_vec(), 400),
+        (
+            "POST",
+            "/v1/volumes".into(),
+            json_type,
+            br#"{"name":"a","size_bytes":1,"requirements":{"node":"../x"}}"#.to_vec(),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/nodes".into(),
+            json_type,
+            br#"{"name":"n2","url":"http://127.0.0.1:1","token":"short"}"#.to_vec(),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/nodes".into(),
+            json_type,
+            br#"{"name":"n2","url":"file:///etc/passwd","token":"0123456789abcdef"}"#.to_vec(),
+            400,
+        ),
+        ("PATCH", "/v1/volumes/none".into(), json_type, br#"{"size_bytes":"big"}"#.to_vec(), 400),
+        ("PATCH", "/v1/nodes/n1".into(), json_type, br#"{"labels":{"":"x"}}"#.to_vec(), 400),
+        ("PATCH", "/v1/nodes/n1".into(), json_type, br#"{"url":"http://a/b/c"}"#.to_vec(), 400),
+        ("PUT", "/v1/volumes/none/hosts/nqn.x%20y".into(), None, vec![], 400),
+        ("PUT", "/v1/volumes/%ff/hosts/nqn.2014-08.org.nvmexpress:uuid:1".into(), None, vec![], 400),
+        ("GET", "/v1/volumes?limit=-1".into(), None, vec![], 400),
+        ("GET", "/v1/volumes?limit=99999999999999999999999".into(), None, vec![], 400),
+        ("GET", "/v1/volumes?colour=red".into(), None, vec![], 400),
+        ("GET", "/v1/volumes?label=nokey".into(), None, vec![], 400),
+        ("DELETE", "/v1/volumes/x?force=maybe".into(), None, vec![], 400),
+        ("DELETE", "/v1/nodes/n1?force=2".into(), None, vec![], 400),
+        ("GET", format!("/v1/volumes/{}", "x".repeat(3000)), None, vec![], 404),
+    ];
+    for (method, path, content_type, body, status) in cases {
+        let (got, v) = raw(method, &path, content_type, &body);
+        assert_eq!(got, status, "{method} {path} {:?}: {v}", String::from_utf8_lossy(&body));
+        assert!(v["code"].as_str().is_some_and(|c| !c.is_empty()), "{method} {path}: {v}");
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{method} {path}: {v}");
+    }
+    assert!(p.is_running(), "the provisioner lives on");
+    p.expect("GET", "/v1/nodes/n1", None, 200);
+}

@@ -142,3 +142,53 @@ fn a_node_down_and_back_converges_and_missing_volumes_are_degraded_never_recreat
     p.eventually(WITHIN, "a few more passes", || passes(&p) >= seen + 3);
     assert!(a.volume_named(stray).is_some(), "an orphan is never deleted blindly");
 }
+
+/// A pool added through a node's API whose file is gone at the node's next start is reported
+/// failed by the node: its volumes show as degraded with that reason, the other pool's stay
+/// ready and take new volumes, and once the file is back they are ready again.
+#[test]
+fn a_pool_its_node_cannot_open_degrades_its_volumes_until_it_is_back() {
+    let mut a = Node::start(64, false);
+    let p = Provisioner::start(Options::default());
+    p.register("a", &a, json!({}));
+    let image = a.dir.path().join("data/p2.img");
+    let (status, body) =
+        a.call("POST", "/v1/pools", Some(&json!({"name": "p2", "path": image, "size_bytes": 32 * MIB})));
+    assert_eq!(status, 201, "{body}");
+    p.eventually(WITHIN, "the provisioner sees pool p2", || {
+        p.expect("GET", "/v1/nodes/a", None, 200)["pools"].as_array().unwrap().len() == 2
+    });
+    let (status, v) = p.create("on-p2", 2 * MIB, json!({"requirements": {"pool": "p2"}}));
+    assert_eq!(status, 201, "{v}");
+    let (status, v) = p.create("on-p1", 2 * MIB, json!({"requirements": {"pool": "p1"}}));
+    assert_eq!(status, 201, "{v}");
+
+    a.kill();
+    let aside = a.dir.path().join("data/p2.aside");
+    std::fs::rename(&image, &aside).unwrap();
+    a.start_again();
+    p.eventually(WITHIN, "on-p2 is degraded because its pool failed", || {
+        let v = p.expect("GET", "/v1/volumes/on-p2", None, 200);
+        v["state"] == "degraded"
+            && v["degraded_reason"].as_str().is_some_and(|r| r.starts_with("pool p2 on node a failed"))
+    });
+    assert_eq!(p.expect("GET", "/v1/volumes/on-p1", None, 200)["state"], "ready");
+    let node = p.expect("GET", "/v1/nodes/a", None, 200);
+    let p2 = node["pools"].as_array().unwrap().iter().find(|x| x["name"] == "p2").unwrap().clone();
+    assert_eq!(p2["state"], "failed", "{node}");
+    assert!(p2["error"].as_str().is_some_and(|e| !e.is_empty()), "{node}");
+    // New volumes go to the pool that works.
+    let (status, v) = p.create("new", MIB, json!({}));
+    assert_eq!((status, v["pool"].as_str()), (201, Some("p1")), "{v}");
+
+    // The file is back and the node opens it again: ready, and nothing was recreated.
+    std::fs::rename(&aside, &image).unwrap();
+    let (status, body) =
+        a.call("POST", "/v1/pools", Some(&json!({"name": "p2", "path": image, "size_bytes": 32 * MIB})));
+    assert!(status < 300, "{body}");
+    p.eventually(WITHIN, "on-p2 is ready again", || {
+        p.expect("GET", "/v1/volumes/on-p2", None, 200)["state"] == "ready"
+    });
+    let v = p.expect("GET", "/v1/volumes/on-p2", None, 200);
+    assert_eq!(node_volume(&a, &v).unwrap()["pool"], "p2");
+}

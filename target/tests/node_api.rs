@@ -462,6 +462,9 @@ fn a_failed_pool_leaves_the_others_serving_and_comes_back() {
     );
     node.expect_error("POST", "/v1/pools", Some(&json!({"name": "p2", "path": p2})), 422, "device_missing");
     assert_eq!(node.expect("GET", "/v1/pools/p2", None, 200)["state"], "failed");
+    node.expect_error("DELETE", "/v1/pools/p2", None, 409, "pool_failed");
+    node.expect_error("DELETE", "/v1/pools/p1", None, 409, "configured_pool");
+    node.expect_error("DELETE", "/v1/pools/nope", None, 404, "pool_not_found");
 
     // The device is back: adding the pool again opens it, and its volume serves its host.
     std::fs::rename(&away, &p2).unwrap();
@@ -472,4 +475,26 @@ fn a_failed_pool_leaves_the_others_serving_and_comes_back() {
     node.restart();
     assert_eq!(node.expect("GET", "/v1/health", None, 200)["status"], "ok");
     admin_connect(&node, &host, on_p2["nqn"].as_str().unwrap()).expect("and after a restart");
+
+    // Removing pools: only an empty one; its label stays, so adding it again opens it.
+    node.expect_error("DELETE", "/v1/pools/p2", None, 409, "pool_not_empty");
+    node.expect("DELETE", &format!("/v1/volumes/{}?force=true", on_p2["id"].as_str().unwrap()), None, 204);
+    let id = node.expect("GET", "/v1/pools/p2", None, 200)["id"].clone();
+    node.expect("DELETE", "/v1/pools/p2", None, 204);
+    node.expect_error("GET", "/v1/pools/p2", None, 404, "pool_not_found");
+    let p3 = node.data("p3.img");
+    node.expect("POST", "/v1/pools", Some(&json!({"name": "p3", "path": p3, "size_bytes": 32 * MIB})), 201);
+    node.restart_with(|| std::fs::remove_file(&p3).unwrap());
+    let names = |node: &Node| -> Vec<String> {
+        let pools = node.expect("GET", "/v1/pools", None, 200);
+        pools.as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(names(&node), ["p1", "p3"], "p2 is not opened any more");
+    // A failed pool given up on: forgotten with force.
+    node.expect("DELETE", "/v1/pools/p3?force=true", None, 204);
+    assert_eq!(node.expect("GET", "/v1/health", None, 200)["status"], "ok");
+    let again = node.expect("POST", "/v1/pools", Some(&json!({"name": "p2", "path": p2})), 201);
+    assert_eq!((&again["id"], again["volumes"].as_u64()), (&id, Some(0)), "the same pool, opened again");
+    node.restart();
+    assert_eq!(names(&node), ["p1", "p2"]);
 }

@@ -91,6 +91,8 @@ fn node_status(error: &NodeError) -> (StatusCode, &'static str) {
         NodeError::BadHostNqn { .. } => (S::BAD_REQUEST, "invalid_host_nqn"),
         NodeError::PoolExists(_) => (S::CONFLICT, "pool_exists"),
         NodeError::PoolFailed { .. } => (S::CONFLICT, "pool_failed"),
+        NodeError::PoolNotEmpty { .. } => (S::CONFLICT, "pool_not_empty"),
+        NodeError::ConfiguredPool(_) => (S::CONFLICT, "configured_pool"),
         NodeError::PathInUse { .. } => (S::CONFLICT, "device_in_use"),
         NodeError::OtherPool { .. } => (S::CONFLICT, "foreign_device"),
         NodeError::MissingDevice(_) => (S::UNPROCESSABLE_ENTITY, "device_missing"),

@@ -141,6 +141,41 @@ pub async fn get_pool(
     Ok(Json(blocking(&state, move |node| node.get_pool(&name)).await?))
 }
 
+/// `DELETE /v1/pools/{name}` options.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RemovePoolParams {
+    /// Forget a failed pool (one that could not be opened): its volumes, unknown while it
+    /// cannot be read, are given up on this node.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Removes a pool added through the API from the node: it is closed and no longer opened at
+/// start-up. Its label stays on the device (adding it again opens it with its volumes). A pool
+/// that holds volumes is refused (delete them first); a failed pool needs `force=true`; a pool
+/// of the configuration file is removed there.
+#[utoipa::path(delete, path = "/v1/pools/{name}", tag = "pools",
+    params(("name" = String, Path, description = "The pool's name"), RemovePoolParams),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The pool holds volumes, failed (force), or is in the configuration file", body = ErrorBody),
+    ))]
+pub async fn remove_pool(
+    State(state): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<RemovePoolParams>, QueryRejection>,
+) -> Result<StatusCode, ApiError> {
+    let name = path_param(path)?;
+    let Query(params) = query?;
+    blocking(&state, move |node| node.remove_pool(&name, params.force)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 // -- volumes --------------------------------------------------------------------------------
 
 /// Every volume of the node, by name.

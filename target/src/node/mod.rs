@@ -898,6 +898,41 @@ impl Node {
         Ok(view)
     }
 
+    /// Closes a pool added through the API and forgets it (see `DELETE /v1/pools/{name}`).
+    /// Its label stays: adding the device again opens it.
+    pub fn remove_pool(&self, name: &str, force: bool) -> Result<()> {
+        let mut inner = self.lock();
+        let from_config = match (inner.pools.get(name), inner.failed.get(name)) {
+            (Some(e), _) => {
+                let volumes = e.pool.volumes().len();
+                if !e.from_config && volumes > 0 {
+                    return Err(NodeError::PoolNotEmpty { name: name.to_owned(), volumes });
+                }
+                e.from_config
+            }
+            (None, Some(f)) => {
+                if !f.from_config && !force {
+                    return Err(NodeError::PoolFailed { name: name.to_owned(), error: f.error.clone() });
+                }
+                f.from_config
+            }
+            (None, None) => return Err(NodeError::PoolNotFound(name.to_owned())),
+        };
+        if from_config {
+            return Err(NodeError::ConfiguredPool(name.to_owned()));
+        }
+        let mut next = inner.state.clone();
+        next.pools.retain(|p| p.name != name);
+        self.save(&mut inner, next)?;
+        let path = match (inner.pools.remove(name), inner.failed.remove(name)) {
+            (Some(e), _) => e.path,
+            (None, Some(f)) => f.path,
+            (None, None) => unreachable!("found above"),
+        };
+        tracing::info!(pool = %name, path = %path.display(), "pool removed from the node");
+        Ok(())
+    }
+
     /// Opens a pool that failed at start-up again and serves its volumes. It is in the state
     /// file (or the configuration) already; a failure leaves it failed, with the new reason.
     fn retry_failed_pool(&self, inner: &mut Inner, name: &str) -> Result<PoolInfoView> {

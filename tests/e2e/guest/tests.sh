@@ -867,3 +867,45 @@ test_csi_xfs() {
     csi unstage id=vol-xfs staging=/run/stage/vol-xfs
     csi_gone 3
 }
+
+# ---------------------------------------------------------------------------------------------
+# A volume made by fabriq-provisioner (the runner's provisioner phase, lib/prov.sh): the runner
+# registers a node, creates one volume through the provisioner and publishes it to this host;
+# e2e.vols carries what the publication said (one entry, the format above). These tests run
+# in this order in one guest: prov_refused unpublishes this host at its end.
+
+# prov_fio: the published volume connects with exactly what the provisioner answered, is a
+# disk of the size and block size asked for, and takes checksummed writes that read back,
+# also after a disconnect and a new connection.
+test_prov_fio() {
+    vols_required
+    local spec=${VOLS%% *} dev
+    vol_connect "$spec"
+    dev=$(vol_dev "$spec")
+    expect_eq "block size" "$(cat "/sys/block/${dev#/dev/}/queue/logical_block_size")" "$(vol_field "$spec" 5)"
+    expect_eq "size in MiB" "$(vol_mib "$dev")" "$(vol_field "$spec" 6)"
+    vol_fio "$dev" 301 $VOL_BEFORE_OFFSET_MIB $VOL_BEFORE_MIB
+    run nvme disconnect -n "$(vol_field "$spec" 4)"
+    vol_connect "$spec"
+    vol_fio "$(vol_dev "$spec")" 301 $VOL_BEFORE_OFFSET_MIB $VOL_BEFORE_MIB --verify_only
+}
+
+# prov_refused: a host the volume was never published to is refused (Connect Invalid Host) and
+# sees no volume in the discovery log; then the runner unpublishes this host through the
+# provisioner, and this host is refused too.
+test_prov_refused() {
+    vols_required
+    local stranger=nqn.2014-08.org.nvmexpress:uuid:7e57e57e-0000-4000-8000-000000000055
+    local spec=${VOLS%% *} nqn
+    nqn=$(vol_field "$spec" 4)
+    refused "$nqn" "Connect for subsystem $nqn is not allowed, hostnqn: $stranger" --hostnqn "$stranger"
+    run nvme discover -t tcp -a "$ADDR" -s "$DPORT" --hostnqn "$stranger" >/tmp/disc.txt
+    ! grep -q 'vol:' /tmp/disc.txt || fail "the discovery log shows the volume to a host it was not published to"
+    run nvme discover -t tcp -a "$ADDR" -s "$DPORT" >/tmp/disc.txt
+    grep -q "$nqn" /tmp/disc.txt || fail "the discovery log does not show the volume to the host it was published to"
+    host_action unpublish
+    refused "$nqn" "Connect for subsystem $nqn is not allowed, hostnqn: $HOSTNQN"
+    for c in /sys/class/nvme/nvme*; do
+        [ ! -e "$c" ] || fail "a controller remains after the refused connects: ${c##*/}"
+    done
+}
