@@ -345,8 +345,11 @@ impl Logic {
             labels.insert(keys::FS_TYPE_LABEL.to_owned(), fs.clone());
         }
         for (k, v) in &params.k8s {
-            // Only what the provisioner takes as a label (values of at most 63 characters).
-            if k.len() <= 63 && v.len() <= 63 && v.bytes().all(|b| b.is_ascii_graphic()) {
+            // Only what the provisioner takes as a label: keys of 1 to 63 of `a-z0-9-_./`,
+            // values of at most 63 printable characters. The rest is informational only.
+            let key_ok = k.len() <= 63
+                && k.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_./".contains(&b));
+            if key_ok && v.len() <= 63 && v.bytes().all(|b| b.is_ascii_graphic()) {
                 labels.insert(k.clone(), v.clone());
             }
         }

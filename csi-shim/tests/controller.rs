@@ -118,6 +118,10 @@ async fn volume_lifecycle_against_a_real_provisioner() {
     // Topology: requisite zone b lands on b and says so; a zone nobody has is exhausted.
     let mut r = create("pvc-zone-b", MIB);
     r.parameters.insert("fsType".into(), "xfs".into());
+    // What csi-provisioner adds (--extra-create-metadata) is accepted.
+    r.parameters.insert("csi.storage.k8s.io/pvc/name".into(), "data-web-0".into());
+    r.parameters.insert("csi.storage.k8s.io/pvc/namespace".into(), "default".into());
+    r.parameters.insert("csi.storage.k8s.io/pv/name".into(), "pvc-zone-b".into());
     r.volume_capabilities = vec![mount("", Mode::SingleNodeWriter)];
     r.accessibility_requirements = Some(TopologyRequirement { requisite: vec![zone("b")], preferred: vec![zone("b")] });
     let vb = ctl.create_volume(r).await.unwrap().into_inner().volume.unwrap();
@@ -201,6 +205,20 @@ async fn volume_lifecycle_against_a_real_provisioner() {
     assert_eq!(again.unwrap().into_inner().publish_context, want);
     let (_, hosts) = p.call("GET", &format!("/v1/volumes/{}/hosts", v1.volume_id), None);
     assert_eq!(hosts["hosts"], json!([HOST1]));
+    let got = ctl
+        .controller_get_volume(ControllerGetVolumeRequest { volume_id: v1.volume_id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    let status = got.status.unwrap();
+    assert_eq!(status.published_node_ids, vec![HOST1.to_owned()]);
+    assert!(!status.volume_condition.unwrap().abnormal);
+    assert_eq!(got.volume.unwrap().volume_id, v1.volume_id);
+    failed(
+        ctl.controller_get_volume(ControllerGetVolumeRequest { volume_id: ghost.into() }).await,
+        Code::NotFound,
+        ghost,
+    );
     // A single-node volume published elsewhere; unknown volume; a node id that is no NQN.
     let other =
         ctl.controller_publish_volume(publish(&v1.volume_id, HOST2, mount("ext4", Mode::SingleNodeWriter))).await;
