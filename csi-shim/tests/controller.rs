@@ -367,3 +367,60 @@ async fn probe_is_not_ready_when_the_provisioner_is_unreachable() {
     failed(ctl.create_volume(create("pvc-x", MIB)).await, Code::Unavailable, "token");
     assert_eq!(id.probe(ProbeRequest {}).await.unwrap().into_inner().ready, Some(false));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_of_one_name_make_one_volume_and_the_environment_configures() {
+    let a = Node::start(64);
+    let p = Provisioner::start();
+    p.register("a", &a, json!({}));
+    // URL and token from the environment, as a Secret's keys would be handed to the container.
+    let url = p.url();
+    let driver = Driver::start_with_env(
+        &["--mode", "controller"],
+        None,
+        &[("FABRIQ_PROVISIONER_URL", &url), ("FABRIQ_PROVISIONER_TOKEN", TOKEN)],
+    );
+    let (mut id, ctl) = clients(&driver.socket).await;
+    assert_eq!(id.probe(ProbeRequest {}).await.unwrap().into_inner().ready, Some(true));
+    // A CO that lost track retries at once: every answer is the one volume, or ABORTED
+    // while another call for the name runs (the CO retries those).
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let mut ctl = ctl.clone();
+            tokio::spawn(async move { ctl.create_volume(create("pvc-race", 2 * MIB)).await })
+        })
+        .collect();
+    let mut ids = std::collections::BTreeSet::new();
+    for c in calls {
+        match c.await.unwrap() {
+            Ok(r) => {
+                ids.insert(r.into_inner().volume.unwrap().volume_id);
+            }
+            Err(s) => assert_eq!(s.code(), Code::Aborted, "{s:?}"),
+        }
+    }
+    let mut ctl = ctl;
+    let v = ctl.create_volume(create("pvc-race", 2 * MIB)).await.unwrap().into_inner().volume.unwrap();
+    ids.insert(v.volume_id.clone());
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let (_, page) = p.call("GET", "/v1/volumes", None);
+    assert_eq!(page["volumes"].as_array().unwrap().len(), 1, "{page}");
+    // The same for deletes.
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let mut ctl = ctl.clone();
+            let vid = v.volume_id.clone();
+            tokio::spawn(async move {
+                ctl.delete_volume(DeleteVolumeRequest { volume_id: vid, ..Default::default() }).await
+            })
+        })
+        .collect();
+    for c in calls {
+        if let Err(s) = c.await.unwrap() {
+            assert_eq!(s.code(), Code::Aborted, "{s:?}");
+        }
+    }
+    ctl.delete_volume(DeleteVolumeRequest { volume_id: v.volume_id.clone(), ..Default::default() }).await.unwrap();
+    let (_, page) = p.call("GET", "/v1/volumes", None);
+    assert_eq!(page["volumes"], json!([]));
+}

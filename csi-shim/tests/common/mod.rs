@@ -233,10 +233,18 @@ pub struct Driver {
 impl Driver {
     /// `args` after `--endpoint`; the token file is written when `token` is given.
     pub fn start(args: &[&str], token: Option<&str>) -> Driver {
+        Driver::start_with_env(args, token, &[])
+    }
+
+    /// [`Driver::start`] with environment variables (the flags' `FABRIQ_*` names).
+    pub fn start_with_env(args: &[&str], token: Option<&str>, env: &[(&str, &str)]) -> Driver {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("csi/csi.sock");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_fabriq-csi"));
         cmd.arg("--endpoint").arg(format!("unix://{}", socket.display())).args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         if let Some(t) = token {
             let file = dir.path().join("token");
             std::fs::write(&file, format!("{t}\n")).unwrap();
