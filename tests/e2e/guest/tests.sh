@@ -817,7 +817,8 @@ test_csi_ext4() {
 
 # csi_block: volume 2 as a raw block device: published as a device file (twice, as two pods
 # of one node may), data written through one file reads back from the other and after a new
-# stage; NodeExpandVolume after a grow reports the new size.
+# stage; NodeExpandVolume after a grow reports the new size; after the host is revoked the
+# stats say abnormal, and unpublish and unstage still clean up.
 test_csi_block() {
     csi_required
     csi_start
@@ -852,6 +853,17 @@ test_csi_block() {
     out=$(csi2 expand id=$id path=$a block=1 required=$((grown_mib * 1048576)))
     expect_eq "NodeExpandVolume capacity_bytes" "$(csi_field capacity_bytes "$out")" $((grown_mib * 1048576))
     expect_eq "device size (MiB)" "$(vol_mib "$(vol_dev "$spec")")" "$grown_mib"
+    # The runner takes this host off the volume's allow list: the target drops the
+    # connection and refuses the reconnects, and the volume's stats say it is abnormal.
+    host_action revoke 2
+    for _ in $(seq 200); do
+        out=$(csi stats id=$id path=$a)
+        [ "$(csi_field abnormal "$out")" = true ] && break
+        sleep 0.1
+    done
+    echo "$out"
+    expect_eq "abnormal after the revoke" "$(csi_field abnormal "$out")" true
+    # Unpublish and unstage still clean up: the controller that keeps reconnecting goes.
     csi2 unpublish id=$id target=$a
     csi2 unstage id=$id staging=$stage
     csi_gone 2
