@@ -229,6 +229,13 @@ impl Node {
         self.spawn();
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, ...) to this node's process, by its PID.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the node runs");
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status().unwrap();
+        assert!(status.success(), "kill -{signal} {}", child.id());
+    }
+
     /// A call to the node API with its token; panics if the node does not answer.
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
         http(&self.agent, method, &format!("{}{path}", self.url()), Some(&self.token), body)
