@@ -252,6 +252,7 @@ impl DataPlane {
         }
         let inboxes: Arc<[Arc<Inbox>]> = inboxes.into();
         let heartbeats: Arc<[AtomicU64]> = (0..n).map(|_| AtomicU64::new(0)).collect();
+        let loads: Arc<[crate::reactor::Load]> = (0..n).map(|_| crate::reactor::Load::default()).collect();
         // The largest class holds a whole transfer and also each connection's receive staging
         // buffer, which is larger than a small MDTS.
         let largest_bytes = (section.mdts_bytes as usize).max(STAGING_BYTES);
@@ -264,6 +265,7 @@ impl DataPlane {
                 target: Arc::clone(target),
                 inboxes: Arc::clone(&inboxes),
                 heartbeats: Arc::clone(&heartbeats),
+                loads: Arc::clone(&loads),
                 #[cfg(feature = "rdma")]
                 rdma: if id == 0 { rdma.take() } else { None },
                 pool: layout.clone(),
