@@ -281,3 +281,25 @@ fn garbage_gets_json_errors_never_a_crash() {
     assert!(p.is_running(), "the provisioner lives on");
     p.expect("GET", "/v1/nodes/n1", None, 200);
 }
+
+/// A request that outlives `request_timeout_ms` is answered `503 timeout` (saying the
+/// operation may still complete), and the change it recorded is applied once the node answers.
+#[test]
+fn a_request_stuck_on_a_frozen_node_times_out_and_completes_later() {
+    let node = Node::start(64, false);
+    let p = Provisioner::start(Options { extra_api: String::from("request_timeout_ms = 500"), ..Options::default() });
+    p.register("n1", &node, json!({}));
+    let (status, v) = p.create("v", MIB, json!({}));
+    assert_eq!(status, 201, "{v}");
+    // SIGSTOP: the node's sockets accept, but nothing answers.
+    node.signal("STOP");
+    let v = p.expect_error("PUT", &format!("/v1/volumes/v/hosts/{HOST1}"), None, 503, "timeout");
+    assert!(v["message"].as_str().unwrap().contains("may still complete"), "{v}");
+    // Reads that need no node still answer.
+    assert_eq!(p.expect("GET", "/v1/volumes/v", None, 200)["hosts"], json!([HOST1]));
+    node.signal("CONT");
+    p.eventually(std::time::Duration::from_secs(20), "the host reaches the node's allow list", || {
+        node.volume_named(&format!("fabriq-{}", p.expect("GET", "/v1/volumes/v", None, 200)["id"].as_str().unwrap()))
+            .is_some_and(|nv| nv["access"]["hosts"] == json!([HOST1]))
+    });
+}

@@ -156,3 +156,73 @@ fn a_leader_frozen_past_its_lease_is_fenced_when_it_wakes() {
     assert_eq!(all, ["before", "by-new-leader"]);
     assert_eq!(a.volumes().len(), 2, "no stale write reached the node");
 }
+
+/// A client creating volumes the way the CSI driver does (retrying each name until it is
+/// acknowledged, following `421` to the leader) while the leader is SIGKILLed: every name it
+/// was told exists is there afterwards, once, and the records and the nodes agree.
+#[test]
+fn creates_retried_across_a_failover_lose_nothing_and_leave_no_orphans() {
+    let etcd = Etcd::start();
+    let a = Node::start(64, false);
+    let b = Node::start(64, false);
+    let mut ps = [Provisioner::start(etcd_options(&etcd)), Provisioner::start(etcd_options(&etcd))];
+    let l = one_leader(&[&ps[0], &ps[1]], Duration::from_secs(30));
+    let f = 1 - l;
+    ps[l].register("a", &a, json!({}));
+    ps[l].register("b", &b, json!({}));
+    let urls = [ps[l].url(), ps[f].url()];
+    let agent = ps[l].agent.clone();
+    let killed = std::sync::atomic::AtomicBool::new(false);
+    let acknowledged: Vec<(String, String)> = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let mut acknowledged = Vec::new();
+            let mut at = 0;
+            let mut after_kill = 0;
+            for i in 0.. {
+                let name = format!("w{i}");
+                let body = json!({"name": name, "size_bytes": MIB});
+                let deadline = Instant::now() + Duration::from_secs(60);
+                // Retry this name until acknowledged: whichever provisioner answers.
+                loop {
+                    assert!(Instant::now() < deadline, "{name} never acknowledged");
+                    match http(&agent, "POST", &format!("{}/v1/volumes", urls[at]), Some(ADMIN), Some(&body)) {
+                        Some((200 | 201, v)) => {
+                            acknowledged.push((name.clone(), v["id"].as_str().unwrap().to_owned()));
+                            break;
+                        }
+                        Some((421, v)) => {
+                            if let Some(i) = urls.iter().position(|u| Some(u.as_str()) == v["leader_url"].as_str()) {
+                                at = i;
+                            }
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                        // The leader died under the call, or a node call was cut: again.
+                        _ => {
+                            at = 1 - at;
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                    }
+                }
+                if killed.load(std::sync::atomic::Ordering::SeqCst) {
+                    after_kill += 1;
+                    if after_kill == 5 {
+                        break;
+                    }
+                }
+            }
+            acknowledged
+        });
+        std::thread::sleep(Duration::from_millis(700));
+        ps[l].kill();
+        killed.store(true, std::sync::atomic::Ordering::SeqCst);
+        writer.join().unwrap()
+    });
+    one_leader(&[&ps[f]], Duration::from_secs(30));
+    let records = agreement(&mut ps[f], &[("a", &a), ("b", &b)]);
+    assert!(acknowledged.len() > 5, "the writer got work done before the kill: {acknowledged:?}");
+    for (name, id) in &acknowledged {
+        let v = records.get(name).unwrap_or_else(|| panic!("acknowledged volume {name} is gone"));
+        assert_eq!(v["id"].as_str(), Some(id.as_str()), "{name} is the volume that was acknowledged");
+    }
+    assert_eq!(records.len(), acknowledged.len(), "no volume nobody asked for");
+}

@@ -9,6 +9,7 @@
 //! - a small blocking HTTP client (ureq) that answers (status, JSON).
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -227,6 +228,13 @@ impl Node {
     pub fn start_again(&mut self) {
         assert!(self.child.is_none());
         self.spawn();
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, ...) to this node's process, by its PID.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the node runs");
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status().unwrap();
+        assert!(status.success(), "kill -{signal} {}", child.id());
     }
 
     /// A call to the node API with its token; panics if the node does not answer.
@@ -517,6 +525,78 @@ impl Drop for Provisioner {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The store and the nodes agree.
+
+/// Waits until the records and the nodes agree (see the module documentation), and returns
+/// the records by name. A provisioner that died meanwhile (a failpoint reached while it
+/// finished what a crash left) is started again.
+pub fn agreement(p: &mut Provisioner, nodes: &[(&str, &Node)]) -> BTreeMap<String, Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if !p.is_running() {
+            p.start_again();
+        }
+        let why = match disagreement(p, nodes) {
+            Ok(records) => return records,
+            Err(why) => why,
+        };
+        assert!(Instant::now() < deadline, "the store and the nodes do not agree: {why}\n{}", p.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn get(p: &Provisioner, path: &str) -> Result<Value, String> {
+    match p.try_call_as(Some(ADMIN), "GET", path, None) {
+        Some((200, v)) => Ok(v),
+        other => Err(format!("GET {path}: {other:?}")),
+    }
+}
+
+fn disagreement(p: &Provisioner, nodes: &[(&str, &Node)]) -> Result<BTreeMap<String, Value>, String> {
+    let page = get(p, "/v1/volumes?limit=1000")?;
+    assert!(page["next_after"].is_null());
+    let records: BTreeMap<String, Value> = page["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["name"].as_str().unwrap().to_owned(), v.clone()))
+        .collect();
+    let by_id: BTreeMap<&str, &Value> = records.values().map(|v| (v["id"].as_str().unwrap(), v)).collect();
+    for v in records.values() {
+        if v["state"] != "ready" {
+            return Err(format!("volume {} is {}", v["name"], v["state"]));
+        }
+    }
+    for (name, node) in nodes {
+        let on_node = node.volumes();
+        for nv in &on_node {
+            let Some(id) = nv["name"].as_str().unwrap().strip_prefix("fabriq-") else { continue };
+            let Some(v) = by_id.get(id) else { return Err(format!("node {name} holds {} with no record", nv["name"])) };
+            if v["node"] != *name {
+                return Err(format!("{} is on node {name}, its record says {}", nv["name"], v["node"]));
+            }
+            if nv["access"]["hosts"] != v["hosts"] || nv["access"]["allow_any_host"] != false {
+                return Err(format!("{}: the node allows {}, the record {}", v["name"], nv["access"], v["hosts"]));
+            }
+            if nv["size_bytes"].as_u64() < v["size_bytes"].as_u64() || nv["nqn"] != v["nqn"] {
+                return Err(format!("{}: the node has {nv}, the record {v}", v["name"]));
+            }
+        }
+        for v in records.values().filter(|v| v["node"] == *name) {
+            let wanted = format!("fabriq-{}", v["id"].as_str().unwrap());
+            if !on_node.iter().any(|nv| nv["name"] == wanted.as_str()) {
+                return Err(format!("the record of {} points at nothing on node {name}", v["name"]));
+            }
+        }
+        let view = get(p, &format!("/v1/nodes/{name}"))?;
+        if view["orphans"] != json!([]) {
+            return Err(format!("node {name} reports orphans {}", view["orphans"]));
+        }
+    }
+    Ok(records)
 }
 
 // ---------------------------------------------------------------------------------------------
