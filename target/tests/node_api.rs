@@ -243,10 +243,23 @@ fn pools_and_listeners() {
     node.expect_error(
         "POST",
         "/v1/listeners",
-        Some(&json!({"transport": "rdma", "address": "127.0.0.1:0"})),
+        Some(&json!({"transport": "ib", "address": "127.0.0.1:0"})),
         400,
         "invalid_listener",
     );
+    // NVMe/RDMA: refused with a reason the operator can act on; without the feature, that the
+    // binary lacks RDMA; with it, that loopback is no RDMA device's address. Nothing is kept.
+    let (code, says) = if cfg!(feature = "rdma") {
+        ("cannot_listen", "cannot listen")
+    } else {
+        ("transport_not_built", "without RDMA")
+    };
+    let (status, refused) =
+        node.call("POST", "/v1/listeners", Some(&json!({"transport": "rdma", "address": "127.0.0.1:0"})));
+    assert_eq!((status, refused["code"].as_str()), (422, Some(code)), "{refused}");
+    assert!(refused["message"].as_str().unwrap().contains(says), "{refused}");
+    let state: Value = serde_json::from_str(&std::fs::read_to_string(node.data("node-state.json")).unwrap()).unwrap();
+    assert!(state["listeners"].as_array().is_none_or(|l| l.is_empty()), "{state}");
     node.expect_error("POST", "/v1/listeners", Some(&json!({"address": "0.0.0.0:4430"})), 400, "invalid_listener");
     node.expect_error("POST", "/v1/listeners", Some(&json!({"address": "localhost:4430"})), 400, "invalid_body");
     node.expect_error("POST", "/v1/listeners", Some(&json!({"address": node.nvme})), 409, "listener_exists");

@@ -184,6 +184,15 @@ pub fn listen(channel: &EventChannel, addr: SocketAddr, backlog: i32) -> io::Res
     Ok((id, u16::from_be(port)))
 }
 
+/// Moves a listening id onto `channel`: its events, and the connection requests already
+/// queued for it, arrive there from now on.
+pub fn migrate_id(id: *mut rdma_cm_id, channel: &EventChannel) -> io::Result<()> {
+    // SAFETY: id is a live listening id whose events were never read on its old channel, so
+    // the call does not wait for acknowledgements; the channel outlives the id (the engine
+    // destroys its ids before its channel).
+    check(unsafe { rdma_migrate_id(id, channel.raw()) }, "rdma_migrate_id")
+}
+
 /// The peer's address of a connection's CM id.
 pub fn peer_addr(id: *mut rdma_cm_id) -> Option<SocketAddr> {
     // SAFETY: id is a live CM id of a connection request; its route holds the peer's address.
