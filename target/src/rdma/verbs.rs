@@ -14,9 +14,12 @@ use std::ptr;
 
 use rdma_sys::*;
 
+/// errno as an error that names the call. ENODEV (no RDMA device: no RDMA CM, or none with
+/// the address) becomes `NotFound`, which std leaves uncategorised.
 fn last_error(what: &str) -> io::Error {
     let e = io::Error::last_os_error();
-    io::Error::new(e.kind(), format!("{what}: {e}"))
+    let kind = if e.raw_os_error() == Some(libc::ENODEV) { io::ErrorKind::NotFound } else { e.kind() };
+    io::Error::new(kind, format!("{what}: {e}"))
 }
 
 /// rdma_cm and verbs calls that return 0 or -1 and errno.
