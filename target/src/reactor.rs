@@ -69,7 +69,7 @@ pub enum Msg {
     /// Serve this RDMA listener, bound by the control plane (reactor 0 only): its CM id
     /// moves to reactor 0's RDMA engine, which is made for the first one.
     #[cfg(feature = "rdma")]
-    RdmaListen { bound: crate::rdma::engine::Bound, info: ListenerInfo },
+    RdmaListen { bound: Box<crate::rdma::engine::Bound>, info: ListenerInfo },
     /// The listener was removed (a TCP socket is already shut down: forget it once its
     /// accept ends; an RDMA CM id is destroyed now).
     Unlisten { port_id: u16 },
@@ -733,15 +733,16 @@ impl Reactor {
 
     /// Serves an RDMA listener: the engine is made for the first one.
     #[cfg(feature = "rdma")]
-    fn rdma_listen(&mut self, bound: crate::rdma::engine::Bound, info: ListenerInfo) {
+    #[allow(clippy::boxed_local)] // boxed in the message (it keeps `Msg` small), moved out here
+    fn rdma_listen(&mut self, bound: Box<crate::rdma::engine::Bound>, info: ListenerInfo) {
         if self.stopping {
             return;
         }
         match self.rdma.as_mut() {
-            Some(engine) => engine.listen(bound, info),
+            Some(engine) => engine.listen(*bound, info),
             None => {
                 tracing::info!(reactor = self.id, port_id = info.port_id, address = %info.bound, "RDMA engine started");
-                self.rdma = Some(crate::rdma::engine::Engine::new(self.id, Arc::clone(&self.target), bound, info));
+                self.rdma = Some(crate::rdma::engine::Engine::new(self.id, Arc::clone(&self.target), *bound, info));
             }
         }
         self.rdma_arm();

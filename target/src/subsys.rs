@@ -529,7 +529,7 @@ impl Hub {
 #[cfg(feature = "rdma")]
 fn bind_rdma(addr: SocketAddr) -> io::Result<(SocketAddr, Handle)> {
     let bound = crate::rdma::engine::Bound::bind(addr)?;
-    Ok((bound.addr, Handle::RdmaBound(bound)))
+    Ok((bound.addr, Handle::RdmaBound(Box::new(bound))))
 }
 
 /// Without the `rdma` feature there is nothing to bind an RDMA listener with.
@@ -554,7 +554,7 @@ enum Handle {
     /// An RDMA CM id bound here and not yet handed to reactor 0 (the data plane is not
     /// attached yet): [`Target::attach_reactors`] sends it.
     #[cfg(feature = "rdma")]
-    RdmaBound(crate::rdma::engine::Bound),
+    RdmaBound(Box<crate::rdma::engine::Bound>),
     /// An RDMA CM id in reactor 0's RDMA engine (or one registered by a test).
     Rdma,
 }

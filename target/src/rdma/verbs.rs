@@ -168,10 +168,8 @@ fn sockaddr_of(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 pub fn listen(channel: &EventChannel, addr: SocketAddr, backlog: i32) -> io::Result<(*mut rdma_cm_id, u16)> {
     let mut id: *mut rdma_cm_id = ptr::null_mut();
     // SAFETY: valid channel and out pointer; TCP port space (reliable connected QPs).
-    check(
-        unsafe { rdma_create_id(channel.raw(), &mut id, ptr::null_mut(), rdma_port_space::RDMA_PS_TCP) },
-        "rdma_create_id",
-    )?;
+    let rc = unsafe { rdma_create_id(channel.raw(), &mut id, ptr::null_mut(), rdma_port_space::RDMA_PS_TCP) };
+    check(rc, "rdma_create_id")?;
     let (mut storage, _) = sockaddr_of(addr);
     // SAFETY: id is valid; the address lives for the call.
     let bound =

@@ -5,6 +5,10 @@
 # base image may lack in /e2e/bin and /e2e/lib, and its configuration in /e2e/fabriq.toml.
 
 FABRIQ_LOG=/tmp/fabriq-target.log
+# The configuration's data_dir: the node state file and the node API's token live there.
+FABRIQ_DATA=/tmp/fabriq-data
+# The node API, on loopback (its default address).
+FABRIQ_API=127.0.0.1:8800
 
 # fabriq_guest_start: the rxe device, then the target; waits until it printed its connect
 # hints (after every listener is bound and every reactor runs).
@@ -51,4 +55,28 @@ fabriq_guest_stop() {
         echo "-----"
     fi
     return $status
+}
+
+# fabriq_api METHOD PATH [JSON]: one node API call with the target's bearer token. Sets
+# API_STATUS (the HTTP status) and writes the response body to /tmp/api.body. busybox nc
+# half-closes the connection when its input ends, and the server then drops the request
+# unanswered: so the request goes through a FIFO held open until nc has read the response
+# (the server closes after it: Connection: close).
+fabriq_api() {
+    local method=$1 path=$2 body=${3-} token nc
+    token=$(cat "$FABRIQ_DATA/api-token") || return 1
+    rm -f /tmp/api.fifo /tmp/api.out
+    mkfifo /tmp/api.fifo
+    timeout 15 nc "${FABRIQ_API%:*}" "${FABRIQ_API#*:}" </tmp/api.fifo >/tmp/api.out &
+    nc=$!
+    exec 3>/tmp/api.fifo
+    printf '%s %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nConnection: close\r\n' \
+        "$method" "$path" "$FABRIQ_API" "$token" >&3
+    [ -z "$body" ] || printf 'Content-Type: application/json\r\nContent-Length: %s\r\n' "${#body}" >&3
+    printf '\r\n%s' "$body" >&3
+    wait "$nc" || true
+    exec 3>&-
+    API_STATUS=$(sed -n '1s/^HTTP\/1\.1 \([0-9]*\).*/\1/p' /tmp/api.out | tr -d '\r')
+    sed '1,/^\r*$/d' /tmp/api.out >/tmp/api.body
+    echo "# $method $path ${body:+$body }-> ${API_STATUS:-no answer}: $(cat /tmp/api.body)"
 }
