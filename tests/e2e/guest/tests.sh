@@ -649,7 +649,8 @@ test_node_revoke() {
 # rdma_api_listener: an NVMe/RDMA listener added through the node API on a second port is
 # served at once: the node state file records it; discovery through it lists the subsystem at
 # that port with the RDMA transport fields (connected QPs, RDMA CM); the kernel's nvme-rdma
-# connects through it and data round-trips. Removed through the API, the state file forgets
+# connects through it and data round-trips; after a restart of the target it is back on the
+# same port with the same port ID and serves again. Removed through the API, the state file forgets
 # it, discovery no longer lists it and a connect to it fails, while the configured listener
 # still serves.
 test_rdma_api_listener() {
@@ -687,6 +688,20 @@ test_rdma_api_listener() {
     write_blocks "$dev" 4096 16 /tmp/data
     read_blocks "$dev" 4096 16 128 /tmp/back
     cmp /tmp/data /tmp/back || fail "data read back through the API's listener differs"
+    disconnect
+
+    # A restart binds it again from the node state file, on the same port, and the data is
+    # there (memory namespaces: only until the stop; so the check is a fresh round trip).
+    fabriq_guest_restart || fail "restarting fabriq-target: $FABRIQ_RESULT"
+    fabriq_api GET /v1/listeners
+    expect_eq "GET /v1/listeners after the restart" "$API_STATUS" 200
+    grep -q "\"port_id\":$id,\"transport\":\"rdma\",\"address\":\"$ADDR:$port\"" /tmp/api.body ||
+        fail "the API's rdma listener is not back after the restart: $(cat /tmp/api.body)"
+    run nvme connect -t rdma -a "$ADDR" -s "$port" -n "$NQN"
+    dev=$(ns_dev 1)
+    write_blocks "$dev" 4096 16 /tmp/data
+    read_blocks "$dev" 4096 16 128 /tmp/back
+    cmp /tmp/data /tmp/back || fail "data read back through the restored listener differs"
     disconnect
 
     fabriq_api DELETE "/v1/listeners/$id"
