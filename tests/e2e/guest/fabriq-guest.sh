@@ -26,7 +26,7 @@ fabriq_guest_start() {
 # and waits until it printed its connect hints (after every listener is bound, including those
 # added through the node API before a restart, and every reactor runs).
 fabriq_launch() {
-    local i mark pid
+    local mark
     mark="----- fabriq-target start $(cut -d' ' -f1 /proc/uptime)"
     echo "$mark" >>"$FABRIQ_LOG"
     rm -f "$FABRIQ_PID_FILE" "$FABRIQ_STATUS_FILE"
@@ -37,7 +37,7 @@ fabriq_launch() {
         wait $!
         echo $? >"$FABRIQ_STATUS_FILE"
     ) &
-    for i in $(seq 300); do
+    for _ in $(seq 300); do
         if [ -s "$FABRIQ_PID_FILE" ] && sed -n "/^$mark\$/,\$p" "$FABRIQ_LOG" | grep -q '^nvme connect'; then
             return 0
         fi
@@ -51,10 +51,10 @@ fabriq_launch() {
 
 # fabriq_terminate: SIGTERM; the target must exit 0 within 20 s. Sets FABRIQ_RESULT.
 fabriq_terminate() {
-    local i pid status
+    local pid status
     pid=$(cat "$FABRIQ_PID_FILE")
     kill -TERM "$pid" 2>/dev/null
-    for i in $(seq 200); do
+    for _ in $(seq 200); do
         [ -s "$FABRIQ_STATUS_FILE" ] && break
         sleep 0.1
     done

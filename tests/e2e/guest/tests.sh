@@ -654,6 +654,7 @@ test_node_revoke() {
 # it, discovery no longer lists it and a connect to it fails, while the configured listener
 # still serves.
 test_rdma_api_listener() {
+    # shellcheck source=/dev/null
     . /e2e/fabriq-guest.sh
     local port=4421 id c
     fabriq_api POST /v1/listeners "{\"transport\":\"rdma\",\"address\":\"$ADDR:$port\"}"
@@ -727,6 +728,7 @@ test_rdma_api_listener() {
 # logged no panic, and serves the kernel's initiator: 128 KiB writes at queue depth 16,
 # verified.
 test_rdma_hostile() {
+    # shellcheck source=/dev/null
     . /e2e/fabriq-guest.sh
     local peer="/e2e/bin/fabriq-rdma-testpeer $ADDR $PORT $NQN $HOSTNQN" i
     [ -x /e2e/bin/fabriq-rdma-testpeer ] || fail "no /e2e/bin/fabriq-rdma-testpeer (built with --features rdma)"
