@@ -5,6 +5,13 @@
 //! [`Engine::to_arm`]) and hands what became readable to [`Engine::on_ready`]; the engine
 //! reads the events, polls the completion queues and posts what the queues ask for.
 //!
+//! Listeners are bound where they are added (the daemon's start, the node API's thread:
+//! [`Bound::bind`], a CM id listening on an event channel of its own) and reach reactor 0 in a
+//! message; the first makes its engine ([`Engine::new`], whose event channel is that
+//! listener's), later ones move onto that channel ([`Engine::listen`], `rdma_migrate_id`:
+//! connection requests already waiting move with them). A removed listener's id is destroyed
+//! by the engine ([`Engine::unlisten`]); its connections stay.
+//!
 //! ```text
 //!  a connection (Conn)
 //!
@@ -22,6 +29,7 @@
 //!   posted and its backend operations have completed (`Queue::idle`, `ops_inflight`);
 //! - the pool's regions are registered with a device once, at its first connection, and
 //!   deregistered only after every queue pair is gone;
+//! - every listening id is on the engine's one event channel, so one poll watches them all;
 //! - every loop is bounded: events per readiness, completions per queue per turn (the rest is
 //!   polled on the next turn, see [`Engine::turn`]).
 
