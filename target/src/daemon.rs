@@ -192,6 +192,7 @@ impl DataPlane {
         }
         let inboxes: Arc<[Arc<Inbox>]> = inboxes.into();
         let heartbeats: Arc<[AtomicU64]> = (0..n).map(|_| AtomicU64::new(0)).collect();
+        let loads: Arc<[crate::reactor::Load]> = (0..n).map(|_| crate::reactor::Load::default()).collect();
         // The largest class holds a whole transfer and also each connection's receive staging
         // buffer, which is larger than a small MDTS.
         let largest_bytes = (section.mdts_bytes as usize).max(STAGING_BYTES);
@@ -204,6 +205,7 @@ impl DataPlane {
                 target: Arc::clone(target),
                 inboxes: Arc::clone(&inboxes),
                 heartbeats: Arc::clone(&heartbeats),
+                loads: Arc::clone(&loads),
                 pool: layout.clone(),
                 busy_poll: Duration::from_micros(u64::from(section.busy_poll_us)),
                 ring_entries: RING_ENTRIES,

@@ -5,7 +5,8 @@
 //! out what it asked: a receive into the window the queue names, a gathered `sendmsg` of the
 //! PDUs it queued, the backend submissions it produced. Socket and block I/O go through the
 //! same ring; nothing here takes a lock on the I/O path. Reactor 0 also accepts connections
-//! on every listener and hands them out round-robin through the other reactors' inboxes.
+//! on every listener and hands each to the reactor with the fewest I/O queues ([`Load`]):
+//! an admin queue, mostly idle, does not count, so a host's I/O queues spread evenly.
 //!
 //! Cross-thread traffic goes through inboxes only ([`Msg`]): connections for a reactor;
 //! listeners added and removed at run time (to reactor 0, from the control plane's
@@ -14,8 +15,9 @@
 //! control plane through [`Target`]); the stop order; the watchdog's pings.
 //!
 //! With the `rdma` feature, reactor 0 also runs an RDMA engine (`crate::rdma::engine`) from
-//! the moment the first RDMA listener reaches it (`Msg::RdmaListen`): its CM event channel and completion channels are watched with
-//! one-shot polls in the same ring, and its queue pairs' backend I/O goes through the ring too.
+//! the moment the first RDMA listener reaches it (`Msg::RdmaListen`): its CM event channel
+//! and completion channels are watched with one-shot polls in the same ring, and its queue
+//! pairs' backend I/O goes through the ring too.
 //!
 //! Invariants:
 //! - per connection at most one receive and one send are in flight;
@@ -35,7 +37,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -117,6 +119,8 @@ pub struct Setup {
     pub inboxes: Arc<[Arc<Inbox>]>,
     /// Where each reactor answers the main thread's pings (the systemd watchdog).
     pub heartbeats: Arc<[AtomicU64]>,
+    /// Each reactor's NVMe/TCP queues, for placing new connections.
+    pub loads: Arc<[Load]>,
     pub pool: Layout,
     pub busy_poll: Duration,
     pub ring_entries: u32,
@@ -154,9 +158,35 @@ struct Listening {
     closing: bool,
 }
 
+/// One reactor's NVMe/TCP connections as placement sees them: I/O queues, and connections
+/// not yet bound by a Connect command (they may become I/O queues). Written by the reactor
+/// owning them (and `pending` by reactor 0 when it hands one over); read by reactor 0 at
+/// accept. Relaxed: placement needs a good guess, not a snapshot.
+#[derive(Debug, Default)]
+pub struct Load {
+    io: AtomicU32,
+    pending: AtomicU32,
+}
+
+impl Load {
+    fn weight(&self) -> u32 {
+        self.io.load(Ordering::Relaxed) + self.pending.load(Ordering::Relaxed)
+    }
+}
+
+/// How a connection is counted in its reactor's [`Load`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counted {
+    Pending,
+    Io,
+    /// An admin or discovery queue: not counted once bound.
+    Not,
+}
+
 struct Conn {
     fd: OwnedFd,
     queue: Queue,
+    counted: Counted,
     recv_inflight: bool,
     send_inflight: bool,
     ops_inflight: u32,
@@ -175,6 +205,7 @@ pub struct Reactor {
     target: Arc<Target>,
     inboxes: Arc<[Arc<Inbox>]>,
     heartbeats: Arc<[AtomicU64]>,
+    loads: Arc<[Load]>,
     conns: Vec<Option<Conn>>,
     free_conns: Vec<u32>,
     live_conns: usize,
@@ -222,6 +253,7 @@ impl Reactor {
             target: Arc::clone(&target),
             inboxes: setup.inboxes,
             heartbeats: setup.heartbeats,
+            loads: setup.loads,
             conns: Vec::new(),
             free_conns: Vec::new(),
             live_conns: 0,
@@ -400,13 +432,23 @@ impl Reactor {
         if closing {
             return;
         }
-        let to = self.next_reactor % self.inboxes.len();
-        self.next_reactor = self.next_reactor.wrapping_add(1);
+        let to = self.place();
+        self.loads[to].pending.fetch_add(1, Ordering::Relaxed);
         if to == self.id {
             self.add_conn(fd, info);
         } else {
             self.inboxes[to].send(Msg::Conn { fd, listener: info });
         }
+    }
+
+    /// The reactor for a new connection: the one with the fewest I/O queues (counting
+    /// connections not yet bound); ties go round-robin.
+    fn place(&mut self) -> usize {
+        let n = self.inboxes.len();
+        let start = self.next_reactor % n;
+        let to = (0..n).map(|i| (start + i) % n).min_by_key(|&r| self.loads[r].weight()).unwrap_or(0);
+        self.next_reactor = to + 1;
+        to
     }
 
     fn on_inbox(&mut self) {
@@ -473,6 +515,7 @@ impl Reactor {
         let conn = Conn {
             fd,
             queue,
+            counted: Counted::Pending,
             recv_inflight: false,
             send_inflight: false,
             ops_inflight: 0,
@@ -585,6 +628,16 @@ impl Reactor {
     /// its close.
     fn drive(&mut self, index: u32) {
         let Some(conn) = self.conns[index as usize].as_mut() else { return };
+        if conn.counted == Counted::Pending
+            && let Some(io_queue) = conn.queue.bound_as_io()
+        {
+            let load = &self.loads[self.id];
+            load.pending.fetch_sub(1, Ordering::Relaxed);
+            if io_queue {
+                load.io.fetch_add(1, Ordering::Relaxed);
+            }
+            conn.counted = if io_queue { Counted::Io } else { Counted::Not };
+        }
         if !conn.closing && conn.queue.wants_close() {
             conn.closing = true;
             // Wake the in-flight receive (and any blocked send) so the close can finish.
@@ -683,7 +736,12 @@ impl Reactor {
 
     fn free_conn(&mut self, index: u32) {
         let conn = self.conns[index as usize].take().expect("freeing a live connection");
-        let Conn { fd, queue, .. } = conn;
+        let Conn { fd, queue, counted, .. } = conn;
+        match counted {
+            Counted::Pending => _ = self.loads[self.id].pending.fetch_sub(1, Ordering::Relaxed),
+            Counted::Io => _ = self.loads[self.id].io.fetch_sub(1, Ordering::Relaxed),
+            Counted::Not => {}
+        }
         let (mut io, _) = self.io();
         queue.release(&mut io);
         drop(fd);

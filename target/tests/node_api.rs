@@ -427,3 +427,87 @@ fn hosts_reach_volumes_as_the_api_says_across_restarts() {
     node.restart();
     node.expect_error("GET", &format!("/v1/volumes/{id}"), None, 404, "volume_not_found");
 }
+
+/// A pool whose device is gone at start-up does not take the node down: the other pools'
+/// volumes are served, the failed one is reported with its reason, its volumes keep their
+/// hosts, and adding it again once the device is back brings them online without a restart.
+#[test]
+fn a_failed_pool_leaves_the_others_serving_and_comes_back() {
+    let mut node = Node::start(64, "");
+    let host = HostOptions::default();
+    let p2 = node.data("p2.img");
+    node.expect("POST", "/v1/pools", Some(&json!({"name": "p2", "path": p2, "size_bytes": 32 * MIB})), 201);
+    let on_p1 = create(&node, "on-p1", MIB, json!({"pool": "p1", "hosts": [host.hostnqn]}));
+    let on_p2 = create(&node, "on-p2", MIB, json!({"pool": "p2", "hosts": [host.hostnqn]}));
+    let away = node.data("p2.away");
+    node.restart_with(|| std::fs::rename(&p2, &away).unwrap());
+
+    let health = node.expect("GET", "/v1/health", None, 200);
+    assert_eq!((health["status"].as_str(), &health["failed_pools"]), (Some("degraded"), &json!(["p2"])), "{health}");
+    let failed = node.expect("GET", "/v1/pools/p2", None, 200);
+    assert_eq!((failed["state"].as_str(), failed["capacity_bytes"].as_u64()), (Some("failed"), Some(0)), "{failed}");
+    assert!(failed["error"].as_str().unwrap().contains("does not exist"), "{failed}");
+    let pools = node.expect("GET", "/v1/pools", None, 200);
+    let states: Vec<(&str, &str)> =
+        pools.as_array().unwrap().iter().map(|p| (p["name"].as_str().unwrap(), p["state"].as_str().unwrap())).collect();
+    assert_eq!(states, [("p1", "online"), ("p2", "failed")]);
+    let (status, metrics) = node.raw("GET", "/metrics", Some(&format!("Bearer {}", node.token)), None);
+    assert_eq!(status, 200);
+    let text = metrics.as_str().map(str::to_owned).unwrap_or_else(|| metrics.to_string());
+    assert!(text.contains("fabriq_pool_online{pool=\"p2\"} 0"), "{text}");
+
+    // The other pool's volume serves; the failed pool's is neither served nor carved into.
+    admin_connect(&node, &host, on_p1["nqn"].as_str().unwrap()).expect("p1's volume is served");
+    assert!(admin_connect(&node, &host, on_p2["nqn"].as_str().unwrap()).is_err());
+    node.expect_error(
+        "POST",
+        "/v1/volumes",
+        Some(&json!({"name": "x", "size_bytes": MIB, "pool": "p2"})),
+        409,
+        "pool_failed",
+    );
+    node.expect_error(
+        "POST",
+        "/v1/pools",
+        Some(&json!({"name": "p2", "path": node.data("other.img"), "size_bytes": 32 * MIB})),
+        409,
+        "pool_exists",
+    );
+    node.expect_error("POST", "/v1/pools", Some(&json!({"name": "p2", "path": p2})), 422, "device_missing");
+    assert_eq!(node.expect("GET", "/v1/pools/p2", None, 200)["state"], "failed");
+    node.expect_error("DELETE", "/v1/pools/p2", None, 409, "pool_failed");
+    node.expect_error("DELETE", "/v1/pools/p1", None, 409, "configured_pool");
+    node.expect_error("DELETE", "/v1/pools/nope", None, 404, "pool_not_found");
+
+    // The device is back: adding the pool again opens it, and its volume serves its host.
+    std::fs::rename(&away, &p2).unwrap();
+    let back = node.expect("POST", "/v1/pools", Some(&json!({"name": "p2", "path": p2})), 201);
+    assert_eq!((back["state"].as_str(), back["volumes"].as_u64()), (Some("online"), Some(1)), "{back}");
+    assert_eq!(node.expect("GET", "/v1/health", None, 200)["status"], "ok");
+    admin_connect(&node, &host, on_p2["nqn"].as_str().unwrap()).expect("p2's volume is served to its host again");
+    node.restart();
+    assert_eq!(node.expect("GET", "/v1/health", None, 200)["status"], "ok");
+    admin_connect(&node, &host, on_p2["nqn"].as_str().unwrap()).expect("and after a restart");
+
+    // Removing pools: only an empty one; its label stays, so adding it again opens it.
+    node.expect_error("DELETE", "/v1/pools/p2", None, 409, "pool_not_empty");
+    node.expect("DELETE", &format!("/v1/volumes/{}?force=true", on_p2["id"].as_str().unwrap()), None, 204);
+    let id = node.expect("GET", "/v1/pools/p2", None, 200)["id"].clone();
+    node.expect("DELETE", "/v1/pools/p2", None, 204);
+    node.expect_error("GET", "/v1/pools/p2", None, 404, "pool_not_found");
+    let p3 = node.data("p3.img");
+    node.expect("POST", "/v1/pools", Some(&json!({"name": "p3", "path": p3, "size_bytes": 32 * MIB})), 201);
+    node.restart_with(|| std::fs::remove_file(&p3).unwrap());
+    let names = |node: &Node| -> Vec<String> {
+        let pools = node.expect("GET", "/v1/pools", None, 200);
+        pools.as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(names(&node), ["p1", "p3"], "p2 is not opened any more");
+    // A failed pool given up on: forgotten with force.
+    node.expect("DELETE", "/v1/pools/p3?force=true", None, 204);
+    assert_eq!(node.expect("GET", "/v1/health", None, 200)["status"], "ok");
+    let again = node.expect("POST", "/v1/pools", Some(&json!({"name": "p2", "path": p2})), 201);
+    assert_eq!((&again["id"], again["volumes"].as_u64()), (&id, Some(0)), "the same pool, opened again");
+    node.restart();
+    assert_eq!(names(&node), ["p1", "p2"]);
+}

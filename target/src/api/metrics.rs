@@ -26,6 +26,12 @@ pub fn render(m: &Metrics) -> String {
     let pool = |f: fn(&crate::node::PoolInfoView) -> u64| {
         m.pools.iter().map(move |p| (format!("pool=\"{}\"", escape(&p.name)), f(p))).collect::<Vec<_>>()
     };
+    gauge(
+        &mut out,
+        "fabriq_pool_online",
+        "1 when the pool is open and its volumes served, 0 when it failed to open.",
+        pool(|p| u64::from(p.state == "online")),
+    );
     gauge(&mut out, "fabriq_pool_capacity_bytes", "Bytes volumes can have in the pool.", pool(|p| p.capacity_bytes));
     gauge(&mut out, "fabriq_pool_used_bytes", "Bytes of the pool given to volumes.", pool(|p| p.used_bytes));
     gauge(&mut out, "fabriq_pool_free_bytes", "Bytes of the pool free for volumes.", pool(|p| p.free_bytes));
@@ -156,6 +162,8 @@ mod tests {
                 generation: 3,
                 direct: false,
                 direct_512: false,
+                state: "online".into(),
+                error: None,
             }],
             volumes: vec![VolumeMetrics {
                 id: "67e55044-10b1-426f-9247-bb680e5fe0c8".into(),

@@ -99,7 +99,7 @@ fn api_router() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
         .routes(routes!(routes::health))
         .routes(routes!(routes::get_metrics))
         .routes(routes!(routes::list_pools, routes::add_pool))
-        .routes(routes!(routes::get_pool))
+        .routes(routes!(routes::get_pool, routes::remove_pool))
         .routes(routes!(routes::list_volumes, routes::create_volume))
         .routes(routes!(routes::get_volume, routes::update_volume, routes::delete_volume))
         .routes(routes!(routes::list_hosts))

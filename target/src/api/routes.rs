@@ -46,9 +46,13 @@ fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
 /// `GET /v1/health`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {
-    /// `ok` while the node serves.
+    /// `ok` while the node serves every pool; `degraded` when some pool failed to open at
+    /// start-up (listed in `failed_pools`): the other pools' volumes are served.
     #[schema(example = "ok")]
     pub status: String,
+    /// The pools that failed to open (`GET /v1/pools/{name}` says why).
+    #[serde(default)]
+    pub failed_pools: Vec<String>,
     #[schema(example = "0.1.0")]
     pub version: String,
     pub uptime_s: u64,
@@ -60,13 +64,15 @@ pub struct Health {
 #[utoipa::path(get, path = "/v1/health", tag = "node", security(()),
     responses((status = 200, description = "The node serves", body = Health)))]
 pub async fn health(State(state): State<Arc<AppState>>) -> Result<Json<Health>, ApiError> {
-    let (pools, volumes, uptime) = blocking(&state, |node| {
+    let (pools, volumes, uptime, failed) = blocking(&state, |node| {
         let (pools, volumes) = node.counts();
-        Ok((pools, volumes, node.uptime()))
+        let failed: Vec<String> = node.failed_pools().into_iter().map(|(name, _)| name).collect();
+        Ok((pools, volumes, node.uptime(), failed))
     })
     .await?;
     Ok(Json(Health {
-        status: String::from("ok"),
+        status: String::from(if failed.is_empty() { "ok" } else { "degraded" }),
+        failed_pools: failed,
         version: String::from(env!("CARGO_PKG_VERSION")),
         uptime_s: uptime.as_secs(),
         pools,
@@ -101,6 +107,7 @@ pub async fn list_pools(State(state): State<Arc<AppState>>) -> Result<Json<Vec<P
 
 /// Adds a device as a pool: the pool on it is opened (its volumes are exported), or a new one
 /// is created (a missing file is created sparse at `size_bytes`). Remembered across restarts.
+/// The name and path of a pool that failed to open at start-up open it again (no `force`).
 #[utoipa::path(post, path = "/v1/pools", tag = "pools", request_body = AddPool,
     responses(
         (status = 201, description = "Pool opened or created", body = PoolInfoView),
@@ -134,6 +141,41 @@ pub async fn get_pool(
     Ok(Json(blocking(&state, move |node| node.get_pool(&name)).await?))
 }
 
+/// `DELETE /v1/pools/{name}` options.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RemovePoolParams {
+    /// Forget a failed pool (one that could not be opened): its volumes, unknown while it
+    /// cannot be read, are given up on this node.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Removes a pool added through the API from the node: it is closed and no longer opened at
+/// start-up. Its label stays on the device (adding it again opens it with its volumes). A pool
+/// that holds volumes is refused (delete them first); a failed pool needs `force=true`; a pool
+/// of the configuration file is removed there.
+#[utoipa::path(delete, path = "/v1/pools/{name}", tag = "pools",
+    params(("name" = String, Path, description = "The pool's name"), RemovePoolParams),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The pool holds volumes, failed (force), or is in the configuration file", body = ErrorBody),
+    ))]
+pub async fn remove_pool(
+    State(state): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<RemovePoolParams>, QueryRejection>,
+) -> Result<StatusCode, ApiError> {
+    let name = path_param(path)?;
+    let Query(params) = query?;
+    blocking(&state, move |node| node.remove_pool(&name, params.force)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 // -- volumes --------------------------------------------------------------------------------
 
 /// Every volume of the node, by name.
@@ -153,7 +195,7 @@ pub async fn list_volumes(State(state): State<Arc<AppState>>) -> Result<Json<Vec
         (status = 400, description = "Invalid JSON, field, name, block size, size or host NQN", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 404, description = "No such pool", body = ErrorBody),
-        (status = 409, description = "A volume of that name exists with another size, block size or pool", body = ErrorBody),
+        (status = 409, description = "A volume of that name exists with another size, block size or pool; or the pool named failed to open", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 507, description = "The pool has not enough free space (or metadata room)", body = ErrorBody),
     ))]

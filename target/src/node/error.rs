@@ -40,6 +40,14 @@ pub enum NodeError {
     BadHostNqn { nqn: String, problem: NqnError },
     #[error("a pool named {0:?} exists already")]
     PoolExists(String),
+    #[error(
+        "pool {name:?} failed to open at start-up ({error}); add it again (POST /v1/pools, same name and path) once its device is back, or remove it (DELETE /v1/pools/{name}?force=true)"
+    )]
+    PoolFailed { name: String, error: String },
+    #[error("pool {name:?} holds {volumes} volume(s): delete them first")]
+    PoolNotEmpty { name: String, volumes: usize },
+    #[error("pool {0:?} is in the configuration file: remove it there and restart")]
+    ConfiguredPool(String),
     #[error("{} is pool {name:?} already", path.display())]
     PathInUse { path: PathBuf, name: String },
     #[error(

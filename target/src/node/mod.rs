@@ -231,6 +231,14 @@ pub struct PoolInfoView {
     /// The data path uses O_DIRECT for 4096-byte-block volumes (and 512 when `direct_512`).
     pub direct: bool,
     pub direct_512: bool,
+    /// `online`, or `failed`: the pool could not be opened at start-up (see `error`); its
+    /// volumes are not served and every figure above is 0. `POST /v1/pools` with the same
+    /// name and path tries again.
+    #[schema(example = "online")]
+    pub state: String,
+    /// Why a failed pool could not be opened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A listening socket.
@@ -324,8 +332,18 @@ fn direct_read_works(file: &File, len: usize) -> bool {
     start <= 4096 && file.read_exact_at(&mut buf[start..start + len], 0).is_ok()
 }
 
+/// A pool of the configuration or the state file that could not be opened at start-up.
+struct FailedPool {
+    path: PathBuf,
+    from_config: bool,
+    error: String,
+}
+
 struct Inner {
     pools: BTreeMap<String, PoolEntry>,
+    /// Pools that failed to open: reported, their volumes' hosts kept in the state, the
+    /// other pools served.
+    failed: BTreeMap<String, FailedPool>,
     state: state::NodeState,
 }
 
@@ -348,38 +366,72 @@ impl std::fmt::Debug for Node {
 
 impl Node {
     /// Opens (or creates) every pool of the configuration and of the state file, and exports
-    /// every Ready volume with its hosts. Any pool that cannot be opened stops the start: a
-    /// node that silently served only some of its volumes would be worse.
+    /// every Ready volume with its hosts.
+    ///
+    /// A pool that cannot be opened (a dead or missing disk, a device that now holds something
+    /// else) does not stop the start: the node serves the volumes of its other pools, and
+    /// reports that one as `failed` with the reason (`/v1/pools`, `/v1/health` says
+    /// `degraded`, `/metrics`), loudly in the log. Its volumes' hosts stay in the state file
+    /// for when it comes back (`POST /v1/pools` again, or a restart). One bad disk must not
+    /// take every volume of the node offline.
     pub fn open(config: &Config, target: Arc<Target>) -> Result<Node> {
         let state_path = config.target.data_dir.join(state::FILE_NAME);
         let mut state = state::load(&state_path)?;
         let mut pools = BTreeMap::new();
+        let mut failed = BTreeMap::new();
         for p in &config.pools {
-            let (pool, data) = open_or_create(&p.name, &p.path, p.size_bytes, p.force)?;
-            pools.insert(p.name.clone(), PoolEntry { pool, path: p.path.clone(), data, from_config: true });
+            match open_or_create(&p.name, &p.path, p.size_bytes, p.force) {
+                Ok((pool, data)) => {
+                    pools.insert(p.name.clone(), PoolEntry { pool, path: p.path.clone(), data, from_config: true });
+                }
+                Err(error) => {
+                    tracing::error!(pool = %p.name, path = %p.path.display(), %error, "cannot open a pool of the configuration; its volumes are not served");
+                    failed.insert(
+                        p.name.clone(),
+                        FailedPool { path: p.path.clone(), from_config: true, error: error.to_string() },
+                    );
+                }
+            }
         }
         let before = state.clone();
         state.pools.retain(|p| {
-            let clash = pools.contains_key(&p.name) || pools.values().any(|e| same_path(&e.path, &p.path));
+            let clash = pools.contains_key(&p.name)
+                || failed.contains_key(&p.name)
+                || pools.values().any(|e| same_path(&e.path, &p.path))
+                || failed.values().any(|f: &FailedPool| same_path(&f.path, &p.path));
             if clash {
                 tracing::warn!(pool = %p.name, path = %p.path.display(), "a pool added through the API is now in the configuration; forgetting the API's entry");
             }
             !clash
         });
         for p in &state.pools {
-            let (pool, data) = open_or_create(&p.name, &p.path, None, false)?;
-            pools.insert(p.name.clone(), PoolEntry { pool, path: p.path.clone(), data, from_config: false });
+            match open_or_create(&p.name, &p.path, None, false) {
+                Ok((pool, data)) => {
+                    pools.insert(p.name.clone(), PoolEntry { pool, path: p.path.clone(), data, from_config: false });
+                }
+                Err(error) => {
+                    tracing::error!(pool = %p.name, path = %p.path.display(), %error, "cannot open a pool added through the API; its volumes are not served");
+                    failed.insert(
+                        p.name.clone(),
+                        FailedPool { path: p.path.clone(), from_config: false, error: error.to_string() },
+                    );
+                }
+            }
         }
         check_unique_volume_names(&pools);
-        let existing: BTreeSet<String> =
-            pools.values().flat_map(|e| e.pool.volumes().iter().map(|v| v.id().to_string())).collect();
-        state.volumes.retain(|id, _| {
-            let known = existing.contains(id);
-            if !known {
-                tracing::warn!(volume = %id, "the node state names a volume no pool holds; dropping its hosts");
-            }
-            known
-        });
+        // Hosts of volumes no pool holds are dropped, but only when every pool opened: the
+        // state does not say which pool a volume is on, and a failed pool's volumes keep theirs.
+        if failed.is_empty() {
+            let existing: BTreeSet<String> =
+                pools.values().flat_map(|e| e.pool.volumes().iter().map(|v| v.id().to_string())).collect();
+            state.volumes.retain(|id, _| {
+                let known = existing.contains(id);
+                if !known {
+                    tracing::warn!(volume = %id, "the node state names a volume no pool holds; dropping its hosts");
+                }
+                known
+            });
+        }
         if state != before {
             state::save(&state_path, &state)?;
         }
@@ -390,7 +442,7 @@ impl Node {
             reactors: config.target.reactors,
             configured_ports,
             started: Instant::now(),
-            inner: Mutex::new(Inner { pools, state }),
+            inner: Mutex::new(Inner { pools, failed, state }),
         };
         {
             let inner = node.lock();
@@ -401,7 +453,12 @@ impl Node {
                 }
             }
             let volumes: usize = inner.pools.values().map(|e| e.pool.volumes().len()).sum();
-            tracing::info!(pools = inner.pools.len(), volumes, "node storage opened; volumes exported");
+            tracing::info!(
+                pools = inner.pools.len(),
+                failed = inner.failed.len(),
+                volumes,
+                "node storage opened; volumes exported"
+            );
         }
         Ok(node)
     }
@@ -501,6 +558,9 @@ impl Node {
         }
         let pool_name = match &req.pool {
             Some(name) => {
+                if let Some(f) = inner.failed.get(name) {
+                    return Err(NodeError::PoolFailed { name: name.clone(), error: f.error.clone() });
+                }
                 if !inner.pools.contains_key(name) {
                     return Err(NodeError::PoolNotFound(name.clone()));
                 }
@@ -774,27 +834,45 @@ impl Node {
     // -- pools ------------------------------------------------------------------------------
 
     pub fn list_pools(&self) -> Vec<PoolInfoView> {
-        let inner = self.lock();
-        inner.pools.iter().map(|(name, e)| pool_view(name, e)).collect()
+        pool_views(&self.lock())
     }
 
     pub fn get_pool(&self, name: &str) -> Result<PoolInfoView> {
         let inner = self.lock();
-        let entry = inner.pools.get(name).ok_or_else(|| NodeError::PoolNotFound(name.to_owned()))?;
-        Ok(pool_view(name, entry))
+        match (inner.pools.get(name), inner.failed.get(name)) {
+            (Some(entry), _) => Ok(pool_view(name, entry)),
+            (None, Some(f)) => Ok(failed_pool_view(name, f)),
+            (None, None) => Err(NodeError::PoolNotFound(name.to_owned())),
+        }
+    }
+
+    /// Pools that failed to open at start-up, by name, with the reason.
+    pub fn failed_pools(&self) -> Vec<(String, String)> {
+        self.lock().failed.iter().map(|(name, f)| (name.clone(), f.error.clone())).collect()
     }
 
     /// Opens the pool on a device (or creates it there), exports its volumes, and records it
-    /// so that it is opened again at the next start.
+    /// so that it is opened again at the next start. The name and path of a pool that failed
+    /// to open at start-up try that pool again (without `force`: it is opened, never created
+    /// over); on success it is online and its volumes are served to their hosts.
     pub fn add_pool(&self, req: &AddPool) -> Result<PoolInfoView> {
         crate::storage::Name::new(&req.name).map_err(|problem| {
             StorageError::from(crate::storage::InvalidArgument::Name { name: req.name.clone(), problem })
         })?;
         let mut inner = self.lock();
+        if let Some(f) = inner.failed.get(&req.name) {
+            if !same_path(&f.path, &req.path) || req.force {
+                return Err(NodeError::PoolExists(req.name.clone()));
+            }
+            return self.retry_failed_pool(&mut inner, &req.name);
+        }
         if inner.pools.contains_key(&req.name) {
             return Err(NodeError::PoolExists(req.name.clone()));
         }
         if let Some((name, _)) = inner.pools.iter().find(|(_, e)| same_path(&e.path, &req.path)) {
+            return Err(NodeError::PathInUse { path: req.path.clone(), name: name.clone() });
+        }
+        if let Some((name, _)) = inner.failed.iter().find(|(_, f)| same_path(&f.path, &req.path)) {
             return Err(NodeError::PathInUse { path: req.path.clone(), name: name.clone() });
         }
         let (pool, data) = open_or_create(&req.name, &req.path, req.size_bytes, req.force)?;
@@ -822,6 +900,78 @@ impl Node {
         let view = pool_view(&req.name, &entry);
         inner.pools.insert(req.name.clone(), entry);
         tracing::info!(pool = %req.name, path = %req.path.display(), volumes = view.volumes, "pool added");
+        Ok(view)
+    }
+
+    /// Closes a pool added through the API and forgets it (see `DELETE /v1/pools/{name}`).
+    /// Its label stays: adding the device again opens it.
+    pub fn remove_pool(&self, name: &str, force: bool) -> Result<()> {
+        let mut inner = self.lock();
+        let from_config = match (inner.pools.get(name), inner.failed.get(name)) {
+            (Some(e), _) => {
+                let volumes = e.pool.volumes().len();
+                if !e.from_config && volumes > 0 {
+                    return Err(NodeError::PoolNotEmpty { name: name.to_owned(), volumes });
+                }
+                e.from_config
+            }
+            (None, Some(f)) => {
+                if !f.from_config && !force {
+                    return Err(NodeError::PoolFailed { name: name.to_owned(), error: f.error.clone() });
+                }
+                f.from_config
+            }
+            (None, None) => return Err(NodeError::PoolNotFound(name.to_owned())),
+        };
+        if from_config {
+            return Err(NodeError::ConfiguredPool(name.to_owned()));
+        }
+        let mut next = inner.state.clone();
+        next.pools.retain(|p| p.name != name);
+        self.save(&mut inner, next)?;
+        let path = match (inner.pools.remove(name), inner.failed.remove(name)) {
+            (Some(e), _) => e.path,
+            (None, Some(f)) => f.path,
+            (None, None) => unreachable!("found above"),
+        };
+        tracing::info!(pool = %name, path = %path.display(), "pool removed from the node");
+        Ok(())
+    }
+
+    /// Opens a pool that failed at start-up again and serves its volumes. It is in the state
+    /// file (or the configuration) already; a failure leaves it failed, with the new reason.
+    fn retry_failed_pool(&self, inner: &mut Inner, name: &str) -> Result<PoolInfoView> {
+        let f = inner.failed.get_mut(name).expect("checked by the caller");
+        let (pool, data) = match open_or_create(name, &f.path, None, false) {
+            Ok(opened) => opened,
+            Err(error) => {
+                f.error = error.to_string();
+                return Err(error);
+            }
+        };
+        let names: BTreeSet<String> =
+            inner.pools.values().flat_map(|e| e.pool.volumes().iter().map(|v| v.name().to_string())).collect();
+        if let Some(clash) = pool.volumes().iter().find(|v| names.contains(v.name().as_str())) {
+            // Made while the pool was away: both would be served, but names must be unique.
+            return Err(NodeError::VolumeExists {
+                name: clash.name().to_string(),
+                id: clash.id(),
+                size_bytes: clash.size_bytes(),
+                block_size: clash.block_size().bytes(),
+                pool: name.to_owned(),
+            });
+        }
+        let f = inner.failed.remove(name).expect("checked by the caller");
+        let entry = PoolEntry { pool, path: f.path, data, from_config: f.from_config };
+        for v in entry.pool.volumes().iter().filter(|v| v.state() == VolumeState::Ready) {
+            let access = inner.state.volumes.get(&v.id().to_string()).cloned().unwrap_or_default();
+            if let Err(error) = self.export(&entry, v, &access) {
+                tracing::error!(volume = %v.id(), %error, "a volume of the pool back online cannot be exported");
+            }
+        }
+        let view = pool_view(name, &entry);
+        inner.pools.insert(name.to_owned(), entry);
+        tracing::info!(pool = %name, volumes = view.volumes, "a pool that had failed to open is online");
         Ok(view)
     }
 
@@ -926,7 +1076,7 @@ impl Node {
 
     pub fn metrics(&self) -> Metrics {
         let inner = self.lock();
-        let pools = inner.pools.iter().map(|(name, e)| pool_view(name, e)).collect();
+        let pools = pool_views(&inner);
         let mut volumes = Vec::new();
         for (pool, e) in &inner.pools {
             for v in e.pool.volumes() {
@@ -1017,7 +1167,37 @@ fn pool_view(name: &str, e: &PoolEntry) -> PoolInfoView {
         generation: info.generation,
         direct: e.data.direct.is_some(),
         direct_512: e.data.direct.is_some() && e.data.direct_min_block == 512,
+        state: String::from("online"),
+        error: None,
     }
+}
+
+fn failed_pool_view(name: &str, f: &FailedPool) -> PoolInfoView {
+    PoolInfoView {
+        name: name.to_owned(),
+        id: String::new(),
+        path: f.path.clone(),
+        source: String::from(if f.from_config { "config" } else { "api" }),
+        capacity_bytes: 0,
+        free_bytes: 0,
+        used_bytes: 0,
+        extent_bytes: 0,
+        device_bytes: 0,
+        volumes: 0,
+        generation: 0,
+        direct: false,
+        direct_512: false,
+        state: String::from("failed"),
+        error: Some(f.error.clone()),
+    }
+}
+
+/// Every pool, online and failed, by name.
+fn pool_views(inner: &Inner) -> Vec<PoolInfoView> {
+    let mut views: Vec<PoolInfoView> = inner.pools.iter().map(|(name, e)| pool_view(name, e)).collect();
+    views.extend(inner.failed.iter().map(|(name, f)| failed_pool_view(name, f)));
+    views.sort_by(|a, b| a.name.cmp(&b.name));
+    views
 }
 
 /// Opens the pool on `path`, or creates it there: a missing file is created (sparse) when

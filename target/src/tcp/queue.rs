@@ -443,6 +443,16 @@ impl Queue {
         describe(&self.binding, self.peer)
     }
 
+    /// Once a Connect bound the queue: whether it is an I/O queue (`Some(true)`) or an admin
+    /// or discovery queue (`Some(false)`); `None` before.
+    pub fn bound_as_io(&self) -> Option<bool> {
+        match self.binding {
+            Binding::Unbound => None,
+            Binding::Admin(_) => Some(false),
+            Binding::Io(..) => Some(true),
+        }
+    }
+
     pub fn wants_close(&self) -> bool {
         match self.close {
             Close::No => false,

@@ -115,6 +115,14 @@ impl Node {
         self.spawn();
     }
 
+    /// SIGTERM, a clean exit, `between` (with the daemon down), and a new start.
+    #[allow(dead_code)]
+    pub fn restart_with(&mut self, between: impl FnOnce()) {
+        self.stop();
+        between();
+        self.spawn();
+    }
+
     /// SIGKILL at once (no clean stop), then a new start on the same data.
     pub fn kill_and_restart(&mut self) {
         self.kill();
