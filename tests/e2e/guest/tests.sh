@@ -806,6 +806,7 @@ test_csi_ext4() {
     expect_eq "max volumes" "$(csi_field max_volumes_per_node "$out")" 8
     expect_eq "topology" "$(csi_field topology.topology.fabriq.dev/zone "$out")" e2e
     expect_eq "probe" "$(csi probe)" "ready=true"
+    # shellcheck disable=SC2046 # the context is words
     csi_expect InvalidArgument stage id=vol-x fs=ext4 $(csi_ctx 1)
     csi_expect InvalidArgument stage id=vol-x staging=/run/stage/x fs=ext4 ctx.traddr=10.0.2.2
     csi_expect FailedPrecondition publish id=vol-x staging=/run/stage/x target=$CSI_PODS/x fs=ext4
@@ -875,6 +876,7 @@ test_csi_xfs() {
     csi_required
     csi_start
     csi_fs_cycle 3 xfs
+    # shellcheck disable=SC2046 # the context is words
     csi_expect FailedPrecondition stage id=vol-xfs staging=/run/stage/vol-xfs fs=ext4 $(csi_ctx 3)
     csi unstage id=vol-xfs staging=/run/stage/vol-xfs
     csi_gone 3

@@ -81,6 +81,7 @@ csi_phase() {
     mkdir -p "$NODE_DIR/share" "$NODE_DIR/data"
     uuid=$(cat /proc/sys/kernel/random/uuid)
     hostnqn=nqn.2014-08.org.nvmexpress:uuid:$uuid
+    # shellcheck disable=SC2034 # lib/node.sh's revoke action reads it
     NODE_HOSTNQN=$hostnqn
     read -r NODE_PORT NODE_DPORT NODE_API_PORT < <(free_ports 3 | paste -sd' ')
     if [[ $NET == open ]]; then addr=10.0.2.2; else addr=$GUEST_FWD_ADDR; fi
