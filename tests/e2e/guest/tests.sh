@@ -679,6 +679,18 @@ csi_start() {
     fail "fabriq-csi did not serve on $CSI_SOCK within 20 s"
 }
 
+# csi_restart: the plugin stopped (SIGTERM: it must exit 0) and started again, as a DaemonSet
+# update does while volumes stay staged and published.
+csi_restart() {
+    local rc=0
+    kill -TERM "$CSI_PID"
+    wait "$CSI_PID" || rc=$?
+    [ $rc -eq 0 ] || fail "fabriq-csi exited $rc on SIGTERM"
+    [ ! -e $CSI_SOCK ] || fail "fabriq-csi left its socket behind"
+    CSI_PID=
+    csi_start
+}
+
 csi_cleanup() {
     [ -z "${CSI_PID:-}" ] || kill -TERM "$CSI_PID" 2>/dev/null
     echo "----- fabriq-csi log (tail)"
@@ -752,6 +764,8 @@ csi_fs_cycle() {
     run dd if=/dev/urandom of="$pod/dir/blob" bs=64k count=32 2>/dev/null
     (cd "$pod" && md5sum dir/hello dir/blob >/tmp/csi-sums-$fs)
     sync
+    # A new plugin process knows what the old one staged (its records in the state directory).
+    csi_restart
     # Read-only publish of the same staging: reads work, writes are refused.
     csi2 publish id=$id staging=$stage target=$ro fs=$fs ro=1
     [ "$(cat "$ro/dir/hello")" = "written through fabriq-csi" ] || fail "the read-only publish does not show the file"
