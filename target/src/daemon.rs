@@ -41,11 +41,6 @@ use crate::nvme::{Nqn, Nsid};
 use crate::reactor::{Inbox, Msg, Reactor, STAGING_BYTES, Setup};
 use crate::subsys::{Limits, Namespace, START_BIND_PATIENCE, Subsystem, SubsystemKind, Target};
 
-#[cfg(feature = "rdma")]
-type RdmaListeners = crate::rdma::engine::Listeners;
-#[cfg(not(feature = "rdma"))]
-type RdmaListeners = std::convert::Infallible;
-
 /// How long a stop waits for connections to finish before flushing and exiting anyway.
 const STOP_GRACE: Duration = Duration::from_secs(20);
 /// How often the main thread checks on the reactors when systemd asks for no watchdog.
@@ -90,8 +85,8 @@ pub fn limits(c: &config::TargetSection) -> Limits {
 pub fn build_target(config: &Config) -> Result<Target, StartError> {
     let limits = limits(&config.target);
     let target = Target::new(limits);
-    // RDMA listeners are bound by `bind_rdma_listeners` and served by reactor 0's engine.
-    for l in config.listeners.iter().filter(|l| l.transport == config::Transport::Tcp) {
+    // TCP and RDMA alike: reactor 0 serves them (RDMA through its RDMA engine).
+    for l in &config.listeners {
         target
             .add_listener_at_start(l, START_BIND_PATIENCE)
             .map_err(|source| StartError::Bind { addr: l.address, source })?;
@@ -150,52 +145,6 @@ fn derived_uuid(nqn: &str, nsid: u32) -> uuid::Uuid {
     uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("{nqn}/{nsid}").as_bytes())
 }
 
-/// Binds the configuration's RDMA listeners (RDMA CM ids on one event channel, handed to
-/// reactor 0's RDMA engine) and registers them with the target, after the TCP ones.
-#[cfg(feature = "rdma")]
-fn bind_rdma_listeners(config: &Config, target: &Target) -> Result<Option<RdmaListeners>, StartError> {
-    let rdma: Vec<_> = config.listeners.iter().filter(|l| l.transport == config::Transport::Rdma).collect();
-    let Some(first) = rdma.first() else { return Ok(None) };
-    let mut listeners = RdmaListeners::new().map_err(|source| StartError::Bind { addr: first.address, source })?;
-    for l in rdma {
-        let bind_err = |source| StartError::Bind { addr: l.address, source };
-        let mut made = None;
-        listeners
-            .bind(l.address, |bound| {
-                let advertised = match l.advertise {
-                    Some(mut a) if a.port() == 0 => {
-                        a.set_port(bound.port());
-                        a
-                    }
-                    Some(a) => a,
-                    None => bound,
-                };
-                let info = target
-                    .register_listener(|port_id| crate::subsys::ListenerInfo {
-                        port_id,
-                        bound,
-                        advertised,
-                        discovery_only: l.discovery_only,
-                        transport: l.transport,
-                    })
-                    .expect("a port ID for the configuration's listeners");
-                made = Some(info.clone());
-                info
-            })
-            .map_err(bind_err)?;
-        if let Some(info) = made {
-            tracing::info!(port_id = info.port_id, address = %info.bound, advertised = %info.advertised, "listening (rdma)");
-        }
-    }
-    Ok(Some(listeners))
-}
-
-/// Without the `rdma` feature the configuration has no RDMA listeners (validation refuses them).
-#[cfg(not(feature = "rdma"))]
-fn bind_rdma_listeners(_: &Config, _: &Target) -> Result<Option<RdmaListeners>, StartError> {
-    Ok(None)
-}
-
 fn block_signals() -> Result<libc::sigset_t, StartError> {
     // SAFETY: sigset_t is plain data initialised by sigemptyset before use.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
@@ -236,15 +185,6 @@ impl DataPlane {
     /// accepts on every listener the target has (and on those added later), and run-time
     /// changes poke the reactors. Returns once every reactor runs.
     pub fn start(target: &Arc<Target>, section: &config::TargetSection) -> Result<DataPlane, StartError> {
-        Self::start_with(target, section, None)
-    }
-
-    /// [`DataPlane::start`], with the RDMA listeners reactor 0's RDMA engine serves.
-    pub fn start_with(
-        target: &Arc<Target>,
-        section: &config::TargetSection,
-        #[cfg_attr(not(feature = "rdma"), allow(unused_variables, unused_mut))] mut rdma: Option<RdmaListeners>,
-    ) -> Result<DataPlane, StartError> {
         let n = section.reactors.max(1);
         let mut inboxes = Vec::with_capacity(n);
         for id in 0..n {
@@ -266,8 +206,6 @@ impl DataPlane {
                 inboxes: Arc::clone(&inboxes),
                 heartbeats: Arc::clone(&heartbeats),
                 loads: Arc::clone(&loads),
-                #[cfg(feature = "rdma")]
-                rdma: if id == 0 { rdma.take() } else { None },
                 pool: layout.clone(),
                 busy_poll: Duration::from_micros(u64::from(section.busy_poll_us)),
                 ring_entries: RING_ENTRIES,
@@ -390,8 +328,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let target = Arc::new(build_target(&config)?);
     let node = Arc::new(Node::open(&config, Arc::clone(&target)).map_err(StartError::from)?);
     node.restore_listeners();
-    let rdma = bind_rdma_listeners(&config, &target)?;
-    let plane = DataPlane::start_with(&target, &config.target, rdma)?;
+    let plane = DataPlane::start(&target, &config.target)?;
     let api = start_api(&config, &node)?;
     for hint in connect_hints(&target) {
         println!("{hint}");

@@ -14,9 +14,10 @@
 //! an asynchronous event is due, a controller was torn down, sent by other reactors and by the
 //! control plane through [`Target`]); the stop order; the watchdog's pings.
 //!
-//! With the `rdma` feature, the reactor holding the RDMA listeners also runs an RDMA engine
-//! (`crate::rdma::engine`): its CM event channel and completion channels are watched with
-//! one-shot polls in the same ring, and its queue pairs' backend I/O goes through the ring too.
+//! With the `rdma` feature, reactor 0 also runs an RDMA engine (`crate::rdma::engine`) from
+//! the moment the first RDMA listener reaches it (`Msg::RdmaListen`): its CM event channel
+//! and completion channels are watched with one-shot polls in the same ring, and its queue
+//! pairs' backend I/O goes through the ring too.
 //!
 //! Invariants:
 //! - per connection at most one receive and one send are in flight;
@@ -67,7 +68,12 @@ pub enum Msg {
     Poke,
     /// Accept connections on this listening socket (reactor 0 only).
     Listen { fd: Arc<OwnedFd>, info: ListenerInfo },
-    /// The listener was removed (its socket already shut down): forget it once its accept ends.
+    /// Serve this RDMA listener, bound by the control plane (reactor 0 only): its CM id
+    /// moves to reactor 0's RDMA engine, which is made for the first one.
+    #[cfg(feature = "rdma")]
+    RdmaListen { bound: Box<crate::rdma::engine::Bound>, info: ListenerInfo },
+    /// The listener was removed (a TCP socket is already shut down: forget it once its
+    /// accept ends; an RDMA CM id is destroyed now).
     Unlisten { port_id: u16 },
     /// Stop: no new connections, finish what is in flight, close, return.
     Stop,
@@ -118,9 +124,6 @@ pub struct Setup {
     pub pool: Layout,
     pub busy_poll: Duration,
     pub ring_entries: u32,
-    /// RDMA listeners (reactor 0 only, when the configuration has some).
-    #[cfg(feature = "rdma")]
-    pub rdma: Option<crate::rdma::engine::Listeners>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,7 +270,7 @@ impl Reactor {
             poke_all: false,
             dirty: Vec::with_capacity(64),
             #[cfg(feature = "rdma")]
-            rdma: setup.rdma.map(|l| crate::rdma::engine::Engine::new(setup.id, Arc::clone(&target), Some(l))),
+            rdma: None,
         })
     }
 
@@ -456,7 +459,15 @@ impl Reactor {
                 Msg::Conn { .. } => {}
                 Msg::Poke => poked = true,
                 Msg::Listen { fd, info } => self.listen(fd, info),
-                Msg::Unlisten { port_id } => self.unlisten(port_id),
+                #[cfg(feature = "rdma")]
+                Msg::RdmaListen { bound, info } => self.rdma_listen(bound, info),
+                Msg::Unlisten { port_id } => {
+                    self.unlisten(port_id);
+                    #[cfg(feature = "rdma")]
+                    if let Some(engine) = self.rdma.as_mut() {
+                        engine.unlisten(port_id);
+                    }
+                }
                 Msg::Stop => self.stop(),
                 Msg::Ping(n) => self.heartbeats[self.id].store(n, Ordering::Release),
             }
@@ -776,6 +787,23 @@ impl Reactor {
                 self.push(entry.user_data(token(Kind::Rdma, 0, source)));
             }
         }
+    }
+
+    /// Serves an RDMA listener: the engine is made for the first one.
+    #[cfg(feature = "rdma")]
+    #[allow(clippy::boxed_local)] // boxed in the message (it keeps `Msg` small), moved out here
+    fn rdma_listen(&mut self, bound: Box<crate::rdma::engine::Bound>, info: ListenerInfo) {
+        if self.stopping {
+            return;
+        }
+        match self.rdma.as_mut() {
+            Some(engine) => engine.listen(*bound, info),
+            None => {
+                tracing::info!(reactor = self.id, port_id = info.port_id, address = %info.bound, "RDMA engine started");
+                self.rdma = Some(crate::rdma::engine::Engine::new(self.id, Arc::clone(&self.target), *bound, info));
+            }
+        }
+        self.rdma_arm();
     }
 
     /// Runs `f` on the RDMA engine with the reactor's I/O context, then submits the backend

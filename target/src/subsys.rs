@@ -17,8 +17,9 @@
 //!  Subsystem::revoke_host ------> controllers killed (dead flag) --+--> Msg::Poke to the reactors
 //!  Target::remove_subsystem ----> controllers killed, genctr + 1 --+    (Hub): queues poll, AERs
 //!  Target::add_listener --------> socket bound here, Msg::Listen -----> complete, dead controllers'
-//!  Target::remove_listener -----> shutdown() here, Msg::Unlisten -----> queues close; reactor 0
-//!                                                                       accepts on listeners
+//!                   (rdma) CM id bound here, Msg::RdmaListen ------> queues close; reactor 0
+//!  Target::remove_listener -----> shutdown() here, Msg::Unlisten -----> accepts on listeners (its
+//!                                                                       RDMA engine on CM ids)
 //! ```
 //!
 //! Invariants:
@@ -524,13 +525,38 @@ impl Hub {
     }
 }
 
-/// A listening socket and what discovery says about it.
+/// Binds an RDMA CM listener (the `rdma` feature); its bound address and handle.
+#[cfg(feature = "rdma")]
+fn bind_rdma(addr: SocketAddr) -> io::Result<(SocketAddr, Handle)> {
+    let bound = crate::rdma::engine::Bound::bind(addr)?;
+    Ok((bound.addr, Handle::RdmaBound(Box::new(bound))))
+}
+
+/// Without the `rdma` feature there is nothing to bind an RDMA listener with.
+#[cfg(not(feature = "rdma"))]
+fn bind_rdma(_: SocketAddr) -> io::Result<(SocketAddr, Handle)> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "this fabriq-target was built without RDMA (cargo feature `rdma`)"))
+}
+
+/// A listener and what discovery says about it.
 #[derive(Debug)]
 struct Listening {
     info: ListenerInfo,
-    /// Shared with reactor 0, which accepts on it; shut down here when the listener goes.
-    /// None for an RDMA listener: its CM id lives in reactor 0's RDMA engine.
-    fd: Option<Arc<OwnedFd>>,
+    handle: Handle,
+}
+
+/// What serves a listener.
+#[derive(Debug)]
+enum Handle {
+    /// A TCP socket, shared with reactor 0, which accepts on it; shut down here when the
+    /// listener goes.
+    Tcp(Arc<OwnedFd>),
+    /// An RDMA CM id bound here and not yet handed to reactor 0 (the data plane is not
+    /// attached yet): [`Target::attach_reactors`] sends it.
+    #[cfg(feature = "rdma")]
+    RdmaBound(Box<crate::rdma::engine::Bound>),
+    /// An RDMA CM id in reactor 0's RDMA engine (or one registered by a test).
+    Rdma,
 }
 
 /// What [`Target::connection_stats`] reports.
@@ -655,14 +681,17 @@ impl Target {
         self.listeners.read().expect("listener lock").iter().find(|l| l.info.port_id == port_id).map(|l| l.info.clone())
     }
 
-    /// Binds a listener now (port 0: the kernel picks one, reported in `bound`) and has the
-    /// data plane accept on it (at once, or when it is attached). Only TCP.
+    /// Binds a listener now (port 0: the kernel or the RDMA CM picks one, reported in
+    /// `bound`) and has the data plane serve it (at once, or when it is attached). RDMA
+    /// listeners need the `rdma` feature (`Unsupported` otherwise).
     pub fn add_listener(&self, config: &config::Listener) -> Result<ListenerInfo, io::Error> {
-        if config.transport != config::Transport::Tcp {
-            return Err(io::Error::new(io::ErrorKind::Unsupported, format!("{} listeners", config.transport)));
-        }
-        let socket = TcpListener::bind(config.address)?;
-        let bound = socket.local_addr()?;
+        let (bound, handle) = match config.transport {
+            config::Transport::Tcp => {
+                let socket = TcpListener::bind(config.address)?;
+                (socket.local_addr()?, Handle::Tcp(Arc::new(OwnedFd::from(socket))))
+            }
+            config::Transport::Rdma => bind_rdma(config.address)?,
+        };
         let advertised = match config.advertise {
             Some(mut a) if a.port() == 0 => {
                 a.set_port(bound.port());
@@ -682,25 +711,36 @@ impl Target {
             discovery_only: config.discovery_only,
             transport: config.transport,
         };
-        let fd = Arc::new(OwnedFd::from(socket));
         // Under the listener lock, so that `attach_reactors` hands over each listener once.
-        let _ = self.hub.send(0, Msg::Listen { fd: Arc::clone(&fd), info: info.clone() });
-        listeners.push(Listening { info: info.clone(), fd: Some(fd) });
+        let handle = match handle {
+            Handle::Tcp(fd) => {
+                let _ = self.hub.send(0, Msg::Listen { fd: Arc::clone(&fd), info: info.clone() });
+                Handle::Tcp(fd)
+            }
+            #[cfg(feature = "rdma")]
+            Handle::RdmaBound(b) => match self.hub.send(0, Msg::RdmaListen { bound: b, info: info.clone() }) {
+                Ok(()) => Handle::Rdma,
+                Err(Msg::RdmaListen { bound, .. }) => Handle::RdmaBound(bound),
+                Err(_) => unreachable!("send gives back the message it could not send"),
+            },
+            Handle::Rdma => Handle::Rdma,
+        };
+        listeners.push(Listening { info: info.clone(), handle });
         drop(listeners);
-        tracing::info!(port_id, address = %bound, advertised = %advertised, discovery_only = config.discovery_only, "listening");
+        tracing::info!(port_id, transport = %config.transport, address = %bound, advertised = %advertised, discovery_only = config.discovery_only, "listening");
         self.discovery_changed();
         Ok(info)
     }
 
-    /// Records a listener bound elsewhere (an RDMA CM id, bound by the daemon and served by
-    /// reactor 0's RDMA engine): it gets the next port ID, and discovery lists it.
+    /// Records a listener served elsewhere (a test's RDMA queue without an engine): it gets
+    /// the next port ID, and discovery lists it.
     pub fn register_listener(&self, make: impl FnOnce(u16) -> ListenerInfo) -> Result<ListenerInfo, io::Error> {
         let mut listeners = self.listeners.write().expect("listener lock");
         let port_id = self.next_port_id.fetch_add(1, Ordering::Relaxed);
         let port_id = u16::try_from(port_id)
             .map_err(|_| io::Error::new(io::ErrorKind::QuotaExceeded, "every NVMe-oF port ID was used"))?;
         let info = make(port_id);
-        listeners.push(Listening { info: info.clone(), fd: None });
+        listeners.push(Listening { info: info.clone(), handle: Handle::Rdma });
         drop(listeners);
         self.discovery_changed();
         Ok(info)
@@ -735,36 +775,48 @@ impl Target {
     }
 
     /// Stops accepting on listener `port_id`: connection attempts are refused from the moment
-    /// this returns; connections made through it stay.
+    /// this returns (an RDMA listener's from the moment reactor 0 reads its inbox, next);
+    /// connections made through it stay.
     pub fn remove_listener(&self, port_id: u16) -> Option<ListenerInfo> {
         let mut listeners = self.listeners.write().expect("listener lock");
         let i = listeners.iter().position(|l| l.info.port_id == port_id)?;
-        let Listening { info, fd } = listeners.remove(i);
+        let Listening { info, handle } = listeners.remove(i);
         drop(listeners);
-        let Some(fd) = fd else {
-            // An RDMA listener stays with the engine that holds it (not removable at run time).
-            tracing::warn!(port_id, "an RDMA listener cannot be removed at run time; discovery no longer lists it");
-            self.discovery_changed();
-            return Some(info);
-        };
-        // SAFETY: shutdown on a listening socket this target owns (reactor 0 holds a second
-        // reference, so the descriptor stays open until it has seen its accept end).
-        unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
-        let _ = self.hub.send(0, Msg::Unlisten { port_id });
-        tracing::info!(port_id, address = %info.bound, "listener removed");
+        match handle {
+            Handle::Tcp(fd) => {
+                // SAFETY: shutdown on a listening socket this target owns (reactor 0 holds a
+                // second reference, so the descriptor stays open until it has seen its accept
+                // end).
+                unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
+                let _ = self.hub.send(0, Msg::Unlisten { port_id });
+            }
+            // Never handed over: dropping it stops listening.
+            #[cfg(feature = "rdma")]
+            Handle::RdmaBound(bound) => drop(bound),
+            Handle::Rdma => {
+                let _ = self.hub.send(0, Msg::Unlisten { port_id });
+            }
+        }
+        tracing::info!(port_id, transport = %info.transport, address = %info.bound, "listener removed");
         self.discovery_changed();
         Some(info)
     }
 
     /// Connects the target to its data plane: `inboxes` are the reactors', by ID. Reactor 0
-    /// gets every listener to accept on; from now on, changes poke the reactors. Once per target.
+    /// gets every listener to serve; from now on, changes poke the reactors. Once per target.
     pub fn attach_reactors(&self, inboxes: Arc<[Arc<Inbox>]>) {
         assert!(!inboxes.is_empty(), "a data plane has reactors");
         assert!(!self.attached.swap(true, Ordering::AcqRel), "a target is served by one data plane");
-        let listeners = self.listeners.read().expect("listener lock");
-        for l in listeners.iter() {
-            if let Some(fd) = &l.fd {
-                inboxes[0].send(Msg::Listen { fd: Arc::clone(fd), info: l.info.clone() });
+        let mut listeners = self.listeners.write().expect("listener lock");
+        for l in listeners.iter_mut() {
+            match std::mem::replace(&mut l.handle, Handle::Rdma) {
+                Handle::Tcp(fd) => {
+                    inboxes[0].send(Msg::Listen { fd: Arc::clone(&fd), info: l.info.clone() });
+                    l.handle = Handle::Tcp(fd);
+                }
+                #[cfg(feature = "rdma")]
+                Handle::RdmaBound(bound) => inboxes[0].send(Msg::RdmaListen { bound, info: l.info.clone() }),
+                Handle::Rdma => {}
             }
         }
         *self.hub.reactors.write().expect("reactor lock") = Some(inboxes);
@@ -959,7 +1011,15 @@ mod tests {
         assert!(t.discovery_genctr() >= g + 4);
         let mut rdma = any(false);
         rdma.transport = config::Transport::Rdma;
-        assert_eq!(t.add_listener(&rdma).unwrap_err().kind(), io::ErrorKind::Unsupported);
+        // Without the feature: unsupported; with it, loopback has no RDMA device. Either way
+        // nothing is listed and no port ID is used up.
+        let err = t.add_listener(&rdma).unwrap_err();
+        if !cfg!(feature = "rdma") {
+            assert_eq!(err.kind(), io::ErrorKind::Unsupported);
+            assert!(err.to_string().contains("built without RDMA"), "{err}");
+        }
+        assert_eq!(t.listeners().len(), 2);
+        assert_eq!(t.add_listener(&any(false)).unwrap().port_id, 4);
     }
 
     #[test]

@@ -243,10 +243,23 @@ fn pools_and_listeners() {
     node.expect_error(
         "POST",
         "/v1/listeners",
-        Some(&json!({"transport": "rdma", "address": "127.0.0.1:0"})),
+        Some(&json!({"transport": "ib", "address": "127.0.0.1:0"})),
         400,
         "invalid_listener",
     );
+    // NVMe/RDMA: refused with a reason the operator can act on; without the feature, that the
+    // binary lacks RDMA; with it, that loopback is no RDMA device's address. Nothing is kept.
+    let (code, says) = if cfg!(feature = "rdma") {
+        ("cannot_listen", "cannot listen")
+    } else {
+        ("transport_not_built", "without RDMA")
+    };
+    let (status, refused) =
+        node.call("POST", "/v1/listeners", Some(&json!({"transport": "rdma", "address": "127.0.0.1:0"})));
+    assert_eq!((status, refused["code"].as_str()), (422, Some(code)), "{refused}");
+    assert!(refused["message"].as_str().unwrap().contains(says), "{refused}");
+    let state: Value = serde_json::from_str(&std::fs::read_to_string(node.data("node-state.json")).unwrap()).unwrap();
+    assert!(state["listeners"].as_array().is_none_or(|l| l.is_empty()), "{state}");
     node.expect_error("POST", "/v1/listeners", Some(&json!({"address": "0.0.0.0:4430"})), 400, "invalid_listener");
     node.expect_error("POST", "/v1/listeners", Some(&json!({"address": "localhost:4430"})), 400, "invalid_body");
     node.expect_error("POST", "/v1/listeners", Some(&json!({"address": node.nvme})), 409, "listener_exists");
@@ -497,4 +510,44 @@ fn a_failed_pool_leaves_the_others_serving_and_comes_back() {
     assert_eq!((&again["id"], again["volumes"].as_u64()), (&id, Some(0)), "the same pool, opened again");
     node.restart();
     assert_eq!(names(&node), ["p1", "p2"]);
+}
+
+/// A listener the state file holds but the restarted daemon cannot bind (here an NVMe/RDMA one:
+/// without the `rdma` feature it is not built in; with it, loopback has no RDMA device) is
+/// reported in the log and kept in the state file for a later start, while the rest of the
+/// node starts and serves.
+#[test]
+fn a_state_file_listener_that_cannot_be_bound_is_kept_for_the_next_start() {
+    let mut node = Node::start(64, "");
+    let added = node.expect("POST", "/v1/listeners", Some(&json!({"address": "127.0.0.1:0"})), 201);
+    let path = node.data("node-state.json");
+    node.restart_with(|| {
+        let mut state: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        state["listeners"].as_array_mut().unwrap().push(
+            json!({"transport": "rdma", "address": "127.0.0.1:4555", "advertise": null, "discovery_only": false}),
+        );
+        std::fs::write(&path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+    });
+    let listeners = node.expect("GET", "/v1/listeners", None, 200);
+    let listed: Vec<(&str, &str)> = listeners
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["transport"].as_str().unwrap(), l["address"].as_str().unwrap()))
+        .collect();
+    let api = added["address"].as_str().unwrap();
+    assert_eq!(
+        listed,
+        [("tcp", node.nvme.to_string().as_str()), ("tcp", api)],
+        "the TCP one is back, the RDMA one is not"
+    );
+    assert!(node.log_text().contains("cannot restore a listener added through the API"), "{}", node.log_text());
+    let state: Value = serde_json::from_str(&std::fs::read_to_string(node.data("node-state.json")).unwrap()).unwrap();
+    let kept = state["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l["transport"] == "rdma" && l["address"] == "127.0.0.1:4555");
+    assert!(kept, "kept for a start that can bind it: {state}");
+    node.expect("GET", "/v1/health", None, 200);
 }

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::node::NodeError;
+use crate::node::{ListenerProblem, NodeError};
 use crate::storage::{InvalidArgument, StorageError};
 
 /// The body of every error response.
@@ -98,6 +98,7 @@ fn node_status(error: &NodeError) -> (StatusCode, &'static str) {
         NodeError::MissingDevice(_) => (S::UNPROCESSABLE_ENTITY, "device_missing"),
         NodeError::PoolFileSize(_) => (S::BAD_REQUEST, "invalid_argument"),
         NodeError::DataPath { .. } => (S::INTERNAL_SERVER_ERROR, "io_error"),
+        NodeError::BadListener(ListenerProblem::RdmaNotBuilt) => (S::UNPROCESSABLE_ENTITY, "transport_not_built"),
         NodeError::BadListener(_) => (S::BAD_REQUEST, "invalid_listener"),
         NodeError::ListenerExists(_) => (S::CONFLICT, "listener_exists"),
         NodeError::ConfiguredListener { .. } => (S::CONFLICT, "configured_listener"),
@@ -106,6 +107,10 @@ fn node_status(error: &NodeError) -> (StatusCode, &'static str) {
             io::ErrorKind::AddrNotAvailable | io::ErrorKind::PermissionDenied => {
                 (S::UNPROCESSABLE_ENTITY, "cannot_listen")
             }
+            // RDMA: no RDMA CM on the node (ENOENT: no /dev/infiniband/rdma_cm), or no RDMA
+            // device has the address (ENODEV).
+            io::ErrorKind::NotFound => (S::UNPROCESSABLE_ENTITY, "cannot_listen"),
+            _ if source.raw_os_error() == Some(libc::ENODEV) => (S::UNPROCESSABLE_ENTITY, "cannot_listen"),
             _ => (S::INTERNAL_SERVER_ERROR, "io_error"),
         },
         NodeError::NqnInUse(_) => (S::CONFLICT, "nqn_in_use"),
@@ -181,6 +186,17 @@ mod tests {
                     .into(),
                 409,
                 "address_in_use",
+            ),
+            (NodeError::BadListener(ListenerProblem::RdmaNotBuilt).into(), 422, "transport_not_built"),
+            (NodeError::BadListener(ListenerProblem::Transport("ib".into())).into(), 400, "invalid_listener"),
+            (
+                NodeError::Bind {
+                    address: "10.0.0.1:4420".parse().unwrap(),
+                    source: io::Error::from_raw_os_error(libc::ENODEV),
+                }
+                .into(),
+                422,
+                "cannot_listen",
             ),
             (ApiError::MissingToken, 401, "unauthorized"),
             (ApiError::Timeout(Duration::from_secs(1)), 503, "timeout"),

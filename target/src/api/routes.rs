@@ -353,14 +353,16 @@ pub async fn list_listeners(State(state): State<Arc<AppState>>) -> Result<Json<V
     Ok(Json(blocking(&state, |node| Ok(node.list_listeners())).await?))
 }
 
-/// Listens on one more address, at once and across restarts.
+/// Listens on one more address, at once and across restarts: NVMe/TCP, or NVMe/RDMA (through
+/// the RDMA CM, on an address of an RDMA device) in a build with RDMA. Discovery log entries
+/// list it with its transport's fields.
 #[utoipa::path(post, path = "/v1/listeners", tag = "listeners", request_body = AddListener,
     responses(
         (status = 201, body = ListenerView),
         (status = 400, description = "Invalid JSON, address, transport or advertise", body = ErrorBody),
         (status = 401, body = ErrorBody),
-        (status = 409, description = "A listener on that address exists, or the address is in use", body = ErrorBody),
-        (status = 422, description = "The address is not this node's", body = ErrorBody),
+        (status = 409, description = "A listener of that transport on that address exists, or the address is in use", body = ErrorBody),
+        (status = 422, description = "The address is not this node's (for RDMA: no RDMA device has it), or the transport is `rdma` and this binary was built without RDMA (`transport_not_built`)", body = ErrorBody),
     ))]
 pub async fn add_listener(
     State(state): State<Arc<AppState>>,

@@ -78,8 +78,13 @@ pub enum NodeError {
 /// Why a listener request is refused as written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ListenerProblem {
-    #[error("transport {0:?} is not built into this fabriq-target (\"tcp\" is)")]
+    #[error("transport {0:?} is not one fabriq-target speaks: \"tcp\" or \"rdma\"")]
     Transport(String),
+    #[error(
+        "this fabriq-target was built without RDMA: transport \"rdma\" needs a build with the `rdma` cargo feature \
+         (cargo build --release -p fabriq-target --features rdma)"
+    )]
+    RdmaNotBuilt,
     #[error("listening on every address needs `advertise`: discovery log entries must name an address hosts can reach")]
     WildcardNeedsAdvertise,
     #[error("`advertise` must be an address hosts can connect to: not a wildcard address, not port 0")]

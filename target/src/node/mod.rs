@@ -137,7 +137,9 @@ pub struct AddPool {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddListener {
-    /// `tcp` (default).
+    /// `tcp` (default) or `rdma` (NVMe/RDMA through the RDMA CM; only in a fabriq-target
+    /// built with the `rdma` feature, otherwise refused with 422 `transport_not_built`; the
+    /// address must be one of an RDMA device's, e.g. a RoCE interface's).
     #[serde(default = "default_transport")]
     #[schema(default = "tcp")]
     pub transport: String,
@@ -158,9 +160,10 @@ fn default_transport() -> String {
     String::from("tcp")
 }
 
-/// What a host needs to connect to a volume (`nvme connect -t tcp -a ADDRESS -s PORT -n NQN`).
+/// What a host needs to connect to a volume (`nvme connect -t TRANSPORT -a ADDRESS -s PORT -n NQN`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ConnectInfo {
+    /// `tcp` or `rdma`: the transport of the node's first I/O listener.
     #[schema(example = "tcp")]
     pub transport: String,
     #[schema(example = "192.0.2.10")]
@@ -242,6 +245,8 @@ pub struct PoolInfoView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct ListenerView {
     pub port_id: u16,
+    /// `tcp` or `rdma`.
+    #[schema(example = "tcp")]
     pub transport: String,
     #[schema(value_type = String)]
     pub address: SocketAddr,
@@ -466,7 +471,7 @@ impl Node {
         let inner = self.lock();
         for l in &inner.state.listeners {
             let listener = config::Listener {
-                transport: Transport::Tcp,
+                transport: if l.transport == Transport::Rdma.as_str() { Transport::Rdma } else { Transport::Tcp },
                 address: l.address,
                 advertise: l.advertise,
                 discovery_only: l.discovery_only,
@@ -792,7 +797,7 @@ impl Node {
         let listeners = self.target.listeners();
         let l = listeners.iter().find(|l| !l.discovery_only)?;
         Some(ConnectInfo {
-            transport: String::from("tcp"),
+            transport: l.transport.to_string(),
             address: l.advertised.ip().to_string(),
             port: l.advertised.port(),
             nqn: volume_nqn(id),
@@ -979,7 +984,7 @@ impl Node {
     fn listener_view(&self, l: &ListenerInfo) -> ListenerView {
         ListenerView {
             port_id: l.port_id,
-            transport: String::from("tcp"),
+            transport: l.transport.to_string(),
             address: l.bound,
             advertised: l.advertised,
             discovery_only: l.discovery_only,
@@ -987,10 +992,14 @@ impl Node {
         }
     }
 
-    /// Binds a new listener and records it (with the port as bound) for the next start.
+    /// Binds a new listener and records it (with the port as bound) for the next start: a
+    /// TCP socket, or (with the `rdma` feature) an RDMA CM id that reactor 0's RDMA engine
+    /// serves.
     pub fn add_listener(&self, req: &AddListener) -> Result<ListenerView> {
         let transport = match req.transport.as_str() {
             "tcp" => Transport::Tcp,
+            "rdma" if cfg!(feature = "rdma") => Transport::Rdma,
+            "rdma" => return Err(NodeError::BadListener(ListenerProblem::RdmaNotBuilt)),
             other => return Err(NodeError::BadListener(ListenerProblem::Transport(other.to_owned()))),
         };
         if req.address.ip().is_unspecified() && req.advertise.is_none() {
@@ -1001,14 +1010,17 @@ impl Node {
         }
         let mut inner = self.lock();
         let listeners = self.target.listeners();
-        let overlaps = |b: &SocketAddr| {
-            let a = req.address;
-            a.port() != 0
+        // TCP ports and the RDMA CM's port space are apart (RoCE and InfiniBand): an NVMe/TCP
+        // and an NVMe/RDMA listener may share an address and port, as 4420 usually does.
+        let overlaps = |l: &ListenerInfo| {
+            let (a, b) = (req.address, l.bound);
+            l.transport == transport
+                && a.port() != 0
                 && a.port() == b.port()
                 && a.is_ipv4() == b.is_ipv4()
                 && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
         };
-        if let Some(l) = listeners.iter().find(|l| overlaps(&l.bound)) {
+        if let Some(l) = listeners.iter().find(|l| overlaps(l)) {
             return Err(NodeError::ListenerExists(l.bound));
         }
         let listener = config::Listener {
@@ -1021,7 +1033,7 @@ impl Node {
             self.target.add_listener(&listener).map_err(|source| NodeError::Bind { address: req.address, source })?;
         let mut next = inner.state.clone();
         next.listeners.push(state::Listener {
-            transport: String::from("tcp"),
+            transport: transport.to_string(),
             address: info.bound,
             advertise: req.advertise,
             discovery_only: req.discovery_only,
@@ -1030,7 +1042,7 @@ impl Node {
             self.target.remove_listener(info.port_id);
             return Err(error);
         }
-        tracing::info!(address = %info.bound, port_id = info.port_id, "listener added");
+        tracing::info!(%transport, address = %info.bound, port_id = info.port_id, "listener added");
         Ok(self.listener_view(&info))
     }
 
@@ -1043,7 +1055,7 @@ impl Node {
             return Err(NodeError::ConfiguredListener { port_id, address: l.bound });
         }
         let mut next = inner.state.clone();
-        next.listeners.retain(|s| s.address != l.bound);
+        next.listeners.retain(|s| s.address != l.bound || s.transport != l.transport.as_str());
         self.save(&mut inner, next)?;
         self.target.remove_listener(port_id);
         tracing::info!(address = %l.bound, port_id, "listener removed");

@@ -5,6 +5,13 @@
 //! [`Engine::to_arm`]) and hands what became readable to [`Engine::on_ready`]; the engine
 //! reads the events, polls the completion queues and posts what the queues ask for.
 //!
+//! Listeners are bound where they are added (the daemon's start, the node API's thread:
+//! [`Bound::bind`], a CM id listening on an event channel of its own) and reach reactor 0 in a
+//! message; the first makes its engine ([`Engine::new`], whose event channel is that
+//! listener's), later ones move onto that channel ([`Engine::listen`], `rdma_migrate_id`:
+//! connection requests already waiting move with them). A removed listener's id is destroyed
+//! by the engine ([`Engine::unlisten`]); its connections stay.
+//!
 //! ```text
 //!  a connection (Conn)
 //!
@@ -22,6 +29,7 @@
 //!   posted and its backend operations have completed (`Queue::idle`, `ops_inflight`);
 //! - the pool's regions are registered with a device once, at its first connection, and
 //!   deregistered only after every queue pair is gone;
+//! - every listening id is on the engine's one event channel, so one poll watches them all;
 //! - every loop is bounded: events per readiness, completions per queue per turn (the rest is
 //!   polled on the next turn, see [`Engine::turn`]).
 
@@ -51,9 +59,9 @@ const BACKLOG: i32 = 128;
 /// for nothing more, so two rounds suffice; the bound is for safety).
 const POST_ROUNDS: usize = 4;
 
-/// The RDMA listeners of the daemon, bound before the reactors start and handed to reactor 0.
+/// The RDMA CM listeners reactor 0's engine serves: ids listening on one event channel.
 #[derive(Debug)]
-pub struct Listeners {
+struct Listeners {
     channel: EventChannel,
     ids: Vec<(ListenId, ListenerInfo)>,
 }
@@ -65,30 +73,46 @@ struct ListenId(*mut rdma_cm_id);
 // it from then on.
 unsafe impl Send for ListenId {}
 
-impl Listeners {
-    pub fn new() -> std::io::Result<Listeners> {
-        Ok(Listeners { channel: EventChannel::new()?, ids: Vec::new() })
-    }
-
-    /// Binds and listens on `addr`; `describe` makes the listener's information from the
-    /// bound address (its port filled in), which is returned.
-    pub fn bind(
-        &mut self,
-        addr: SocketAddr,
-        describe: impl FnOnce(SocketAddr) -> ListenerInfo,
-    ) -> std::io::Result<ListenerInfo> {
-        let (id, port) = verbs::listen(&self.channel, addr, BACKLOG)?;
-        let mut bound = addr;
-        bound.set_port(port);
-        let info = describe(bound);
-        self.ids.push((ListenId(id), info.clone()));
-        Ok(info)
-    }
-}
-
 impl Drop for Listeners {
     fn drop(&mut self) {
         for (id, _) in self.ids.drain(..) {
+            verbs::destroy_id(id.0);
+        }
+    }
+}
+
+/// One RDMA listener, bound and listening on an event channel of its own, on its way to the
+/// engine of reactor 0 ([`Engine::listen`] moves the id onto the engine's channel). Until
+/// then connection requests wait in the kernel (the listen backlog); dropped, it stops
+/// listening.
+#[derive(Debug)]
+pub struct Bound {
+    /// Taken by the engine; destroyed on drop otherwise (before the channel).
+    id: Option<ListenId>,
+    /// Taken by the engine when this is its first listener.
+    channel: Option<EventChannel>,
+    /// The address as bound (port 0 resolved).
+    pub addr: SocketAddr,
+}
+
+// SAFETY: no method of a shared `&Bound` touches the id or the channel (only `addr` is read
+// through one); they are used by whoever owns the `Bound`, and then by reactor 0 alone.
+unsafe impl Sync for Bound {}
+
+impl Bound {
+    /// Binds and listens on `addr` (port 0: the RDMA CM picks a port).
+    pub fn bind(addr: SocketAddr) -> std::io::Result<Bound> {
+        let channel = EventChannel::new()?;
+        let (id, port) = verbs::listen(&channel, addr, BACKLOG)?;
+        let mut addr = addr;
+        addr.set_port(port);
+        Ok(Bound { id: Some(ListenId(id)), channel: Some(channel), addr })
+    }
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
             verbs::destroy_id(id.0);
         }
     }
@@ -138,24 +162,55 @@ fn key_of(index: u32, generation: u32) -> u64 {
 }
 
 impl Engine {
-    pub fn new(reactor: usize, target: Arc<Target>, listeners: Option<Listeners>) -> Engine {
-        let armed = vec![listeners.is_none()];
+    /// The engine of reactor 0, made when the first RDMA listener reaches it (so that a
+    /// target without RDMA listeners opens no RDMA device files at all).
+    pub fn new(reactor: usize, target: Arc<Target>, mut first: Bound, info: ListenerInfo) -> Engine {
+        let channel = first.channel.take().expect("a bound listener has its channel");
+        let id = first.id.take().expect("a bound listener has its id");
         Engine {
             reactor,
             target,
-            listeners,
+            listeners: Some(Listeners { channel, ids: vec![(id, info)] }),
             devices: Vec::new(),
             conns: Vec::new(),
             free: Vec::new(),
             generation: 0,
             live: 0,
-            armed,
+            armed: vec![false],
             pending: Vec::new(),
             ops: Vec::new(),
             scratch: Vec::new(),
             failed: Vec::new(),
             wcs: (0..WC_BATCH).map(|_| verbs::empty_wc()).collect(),
             stopping: false,
+        }
+    }
+
+    /// Serves one more listener: its id moves onto the engine's event channel (with any
+    /// connection request already waiting on its own), and its channel is closed.
+    pub fn listen(&mut self, mut bound: Bound, info: ListenerInfo) {
+        let Some(listeners) = self.listeners.as_mut().filter(|_| !self.stopping) else {
+            tracing::info!(port_id = info.port_id, "stopping: the RDMA listener is closed at once");
+            return;
+        };
+        let id = bound.id.take().expect("a bound listener has its id");
+        if let Err(error) = verbs::migrate_id(id.0, &listeners.channel) {
+            tracing::error!(port_id = info.port_id, address = %info.bound, %error, "cannot serve the RDMA listener");
+            verbs::destroy_id(id.0);
+            return;
+        }
+        tracing::info!(reactor = self.reactor, port_id = info.port_id, address = %info.bound, "serving the RDMA listener");
+        listeners.ids.push((id, info));
+    }
+
+    /// Stops listening on `port_id`: later connection requests to it are refused by the RDMA
+    /// CM; connections made through it stay.
+    pub fn unlisten(&mut self, port_id: u16) {
+        let Some(listeners) = self.listeners.as_mut() else { return };
+        if let Some(i) = listeners.ids.iter().position(|(_, info)| info.port_id == port_id) {
+            let (id, info) = listeners.ids.remove(i);
+            verbs::destroy_id(id.0);
+            tracing::info!(reactor = self.reactor, port_id, address = %info.bound, "RDMA listener closed");
         }
     }
 

@@ -14,9 +14,12 @@ use std::ptr;
 
 use rdma_sys::*;
 
+/// errno as an error that names the call. ENODEV (no RDMA device: no RDMA CM, or none with
+/// the address) becomes `NotFound`, which std leaves uncategorised.
 fn last_error(what: &str) -> io::Error {
     let e = io::Error::last_os_error();
-    io::Error::new(e.kind(), format!("{what}: {e}"))
+    let kind = if e.raw_os_error() == Some(libc::ENODEV) { io::ErrorKind::NotFound } else { e.kind() };
+    io::Error::new(kind, format!("{what}: {e}"))
 }
 
 /// rdma_cm and verbs calls that return 0 or -1 and errno.
@@ -165,10 +168,8 @@ fn sockaddr_of(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 pub fn listen(channel: &EventChannel, addr: SocketAddr, backlog: i32) -> io::Result<(*mut rdma_cm_id, u16)> {
     let mut id: *mut rdma_cm_id = ptr::null_mut();
     // SAFETY: valid channel and out pointer; TCP port space (reliable connected QPs).
-    check(
-        unsafe { rdma_create_id(channel.raw(), &mut id, ptr::null_mut(), rdma_port_space::RDMA_PS_TCP) },
-        "rdma_create_id",
-    )?;
+    let rc = unsafe { rdma_create_id(channel.raw(), &mut id, ptr::null_mut(), rdma_port_space::RDMA_PS_TCP) };
+    check(rc, "rdma_create_id")?;
     let (mut storage, _) = sockaddr_of(addr);
     // SAFETY: id is valid; the address lives for the call.
     let bound =
@@ -182,6 +183,15 @@ pub fn listen(channel: &EventChannel, addr: SocketAddr, backlog: i32) -> io::Res
     // SAFETY: a bound id's source address is in its route (what rdma_get_src_port reads).
     let port = unsafe { rdma_get_src_port(id) };
     Ok((id, u16::from_be(port)))
+}
+
+/// Moves a listening id onto `channel`: its events, and the connection requests already
+/// queued for it, arrive there from now on.
+pub fn migrate_id(id: *mut rdma_cm_id, channel: &EventChannel) -> io::Result<()> {
+    // SAFETY: id is a live listening id whose events were never read on its old channel, so
+    // the call does not wait for acknowledgements; the channel outlives the id (the engine
+    // destroys its ids before its channel).
+    check(unsafe { rdma_migrate_id(id, channel.raw()) }, "rdma_migrate_id")
 }
 
 /// The peer's address of a connection's CM id.

@@ -287,6 +287,7 @@ mod tests {
     use super::*;
     use crate::ctrl::{Exec, io::IoCmd, io::IoOp};
     use proptest::prelude::*;
+    use std::collections::BTreeSet;
 
     /// What the Linux host sends for an I/O queue of 128 entries (qid 1).
     #[test]
@@ -326,6 +327,77 @@ mod tests {
         assert_eq!(admit(1, 16, 31), Err(RejectStatus::InvalidHrqsize));
         assert_eq!(admit(0, 32, 31), Ok(QueueShape { qid: 0, entries: 32, icd_bytes: 0 }));
         assert_eq!(admit(0, 32, 31).unwrap().capsule_bytes(), 64);
+    }
+
+    /// Every field of the connect request's private data at and around its limits, against
+    /// the rules written out once more (RDMA Transport Specification 1.0, 3.2): the reject
+    /// status a hostile host gets is the one for the first field that is wrong, in the
+    /// order RECFMT, QID, HSQSIZE, HRQSIZE.
+    #[test]
+    fn every_private_data_field_at_its_limits() {
+        const MQES: u16 = 128;
+        const IOQ: u16 = 8;
+        let model = |r: &CmRequest| -> Result<u16, RejectStatus> {
+            if r.recfmt != 0 {
+                return Err(RejectStatus::InvalidRecfmt);
+            }
+            if r.qid > IOQ {
+                return Err(RejectStatus::InvalidQid);
+            }
+            let limit = if r.qid == 0 { 32 } else { MQES };
+            let entries = u32::from(r.hsqsize) + 1;
+            if !(2..=u32::from(limit)).contains(&entries) {
+                return Err(RejectStatus::InvalidHsqsize);
+            }
+            if u32::from(r.hrqsize) < entries {
+                return Err(RejectStatus::InvalidHrqsize);
+            }
+            Ok(entries as u16)
+        };
+        let mut seen = BTreeSet::new();
+        for recfmt in [0, 1, 0x00FF, 0xFFFF] {
+            for qid in [0, 1, IOQ - 1, IOQ, IOQ + 1, 0x00FF, 0xFFFF] {
+                for hsqsize in [0, 1, 30, 31, 32, MQES - 2, MQES - 1, MQES, 0x7FFF, 0xFFFF] {
+                    for hrqsize in [0, 1, hsqsize, hsqsize.saturating_add(1), hsqsize.saturating_add(2), 0xFFFF] {
+                        let r = CmRequest { recfmt, qid, hrqsize, hsqsize };
+                        let got = CmRequest::decode(&r.encode()).and_then(|r| r.admit(MQES, IOQ, 8192));
+                        let want = model(&r);
+                        assert_eq!(got.map(|s| s.entries), want, "{r:?}");
+                        if let Ok(shape) = got {
+                            assert_eq!(shape.qid, qid);
+                            assert_eq!(shape.icd_bytes, if qid == 0 { 0 } else { 8192 }, "{r:?}");
+                        }
+                        seen.insert(want.map_or_else(|status| status as u16, |_| 0));
+                    }
+                }
+            }
+        }
+        assert_eq!(seen, BTreeSet::from([0, 2, 3, 4, 5]), "admissions and every field's status were reached");
+        // Any length short of 32 bytes, whatever it holds; longer is padding.
+        for len in 0..CmRequest::SIZE {
+            assert_eq!(CmRequest::decode(&[0xFF; 31][..len]), Err(RejectStatus::InvalidLength), "{len} bytes");
+        }
+        let mut long = [0xEEu8; 64];
+        long[..8].copy_from_slice(&CmRequest { recfmt: 0, qid: 1, hrqsize: 32, hsqsize: 31 }.encode()[..8]);
+        assert_eq!(CmRequest::decode(&long).unwrap().admit(MQES, IOQ, 8192).unwrap().entries, 32);
+    }
+
+    /// The reject private data for every status (RECFMT 0, then STS), as the host reads it.
+    #[test]
+    fn golden_reject_for_every_status() {
+        let all = [
+            (RejectStatus::InvalidLength, 0x01),
+            (RejectStatus::InvalidRecfmt, 0x02),
+            (RejectStatus::InvalidQid, 0x03),
+            (RejectStatus::InvalidHsqsize, 0x04),
+            (RejectStatus::InvalidHrqsize, 0x05),
+            (RejectStatus::NoResources, 0x06),
+            (RejectStatus::InvalidIrd, 0x07),
+            (RejectStatus::InvalidOrd, 0x08),
+        ];
+        for (status, sts) in all {
+            assert_eq!(CmReject::new(status).encode(), [0, 0, sts, 0], "{status}");
+        }
     }
 
     fn sqe_with(sgl: SglDescriptor) -> Sqe {

@@ -326,6 +326,208 @@ fn bad_sgls_get_a_status_and_the_queue_lives_on() {
     assert_eq!(h.pool.outstanding(), 0, "failed commands hold no buffer");
 }
 
+/// What a hostile host may put in a command's SGL, each answered with its NVMe status on a
+/// queue that lives on: no backend operation, no data transfer, every receive buffer posted
+/// again and every pool buffer back after each one.
+#[test]
+fn hostile_sgls_get_their_status_and_leak_nothing() {
+    use crate::nvme::sqe::sgl_type;
+    let mut h = Host::new();
+    let (_admin, mut q) = h.io_queue();
+    let bad_type = Status::SGL_DESCRIPTOR_TYPE_INVALID.with_dnr();
+    let bad_length = Status::DATA_SGL_LENGTH_INVALID.with_dnr();
+    let invalid = Status::INVALID_FIELD.with_dnr();
+    let kind = |kind| SglDescriptor { address: 0x1000, length: 4096, kind };
+    // (opcode, blocks of 512 bytes, descriptor, in-capsule bytes sent, PRPs instead of SGLs, status)
+    let mut cases: Vec<(IoOpcode, u32, SglDescriptor, usize, bool, Status)> = vec![
+        // Over MDTS (128 KiB), whatever the descriptor says.
+        (IoOpcode::Read, 257, keyed(0x1000, 0xFF_FFFF, 0), 0, false, invalid),
+        (IoOpcode::Write, 257, keyed(0x1000, 0xFF_FFFF, 0), 0, false, invalid),
+        // In-capsule data over the queue's in-capsule size, or not what the command moves.
+        (IoOpcode::Write, 32, SglDescriptor::in_capsule(0, 16384), 8192, false, bad_length),
+        (IoOpcode::Write, 8, SglDescriptor::in_capsule(0, 2048), 2048, false, bad_length),
+        (IoOpcode::Write, 8, SglDescriptor::in_capsule(0, 4096), 1024, false, bad_length),
+        // In-capsule data at an offset (ICDOFF is 0), aligned or not.
+        (IoOpcode::Write, 8, SglDescriptor::in_capsule(1, 4096), 4097, false, Status::INVALID_SGL_OFFSET.with_dnr()),
+        (IoOpcode::Write, 8, SglDescriptor::in_capsule(512, 4096), 4608, false, Status::INVALID_SGL_OFFSET.with_dnr()),
+        // In-capsule data for a read.
+        (IoOpcode::Read, 8, SglDescriptor::in_capsule(0, 4096), 4096, false, invalid),
+        // A keyed descriptor shorter than the transfer, and one with data in the capsule too.
+        (IoOpcode::Read, 8, keyed(0x1000, 4095, 0), 0, false, bad_length),
+        (IoOpcode::Write, 8, keyed(0x1000, 0, 0xF), 0, false, bad_length),
+        (IoOpcode::Write, 8, keyed(0x1000, 4096, 0), 4096, false, invalid),
+        // PRPs: NVMe over Fabrics has SGLs only.
+        (IoOpcode::Read, 8, keyed(0x1000, 4096, 0), 0, true, invalid),
+        // Descriptor types this transport does not take.
+        (IoOpcode::Read, 8, kind(SglKind::DataBlock), 0, false, bad_type),
+        (IoOpcode::Write, 8, kind(SglKind::BitBucket), 0, false, bad_type),
+        (IoOpcode::Read, 8, kind(SglKind::Segment { subtype: 0 }), 0, false, bad_type),
+        (IoOpcode::Write, 8, kind(SglKind::LastSegment { subtype: 0 }), 0, false, bad_type),
+        (IoOpcode::Read, 8, SglDescriptor::transport(4096), 0, false, bad_type),
+        (IoOpcode::Read, 8, kind(SglKind::Unknown { desc_type: 0xF, subtype: 0 }), 0, false, bad_type),
+        (IoOpcode::Write, 8, kind(SglKind::Unknown { desc_type: 0x6, subtype: 0xF }), 0, false, bad_type),
+    ];
+    // Every keyed subtype but "address" (0) and "invalidate key" (Fh).
+    for subtype in (0u8..=0xF).filter(|&t| t != sgl_type::SUBTYPE_ADDRESS && t != sgl_type::SUBTYPE_INVALIDATE_KEY) {
+        cases.push((IoOpcode::Read, 8, keyed(0x1000, 4096, subtype), 0, false, bad_type));
+    }
+    for (opcode, nlb, sgl, icd, prp, status) in cases {
+        let cid = h.cid();
+        let mut sqe = rw(opcode, cid, 0, nlb, sgl);
+        if prp {
+            sqe.flags &= !(3 << 6);
+        }
+        h.send(&mut q, &sqe, &vec![0xA5; icd]);
+        assert!(h.ops.is_empty(), "{sgl:?}: nothing reaches the backend");
+        assert!(h.sends.iter().all(|w| matches!(w, Work::Send { .. })), "{sgl:?}: no data moves: {:?}", h.sends);
+        let (cqe, _) = h.response(&mut q);
+        assert_eq!((cqe.cid, cqe.status), (cid, status), "{opcode:?} {nlb} blocks {sgl:?} icd {icd} prp {prp}");
+        assert!(!q.wants_close(), "{sgl:?}: a bad command is a status, not a disconnect");
+        assert_eq!(h.recvs.len(), 32, "{sgl:?}: its receive buffer is posted again");
+        assert_eq!(h.pool.outstanding(), 0, "{sgl:?}: no buffer held");
+    }
+    // The queue still works.
+    let cid = h.cid();
+    h.send(&mut q, &rw(IoOpcode::Write, cid, 0, 8, SglDescriptor::in_capsule(0, 4096)), &[1; 4096]);
+    h.complete_backend(&mut q, 4096);
+    assert_eq!(h.response(&mut q).0.status, Status::SUCCESS);
+    assert_eq!(h.pool.outstanding(), 0);
+}
+
+/// Keys are the HCA's to check: a key of 0 or one the host never registered is posted as it
+/// came, the transfer fails at the HCA (remote access error), and the queue pair closes with
+/// every buffer back once the rest has flushed, for data in either direction.
+#[test]
+fn zero_and_unknown_keys_fail_the_transfer_and_close_cleanly() {
+    for (opcode, key) in
+        [(IoOpcode::Write, 0), (IoOpcode::Read, 0), (IoOpcode::Write, 0xDEAD_BEEF), (IoOpcode::Read, u32::MAX)]
+    {
+        let mut h = Host::new();
+        let (_admin, mut q) = h.io_queue();
+        let cid = h.cid();
+        let sgl = SglDescriptor { address: 0x1001, length: 4096, kind: SglKind::KeyedDataBlock { subtype: 0, key } };
+        h.send(&mut q, &rw(opcode, cid, 0, 8, sgl), &[]);
+        if opcode == IoOpcode::Read {
+            h.complete_backend(&mut q, 4096);
+        }
+        let posted = h.sends.iter().find(|w| matches!(w, Work::Read { .. } | Work::Write { .. })).copied();
+        let (addr, got_key) = match posted {
+            Some(Work::Read { addr, key, .. } | Work::Write { addr, key, .. }) => (addr, key),
+            other => panic!("{opcode:?}: no transfer posted: {other:?}"),
+        };
+        assert_eq!((addr, got_key), (0x1001, key), "an unaligned address and any key go to the HCA as sent");
+        assert_eq!(h.pool.outstanding(), 1);
+        h.finish(&mut q, false, |w| matches!(w, Work::Read { .. } | Work::Write { .. }));
+        assert!(q.wants_close(), "{opcode:?} key {key:#x}: a failed transfer ends the queue pair");
+        h.flush_all(&mut q);
+        assert!(q.idle(), "{opcode:?}: nothing posted, nothing on the backend");
+        let mut io = h.io();
+        q.release(&mut io);
+        assert_eq!(h.pool.outstanding(), 0, "{opcode:?} key {key:#x}: every buffer is back");
+    }
+}
+
+/// A receive that completes in error (a capsule larger than the receive buffer: local length
+/// error), a capsule longer than the queue's capsules, and a failed response SEND: each closes
+/// the queue pair, and once everything posted has flushed, no buffer is held.
+#[test]
+fn failed_receives_oversized_capsules_and_failed_sends_close_cleanly() {
+    // A receive in error while a command waits for its RDMA READ.
+    let mut h = Host::new();
+    let (_admin, mut q) = h.io_queue();
+    let cid = h.cid();
+    h.send(&mut q, &rw(IoOpcode::Write, cid, 0, 8, keyed(0x1000, 4096, 0)), &[]);
+    let index = h.recvs.remove(0);
+    let mut io = h.io();
+    q.on_done(WrId::Recv(index), false, 0, &mut io);
+    assert!(q.wants_close());
+    h.flush_all(&mut q);
+    assert!(q.idle());
+    let mut io = h.io();
+    q.release(&mut io);
+    assert_eq!(h.pool.outstanding(), 0);
+
+    // A capsule longer than the SQE and the queue's in-capsule size.
+    let mut h = Host::new();
+    let (_admin, mut q) = h.io_queue();
+    let index = h.recvs.remove(0);
+    let mut io = h.io();
+    q.on_done(WrId::Recv(index), true, (SQE_BYTES + 8192 + 1) as u32, &mut io);
+    assert!(q.wants_close());
+    h.collect(&mut q);
+    h.flush_all(&mut q);
+    assert!(q.idle());
+    let mut io = h.io();
+    q.release(&mut io);
+    assert_eq!(h.pool.outstanding(), 0);
+
+    // The response SEND of a read fails after its data went out.
+    let mut h = Host::new();
+    let (_admin, mut q) = h.io_queue();
+    let cid = h.cid();
+    h.send(&mut q, &rw(IoOpcode::Read, cid, 0, 8, keyed(0x1000, 4096, 0xF)), &[]);
+    h.complete_backend(&mut q, 4096);
+    h.finish(&mut q, true, |w| matches!(w, Work::Write { .. }));
+    h.finish(&mut q, false, |w| matches!(w, Work::Send { .. }));
+    assert!(q.wants_close());
+    h.flush_all(&mut q);
+    assert!(q.idle());
+    let mut io = h.io();
+    q.release(&mut io);
+    assert_eq!(h.pool.outstanding(), 0);
+}
+
+/// The host vanishes (DISCONNECTED) at every stage a command can be in: waiting for a pool
+/// buffer with its data still in the receive buffer, waiting for its RDMA READ, on the
+/// backend, and with its data and response on the wire. Every buffer comes back once the
+/// last completion (flush or backend) has arrived, never before.
+#[test]
+fn a_peer_vanishing_at_any_stage_leaks_nothing() {
+    let mut h = Host::new();
+    let (_admin, mut q) = h.io_queue();
+    // Responding: a read's RDMA WRITE and SEND posted.
+    let cid = h.cid();
+    h.send(&mut q, &rw(IoOpcode::Read, cid, 0, 8, keyed(0x1000, 4096, 0)), &[]);
+    h.complete_backend(&mut q, 4096);
+    // Reading: a write waiting for its data.
+    let cid = h.cid();
+    h.send(&mut q, &rw(IoOpcode::Write, cid, 8, 16, keyed(0x1000, 8192, 0)), &[]);
+    // Executing: a write with its data, on the backend.
+    let cid = h.cid();
+    h.send(&mut q, &rw(IoOpcode::Write, cid, 32, 8, SglDescriptor::in_capsule(0, 4096)), &[2; 4096]);
+    assert_eq!(h.ops.len(), 1);
+    let backend = std::mem::take(&mut h.ops);
+    // Waiting for a buffer: the pool is empty, the data stays in the receive buffer.
+    let mut held = Vec::new();
+    while let Some(b) = h.pool.get(4096) {
+        held.push(b);
+    }
+    let cid = h.cid();
+    h.send(&mut q, &rw(IoOpcode::Write, cid, 48, 8, SglDescriptor::in_capsule(0, 4096)), &[3; 4096]);
+    assert_eq!(h.recvs.len(), 31, "the waiting command holds its receive buffer");
+    let ours = h.pool.outstanding() - held.len();
+    assert_eq!(ours, 3, "read, write being read, write on the backend");
+
+    let mut io = h.io();
+    q.close("DISCONNECTED", &mut io);
+    for b in held.drain(..) {
+        h.pool.put(b);
+    }
+    h.flush_all(&mut q);
+    assert!(!q.idle(), "the backend write still reads its buffer");
+    assert_eq!(h.pool.outstanding(), 1, "only the backend's buffer is out");
+    for (slot, _) in backend {
+        let mut io = h.io();
+        q.on_backend(slot, 4096, &mut io);
+        h.collect(&mut q);
+    }
+    assert!(h.sends.is_empty() && h.ops.is_empty(), "nothing new once closed");
+    assert!(q.idle());
+    let mut io = h.io();
+    q.release(&mut io);
+    assert_eq!(h.pool.outstanding(), 0);
+}
+
 #[test]
 fn a_connect_for_another_queue_is_refused() {
     let mut h = Host::new();
