@@ -240,4 +240,133 @@ mod tests {
         }
         assert_eq!(counts.values().copied().collect::<Vec<_>>(), [10, 10, 10]);
     }
+
+    /// Against a model: every (node, pool) the request allows, computed the plain way.
+    mod model {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn arb_node(i: usize) -> impl Strategy<Value = NodeView> {
+            (
+                0..3usize,
+                proptest::bool::weighted(0.15),
+                proptest::bool::weighted(0.85),
+                // Free space in steps of 16 MiB, so that ties (broken by volumes) are common, some of
+                // it 2 MiB off a 4 MiB extent, so that rounding up to extents matters.
+                proptest::collection::vec(
+                    (
+                        0..3usize,
+                        (0..5u64, prop_oneof![Just(0u64), Just(2)]).prop_map(|(f, odd)| f * 16 + odd),
+                        prop_oneof![Just(1u64), Just(4u64)],
+                    ),
+                    1..4,
+                ),
+                0..5usize,
+            )
+                .prop_map(move |(zone, draining, reachable, pools, volumes)| {
+                    let mut seen = BTreeSet::new();
+                    NodeView {
+                        name: format!("n{i}"),
+                        labels: [("zone".to_string(), ["a", "b", "c"][zone].to_string())].into(),
+                        draining,
+                        reachable,
+                        pools: pools
+                            .into_iter()
+                            .filter(|(p, _, _)| seen.insert(*p))
+                            .map(|(p, free, extent)| PoolSpace {
+                                name: format!("p{p}"),
+                                free_bytes: free * MIB,
+                                extent_bytes: extent * MIB,
+                            })
+                            .collect(),
+                        volumes,
+                    }
+                })
+        }
+
+        fn arb_nodes() -> impl Strategy<Value = Vec<NodeView>> {
+            (0..7usize).prop_flat_map(|n| (0..n).map(arb_node).collect::<Vec<_>>())
+        }
+
+        fn arb_request() -> impl Strategy<Value = (u64, Requirements)> {
+            (
+                1..40 * MIB,
+                proptest::option::weighted(0.2, 0..7usize),
+                proptest::option::weighted(0.3, 0..4usize),
+                proptest::collection::btree_set(0..4usize, 0..3),
+            )
+                .prop_map(|(size, node, pool, zones)| {
+                    let req = Requirements {
+                        node: node.map(|n| format!("n{n}")),
+                        pool: pool.map(|p| format!("p{p}")),
+                        // Zone d is on no node.
+                        topology: zones.into_iter().map(|z| zone(["a", "b", "c", "d"][z])).collect(),
+                    };
+                    (size, req)
+                })
+        }
+
+        /// Nodes the request's labels, name, pool name and draining allow.
+        fn allowed<'a>(req: &Requirements, nodes: &'a [NodeView]) -> Vec<&'a NodeView> {
+            nodes
+                .iter()
+                .filter(|n| req.node.as_ref().is_none_or(|w| &n.name == w))
+                .filter(|n| req.topology.is_empty() || req.topology.iter().any(|s| matches(&n.labels, s)))
+                .filter(|n| !n.draining)
+                .filter(|n| req.pool.as_ref().is_none_or(|w| n.pools.iter().any(|p| &p.name == w)))
+                .collect()
+        }
+
+        /// (node, pool, free, volumes) that can take the size.
+        fn candidates(size: u64, req: &Requirements, nodes: &[NodeView]) -> Vec<(String, String, u64, usize)> {
+            let mut out = Vec::new();
+            for n in allowed(req, nodes).into_iter().filter(|n| n.reachable) {
+                for p in n.pools.iter().filter(|p| req.pool.as_ref().is_none_or(|w| &p.name == w)) {
+                    if size.div_ceil(p.extent_bytes) * p.extent_bytes <= p.free_bytes {
+                        out.push((n.name.clone(), p.name.clone(), p.free_bytes, n.volumes));
+                    }
+                }
+            }
+            out
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1024))]
+            #[test]
+            fn placement_agrees_with_the_model(nodes in arb_nodes(), (size, req) in arb_request()) {
+                let got = place(size, &req, &nodes, &BTreeSet::new());
+                let fits = candidates(size, &req, &nodes);
+                match got {
+                    Ok(choice) => {
+                        let chosen = fits.iter().find(|c| c.0 == choice.node && c.1 == choice.pool);
+                        prop_assert!(chosen.is_some(), "{choice:?} is not allowed: {fits:?}");
+                        let chosen = chosen.unwrap();
+                        let most = fits.iter().map(|c| c.2).max().unwrap();
+                        prop_assert_eq!(chosen.2, most, "the most free space wins");
+                        let fewest = fits.iter().filter(|c| c.2 == most).map(|c| c.3).min().unwrap();
+                        prop_assert_eq!(chosen.3, fewest, "ties go to fewer volumes");
+                    }
+                    Err(e) => {
+                        prop_assert!(fits.is_empty(), "{e} although {fits:?} fit");
+                        let allowed = allowed(&req, &nodes);
+                        match e {
+                            PlacementError::UnknownNode(_) => {
+                                prop_assert!(!nodes.iter().any(|n| Some(&n.name) == req.node.as_ref()))
+                            }
+                            PlacementError::Unsatisfiable(_) => prop_assert!(allowed.is_empty()),
+                            PlacementError::Unavailable(names) => {
+                                prop_assert!(!allowed.is_empty() && allowed.iter().all(|n| !n.reachable));
+                                prop_assert_eq!(names.len(), allowed.len());
+                            }
+                            PlacementError::InsufficientCapacity { needed_bytes, .. } => {
+                                prop_assert!(allowed.iter().any(|n| n.reachable));
+                                prop_assert_eq!(needed_bytes, size);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
