@@ -1,13 +1,12 @@
 //! Every error the provisioner's API answers with, and the one place where each becomes an
-//! HTTP status and a stable machine-readable code ([`classify`]). The body is always
+//! HTTP status and a stable machine-readable code ([`classify`]; the rejections both APIs
+//! share are classified by `fabriq_http`). The body is always
 //! `{"code": "...", "message": "..."}` (plus `leader_url` on `421 not_leader`): the code for
 //! programs, the message for people.
 
-use std::time::Duration;
-
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use fabriq_http::Rejection;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -42,18 +41,8 @@ pub enum ApiError {
     WrongToken,
     #[error("this token may only read; changes need an admin token")]
     Forbidden,
-    #[error("request body: {0}")]
-    Body(#[from] JsonRejection),
-    #[error("query string: {0}")]
-    Query(#[from] QueryRejection),
-    #[error("path: {0}")]
-    PathParam(#[from] PathRejection),
-    #[error("no such resource: see /docs for the API's paths")]
-    NoRoute,
-    #[error("this resource does not take that method: see /docs")]
-    Method,
-    #[error("the request took longer than {0:?}; the operation may still complete, look before retrying")]
-    Timeout(Duration),
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
     #[error("the request failed inside the provisioner (a bug; see its log)")]
     Internal,
 }
@@ -65,19 +54,7 @@ pub fn classify(error: &ApiError) -> (StatusCode, &'static str) {
         ApiError::Service(e) => service_status(e),
         ApiError::MissingToken | ApiError::WrongToken => (S::UNAUTHORIZED, "unauthorized"),
         ApiError::Forbidden => (S::FORBIDDEN, "forbidden"),
-        ApiError::Body(rejection) => match rejection.status() {
-            S::PAYLOAD_TOO_LARGE => (S::PAYLOAD_TOO_LARGE, "body_too_large"),
-            S::UNSUPPORTED_MEDIA_TYPE => (S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
-            _ => match rejection {
-                JsonRejection::JsonSyntaxError(_) => (S::BAD_REQUEST, "bad_json"),
-                _ => (S::BAD_REQUEST, "invalid_body"),
-            },
-        },
-        ApiError::Query(_) => (S::BAD_REQUEST, "invalid_query"),
-        ApiError::PathParam(_) => (S::BAD_REQUEST, "invalid_path"),
-        ApiError::NoRoute => (S::NOT_FOUND, "no_route"),
-        ApiError::Method => (S::METHOD_NOT_ALLOWED, "method_not_allowed"),
-        ApiError::Timeout(_) => (S::SERVICE_UNAVAILABLE, "timeout"),
+        ApiError::Rejected(rejection) => rejection.classify(),
         ApiError::Internal => (S::INTERNAL_SERVER_ERROR, "internal"),
     }
 }
@@ -123,10 +100,7 @@ impl IntoResponse for ApiError {
             _ => None,
         };
         let body = ErrorBody { code: code.to_owned(), message: self.to_string(), leader_url };
-        let mut response = (status, axum::Json(body)).into_response();
-        if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-        }
+        let response = fabriq_http::rejection::error_response(status, &body);
         if status.is_server_error() {
             tracing::warn!(status = status.as_u16(), code, error = %self, "request failed");
         }
@@ -138,6 +112,7 @@ impl IntoResponse for ApiError {
 mod tests {
     use super::*;
     use crate::nodeapi::CallError;
+    use std::time::Duration;
 
     #[test]
     fn errors_map_to_the_documented_statuses() {
@@ -158,7 +133,8 @@ mod tests {
             (Error::Store(StoreError::Fenced).into(), 421, "not_leader"),
             (ApiError::Forbidden, 403, "forbidden"),
             (ApiError::MissingToken, 401, "unauthorized"),
-            (ApiError::Timeout(Duration::from_secs(1)), 503, "timeout"),
+            (Rejection::Timeout(Duration::from_secs(1)).into(), 503, "timeout"),
+            (Rejection::NoRoute.into(), 404, "no_route"),
         ];
         for (error, status, code) in cases {
             assert_eq!(classify(&error), (StatusCode::from_u16(status).unwrap(), code), "{error}");

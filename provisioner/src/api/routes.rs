@@ -18,6 +18,7 @@ use crate::service::{
     Capacity, CreateVolume, HostList, NodeView, Publication, RegisterNode, Service, UpdateNode, UpdateVolume,
     VolumeFilter, VolumePage, VolumeView,
 };
+use fabriq_http::extract::{body, path_param, query_params};
 
 /// Runs `work` on the service on a blocking thread, in the request's span.
 async fn blocking<T, F>(state: &AppState, work: F) -> Result<T, ApiError>
@@ -25,20 +26,7 @@ where
     T: Send + 'static,
     F: FnOnce(&Service) -> Result<T, crate::service::Error> + Send + 'static,
 {
-    let service = Arc::clone(&state.service);
-    let span = tracing::Span::current();
-    match tokio::task::spawn_blocking(move || span.in_scope(|| work(&service))).await {
-        Ok(result) => result.map_err(ApiError::from),
-        Err(_) => Err(ApiError::Internal),
-    }
-}
-
-fn path_param<T>(path: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
-    path.map(|Path(v)| v).map_err(ApiError::from)
-}
-
-fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    json.map(|Json(v)| v).map_err(ApiError::from)
+    Ok(fabriq_http::extract::blocking(Arc::clone(&state.service), work).await.map_err(|_| ApiError::Internal)??)
 }
 
 fn created_or_ok(created: bool) -> StatusCode {
@@ -96,7 +84,7 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Json<Health> {
 pub async fn get_metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let metrics = Arc::clone(&state.metrics);
     let text = blocking(&state, move |s| super::metrics::render(s, &metrics)).await?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
+    Ok(([(header::CONTENT_TYPE, fabriq_http::prometheus::CONTENT_TYPE)], text).into_response())
 }
 
 // -- nodes ----------------------------------------------------------------------------------
@@ -186,7 +174,7 @@ pub async fn remove_node(
     query: Result<Query<ForceParam>, QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
     let name = path_param(path)?;
-    let Query(q) = query?;
+    let q = query_params(query)?;
     blocking(&state, move |s| s.remove_node(&name, q.force)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -200,7 +188,7 @@ pub async fn list_volumes(
     State(state): State<Arc<AppState>>,
     query: Result<Query<VolumeFilter>, QueryRejection>,
 ) -> Result<Json<VolumePage>, ApiError> {
-    let Query(filter) = query?;
+    let filter = query_params(query)?;
     Ok(Json(blocking(&state, move |s| s.list_volumes(&filter)).await?))
 }
 
@@ -287,7 +275,7 @@ pub async fn delete_volume(
     query: Result<Query<ForceParam>, QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
     let name = path_param(path)?;
-    let Query(q) = query?;
+    let q = query_params(query)?;
     blocking(&state, move |s| s.delete_volume(&name, q.force)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,13 +1,13 @@
 //! Every error the node API answers with, and the one place where each becomes an HTTP status
-//! and a stable machine-readable code ([`classify`]). The body is always
-//! `{"code": "...", "message": "..."}`: the code for programs, the message for people.
+//! and a stable machine-readable code ([`classify`]; the rejections both APIs share are
+//! classified by `fabriq_http`). The body is always `{"code": "...", "message": "..."}`: the
+//! code for programs, the message for people.
 
 use std::io;
-use std::time::Duration;
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use fabriq_http::Rejection;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -36,20 +36,10 @@ pub enum ApiError {
     MissingToken,
     #[error("the bearer token is not this node's")]
     WrongToken,
-    #[error("request body: {0}")]
-    Body(#[from] JsonRejection),
-    #[error("query string: {0}")]
-    Query(#[from] QueryRejection),
-    #[error("path: {0}")]
-    PathParam(#[from] PathRejection),
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
     #[error("{what} {value:?} is not valid: {expected}")]
     Path { what: &'static str, value: String, expected: &'static str },
-    #[error("no such resource: see /docs for the API's paths")]
-    NoRoute,
-    #[error("this resource does not take that method: see /docs")]
-    Method,
-    #[error("the request took longer than {0:?}; the operation may still complete, look before retrying")]
-    Timeout(Duration),
     #[error("the request failed inside the node (a bug; see the node's log)")]
     Internal,
 }
@@ -59,19 +49,8 @@ pub fn classify(error: &ApiError) -> (StatusCode, &'static str) {
     match error {
         ApiError::Node(e) => node_status(e),
         ApiError::MissingToken | ApiError::WrongToken => (StatusCode::UNAUTHORIZED, "unauthorized"),
-        ApiError::Body(rejection) => match rejection.status() {
-            StatusCode::PAYLOAD_TOO_LARGE => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
-            _ => match rejection {
-                JsonRejection::JsonSyntaxError(_) => (StatusCode::BAD_REQUEST, "bad_json"),
-                _ => (StatusCode::BAD_REQUEST, "invalid_body"),
-            },
-        },
-        ApiError::Query(_) => (StatusCode::BAD_REQUEST, "invalid_query"),
-        ApiError::Path { .. } | ApiError::PathParam(_) => (StatusCode::BAD_REQUEST, "invalid_path"),
-        ApiError::NoRoute => (StatusCode::NOT_FOUND, "no_route"),
-        ApiError::Method => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-        ApiError::Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
+        ApiError::Rejected(rejection) => rejection.classify(),
+        ApiError::Path { .. } => (StatusCode::BAD_REQUEST, "invalid_path"),
         ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }
 }
@@ -146,11 +125,10 @@ fn storage_status(error: &StorageError) -> (StatusCode, &'static str) {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = classify(&self);
-        let body = ErrorBody { code: code.to_owned(), message: self.to_string() };
-        let mut response = (status, axum::Json(body)).into_response();
-        if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
-        }
+        let response = fabriq_http::rejection::error_response(
+            status,
+            &ErrorBody { code: code.to_owned(), message: self.to_string() },
+        );
         if status.is_server_error() {
             tracing::error!(status = status.as_u16(), code, error = %self, "request failed");
         }
@@ -162,6 +140,7 @@ impl IntoResponse for ApiError {
 mod tests {
     use super::*;
     use crate::storage::VolumeId;
+    use std::time::Duration;
 
     #[test]
     fn node_errors_map_to_the_documented_statuses() {
@@ -199,7 +178,8 @@ mod tests {
                 "cannot_listen",
             ),
             (ApiError::MissingToken, 401, "unauthorized"),
-            (ApiError::Timeout(Duration::from_secs(1)), 503, "timeout"),
+            (Rejection::Timeout(Duration::from_secs(1)).into(), 503, "timeout"),
+            (Rejection::NoRoute.into(), 404, "no_route"),
         ];
         for (error, status, code) in cases {
             assert_eq!(classify(&error), (StatusCode::from_u16(status).unwrap(), code), "{error}");

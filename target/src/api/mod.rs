@@ -5,8 +5,9 @@
 //! - [`error`]: every error as JSON `{"code", "message"}`, with the one mapping to HTTP;
 //! - [`metrics`]: the Prometheus text rendering of `/metrics`;
 //! - here: the router, its middleware (request ids and logs, time-outs, bearer-token
-//!   authentication, the body limit), the OpenAPI document, Swagger UI at `/docs`, the token
-//!   file, and the server's thread.
+//!   authentication, the body limit), the OpenAPI document, the token file, and the server's
+//!   thread. What the provisioner's API shares (Swagger UI at `/docs`, the middleware, the
+//!   rejections, token comparison) is `fabriq_http`'s.
 //!
 //! Invariants: every request but `/v1/health`, `/docs` and `/openapi.json` carries the node's
 //! bearer token or is answered 401 before anything else runs; every request is answered within
@@ -20,9 +21,8 @@ pub mod error;
 pub mod metrics;
 pub mod routes;
 
-use std::io::{self, Write};
+use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -30,12 +30,12 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use tracing::Instrument;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use fabriq_http::auth::{self, BearerAuth};
+use fabriq_http::middleware::{request_log, with_fallbacks, with_timeout};
+use fabriq_http::token::{self, TOKEN_MIN_CHARS};
+use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -43,10 +43,6 @@ use crate::config::ApiSection;
 use crate::node::Node;
 use error::ApiError;
 
-/// The header that carries a request's id (taken from the client when it sends a sane one).
-const REQUEST_ID: &str = "x-request-id";
-/// A token shorter than this is refused: it could be guessed.
-pub const TOKEN_MIN_CHARS: usize = 16;
 /// Blocking threads for node calls: changes are serialised by the node's lock anyway.
 const BLOCKING_THREADS: usize = 4;
 /// How long a stop waits for requests in flight.
@@ -81,18 +77,6 @@ pub struct AppState {
 )]
 struct ApiDoc;
 
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
-
 /// The routes and their OpenAPI document.
 fn api_router() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -120,100 +104,25 @@ pub fn openapi_json() -> String {
 /// The whole application: routes, documentation, middleware.
 pub fn app(node: Arc<Node>, token: String, settings: &ApiSection) -> Router {
     let (api, doc) = api_router();
-    let doc = Arc::new(doc.to_pretty_json().expect("the OpenAPI document serialises"));
     let state = Arc::new(AppState { node, token });
     let timeout = Duration::from_millis(u64::from(settings.request_timeout_ms));
-    let docs = Router::new()
-        .route("/openapi.json", axum::routing::get(move || openapi_doc(Arc::clone(&doc))))
-        .route("/docs", axum::routing::get(|| async { axum::response::Redirect::permanent("/docs/") }))
-        .route("/docs/", axum::routing::get(|| asset("text/html; charset=utf-8", INDEX_HTML)))
-        .route("/docs/init.js", axum::routing::get(|| asset("text/javascript", INIT_JS)))
-        .route("/docs/swagger-ui.css", axum::routing::get(|| asset("text/css", SWAGGER_CSS)))
-        .route("/docs/swagger-ui-bundle.js", axum::routing::get(|| asset("text/javascript", SWAGGER_JS)));
-    api.merge(docs)
-        .fallback(|| async { ApiError::NoRoute })
-        .method_not_allowed_fallback(|| async { ApiError::Method })
+    with_fallbacks::<_, ApiError>(fabriq_http::docs::with_docs(api, &doc))
         .layer(DefaultBodyLimit::max(settings.body_limit_bytes as usize))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), authenticate))
-        .layer(middleware::from_fn(move |req, next| with_timeout(timeout, req, next)))
-        .layer(middleware::from_fn(request_log))
+        .layer(middleware::from_fn(move |req, next| with_timeout::<ApiError>(timeout, req, next)))
+        .layer(middleware::from_fn(|req, next| request_log::<ApiError>(|_| {}, req, next)))
         .with_state(state)
 }
 
-const INDEX_HTML: &str = include_str!("swagger/index.html");
-const INIT_JS: &str = include_str!("swagger/init.js");
-const SWAGGER_CSS: &str = include_str!("swagger/swagger-ui.css");
-const SWAGGER_JS: &str = include_str!("swagger/swagger-ui-bundle.js");
-
-async fn asset(content_type: &'static str, body: &'static str) -> Response {
-    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "max-age=3600")], body).into_response()
-}
-
-async fn openapi_doc(doc: Arc<String>) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], doc.as_str().to_owned()).into_response()
-}
-
-/// Paths anyone may read: liveness and the API's own documentation.
-fn is_public(path: &str) -> bool {
-    path == "/v1/health" || path == "/openapi.json" || path == "/docs" || path.starts_with("/docs/")
-}
-
 async fn authenticate(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    if is_public(req.uri().path()) {
+    if auth::is_public(req.uri().path()) {
         return next.run(req).await;
     }
-    let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let Some(given) = given else { return ApiError::MissingToken.into_response() };
-    let Some(token) = given.strip_prefix("Bearer ").or_else(|| given.strip_prefix("bearer ")) else {
-        return ApiError::MissingToken.into_response();
-    };
-    if !same_token(token.trim().as_bytes(), state.token.as_bytes()) {
+    let Some(token) = auth::bearer_token(req.headers()) else { return ApiError::MissingToken.into_response() };
+    if !auth::same_token(token.as_bytes(), state.token.as_bytes()) {
         return ApiError::WrongToken.into_response();
     }
     next.run(req).await
-}
-
-/// Compares without stopping at the first difference, so timing tells nothing of the token.
-fn same_token(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn with_timeout(limit: Duration, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::Timeout(limit).into_response(),
-    }
-}
-
-/// Gives every request an id (the client's `x-request-id` when it is 1..=64 letters, digits,
-/// `-`, `_`, `.`), runs it in a span carrying the id, and logs its outcome.
-async fn request_log(mut req: Request, next: Next) -> Response {
-    let id = req
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| (1..=64).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
-        .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned);
-    let value = HeaderValue::from_str(&id).expect("checked or generated: a valid header value");
-    req.headers_mut().insert(REQUEST_ID, value.clone());
-    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-    let span = tracing::info_span!("api", request_id = %id);
-    let start = Instant::now();
-    let mut response = next.run(req).instrument(span.clone()).await;
-    let status = response.status();
-    let elapsed_ms = start.elapsed().as_millis() as u64;
-    span.in_scope(|| {
-        if status.is_server_error() {
-            tracing::warn!(%method, path, status = status.as_u16(), elapsed_ms, "api request");
-        } else {
-            tracing::info!(%method, path, status = status.as_u16(), elapsed_ms, "api request");
-        }
-    });
-    response.headers_mut().insert(REQUEST_ID, value);
-    if status == StatusCode::NOT_FOUND && response.headers().get(header::CONTENT_TYPE).is_none() {
-        return ApiError::NoRoute.into_response();
-    }
-    response
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -235,28 +144,12 @@ pub fn load_or_create_token(path: &Path, generate: bool) -> Result<(String, bool
     let io_err = |source| TokenError::Io { path: path.to_owned(), source };
     let mut generated = false;
     if generate && !path.exists() {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io_err)?;
-        }
-        let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-        let tmp = path.with_extension("tmp");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io_err)?;
-        writeln!(file, "{token}").map_err(io_err)?;
-        file.sync_all().map_err(io_err)?;
-        std::fs::rename(&tmp, path).map_err(io_err)?;
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_err)?;
+        token::write_private(path, &format!("{}\n", token::new_token())).map_err(io_err)?;
         generated = true;
     }
     let text = std::fs::read_to_string(path).map_err(io_err)?;
     let token = text.trim();
-    if token.chars().count() < TOKEN_MIN_CHARS || !token.chars().all(|c| c.is_ascii_graphic()) {
+    if !token::is_strong(token) {
         return Err(TokenError::Weak { path: path.to_owned() });
     }
     Ok((token.to_owned(), generated))
@@ -360,6 +253,5 @@ mod tests {
         std::fs::write(&path, "short\n").unwrap();
         assert!(matches!(load_or_create_token(&path, true), Err(TokenError::Weak { .. })));
         assert!(matches!(load_or_create_token(&dir.path().join("none"), false), Err(TokenError::Io { .. })));
-        assert!(same_token(b"abc", b"abc") && !same_token(b"abc", b"abd") && !same_token(b"abc", b"ab"));
     }
 }

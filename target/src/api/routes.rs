@@ -17,6 +17,7 @@ use super::{AppState, metrics};
 use crate::node::{
     AddListener, AddPool, CreateVolume, HostsInfo, ListenerView, Node, PoolInfoView, UpdateVolume, VolumeInfo,
 };
+use fabriq_http::extract::{body, path_param, query_params};
 
 /// Runs `work` on the node manager on a blocking thread, in the request's span.
 async fn blocking<T, F>(state: &AppState, work: F) -> Result<T, ApiError>
@@ -24,21 +25,7 @@ where
     T: Send + 'static,
     F: FnOnce(&Node) -> Result<T, crate::node::NodeError> + Send + 'static,
 {
-    let node = Arc::clone(&state.node);
-    let span = tracing::Span::current();
-    let joined = tokio::task::spawn_blocking(move || span.in_scope(|| work(&node))).await;
-    match joined {
-        Ok(result) => result.map_err(ApiError::from),
-        Err(_) => Err(ApiError::Internal),
-    }
-}
-
-fn path_param<T>(path: Result<Path<T>, PathRejection>) -> Result<T, ApiError> {
-    path.map(|Path(v)| v).map_err(ApiError::from)
-}
-
-fn body<T>(json: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    json.map(|Json(v)| v).map_err(ApiError::from)
+    Ok(fabriq_http::extract::blocking(Arc::clone(&state.node), work).await.map_err(|_| ApiError::Internal)??)
 }
 
 // -- health ---------------------------------------------------------------------------------
@@ -90,7 +77,7 @@ pub async fn health(State(state): State<Arc<AppState>>) -> Result<Json<Health>, 
 pub async fn get_metrics(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let m = blocking(&state, |node| Ok(node.metrics())).await?;
     let text = metrics::render(&m);
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
+    Ok(([(header::CONTENT_TYPE, fabriq_http::prometheus::CONTENT_TYPE)], text).into_response())
 }
 
 // -- pools ----------------------------------------------------------------------------------
@@ -171,7 +158,7 @@ pub async fn remove_pool(
     query: Result<Query<RemovePoolParams>, QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
     let name = path_param(path)?;
-    let Query(params) = query?;
+    let params = query_params(query)?;
     blocking(&state, move |node| node.remove_pool(&name, params.force)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -276,7 +263,7 @@ pub async fn delete_volume(
     query: Result<Query<DeleteParams>, QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
     let id = path_param(path)?;
-    let Query(params) = query?;
+    let params = query_params(query)?;
     blocking(&state, move |node| node.delete_volume(&id, params.force)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

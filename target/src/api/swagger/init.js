@@ -1,8 +1,0 @@
-window.onload = function () {
-  window.ui = SwaggerUIBundle({
-    url: "/openapi.json",
-    dom_id: "#swagger-ui",
-    deepLinking: true,
-    persistAuthorization: false
-  });
-};
