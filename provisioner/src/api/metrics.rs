@@ -8,10 +8,11 @@
 //! cumulative and end with `+Inf` equal to `_count`.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+use fabriq_http::prometheus::{escape, header, sample};
 
 use crate::service::{Error, Service};
 
@@ -131,23 +132,6 @@ pub fn render(s: &Service, http: &HttpMetrics) -> Result<String, Error> {
     Ok(out)
 }
 
-/// The label value escapes of the text format: backslash, double quote, line feed.
-fn escape(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
-fn header(out: &mut String, name: &str, help: &str, kind: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-fn sample(out: &mut String, name: &str, labels: &str, value: impl std::fmt::Display) {
-    if labels.is_empty() {
-        let _ = writeln!(out, "{name} {value}");
-    } else {
-        let _ = writeln!(out, "{name}{{{labels}}} {value}");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +150,5 @@ mod tests {
         assert_eq!(h.counts[4], 2, "<= 50 ms");
         assert_eq!(h.counts[BUCKETS_S.len() - 1], 2, "20 s is only in +Inf");
         assert_eq!(m.requests.lock().unwrap()[&("POST".into(), "/v1/volumes".into(), 507)], 1);
-        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }

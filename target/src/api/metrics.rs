@@ -7,7 +7,7 @@
 //! samples; label values are escaped as the format requires; histogram buckets are cumulative
 //! and end with `+Inf` equal to `_count`.
 
-use std::fmt::Write;
+use fabriq_http::prometheus::{escape, header, sample};
 
 use crate::node::{Metrics, VolumeMetrics};
 use crate::subsys::LatencyHistogram;
@@ -83,23 +83,6 @@ pub fn render(m: &Metrics) -> String {
 
 fn labels(v: &VolumeMetrics) -> String {
     format!("volume=\"{}\",name=\"{}\",pool=\"{}\"", escape(&v.id), escape(&v.name), escape(&v.pool))
-}
-
-/// The label value escapes of the text format: backslash, double quote, line feed.
-fn escape(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
-fn header(out: &mut String, name: &str, help: &str, kind: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
-fn sample(out: &mut String, name: &str, labels: &str, value: impl std::fmt::Display) {
-    if labels.is_empty() {
-        let _ = writeln!(out, "{name} {value}");
-    } else {
-        let _ = writeln!(out, "{name}{{{labels}}} {value}");
-    }
 }
 
 fn gauge(out: &mut String, name: &str, help: &str, samples: impl IntoIterator<Item = (String, u64)>) {
