@@ -100,10 +100,7 @@ fn api_router() -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
 
 /// The OpenAPI 3.1 document, as committed in `openapi/provisioner.json`.
 pub fn openapi_json() -> String {
-    let (_, doc) = api_router();
-    let mut text = doc.to_pretty_json().expect("the OpenAPI document serialises");
-    text.push('\n');
-    text
+    fabriq_http::docs::document_file(&api_router().1)
 }
 
 /// Settings of the HTTP layer.
