@@ -78,10 +78,10 @@ where
             tracing::info!(%method, path, status = status.as_u16(), elapsed_ms, "api request");
         }
     });
-    response.headers_mut().insert(REQUEST_ID, value);
     if status == StatusCode::NOT_FOUND && response.headers().get(header::CONTENT_TYPE).is_none() {
-        return E::from(Rejection::NoRoute).into_response();
+        response = E::from(Rejection::NoRoute).into_response();
     }
+    response.headers_mut().insert(REQUEST_ID, value);
     response
 }
 
@@ -163,8 +163,9 @@ mod tests {
         assert_eq!(status_and_code(response).await, (404, "no_route".to_owned()));
         let response = app.clone().oneshot(request(Method::DELETE, "/fast/a", None)).await.unwrap();
         assert_eq!(status_and_code(response).await, (405, "method_not_allowed".to_owned()));
-        // A handler's bare 404 gets the JSON body (as it always has, without the request id).
-        let response = app.clone().oneshot(request(Method::GET, "/gone", None)).await.unwrap();
+        // A handler's bare 404 gets the JSON body, and the request id like every answer.
+        let response = app.clone().oneshot(request(Method::GET, "/gone", Some("id-404"))).await.unwrap();
+        assert_eq!(response.headers()[REQUEST_ID], "id-404");
         assert_eq!(status_and_code(response).await, (404, "no_route".to_owned()));
         let routes: Vec<String> = observed.lock().unwrap().iter().map(|(r, _)| r.clone()).collect();
         assert_eq!(routes, ["GET unmatched", "DELETE /fast/{name}", "GET /gone"]);
