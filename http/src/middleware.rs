@@ -74,6 +74,10 @@ where
     span.in_scope(|| {
         if status.is_server_error() {
             tracing::warn!(%method, path, status = status.as_u16(), elapsed_ms, "api request");
+        } else if method == Method::GET && status.is_success() {
+            // Reads that worked (the provisioner's reconciler polls every node every few
+            // seconds, probes poll health): at debug, so that the log shows changes.
+            tracing::debug!(%method, path, status = status.as_u16(), elapsed_ms, "api request");
         } else {
             tracing::info!(%method, path, status = status.as_u16(), elapsed_ms, "api request");
         }
