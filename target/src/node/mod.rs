@@ -380,18 +380,8 @@ impl Node {
         let mut pools = BTreeMap::new();
         let mut failed = BTreeMap::new();
         for p in &config.pools {
-            match open_or_create(&p.name, &p.path, p.size_bytes, p.force) {
-                Ok((pool, data)) => {
-                    pools.insert(p.name.clone(), PoolEntry { pool, path: p.path.clone(), data, from_config: true });
-                }
-                Err(error) => {
-                    tracing::error!(pool = %p.name, path = %p.path.display(), %error, "cannot open a pool of the configuration; its volumes are not served");
-                    failed.insert(
-                        p.name.clone(),
-                        FailedPool { path: p.path.clone(), from_config: true, error: error.to_string() },
-                    );
-                }
-            }
+            let opened = open_or_create(&p.name, &p.path, p.size_bytes, p.force);
+            file_pool(&mut pools, &mut failed, &p.name, &p.path, true, opened);
         }
         let before = state.clone();
         state.pools.retain(|p| {
@@ -405,18 +395,8 @@ impl Node {
             !clash
         });
         for p in &state.pools {
-            match open_or_create(&p.name, &p.path, None, false) {
-                Ok((pool, data)) => {
-                    pools.insert(p.name.clone(), PoolEntry { pool, path: p.path.clone(), data, from_config: false });
-                }
-                Err(error) => {
-                    tracing::error!(pool = %p.name, path = %p.path.display(), %error, "cannot open a pool added through the API; its volumes are not served");
-                    failed.insert(
-                        p.name.clone(),
-                        FailedPool { path: p.path.clone(), from_config: false, error: error.to_string() },
-                    );
-                }
-            }
+            let opened = open_or_create(&p.name, &p.path, None, false);
+            file_pool(&mut pools, &mut failed, &p.name, &p.path, false, opened);
         }
         check_unique_volume_names(&pools);
         // Hosts of volumes no pool holds are dropped, but only when every pool opened: the
@@ -447,9 +427,8 @@ impl Node {
         {
             let inner = node.lock();
             for entry in inner.pools.values() {
-                for v in entry.pool.volumes().iter().filter(|v| v.state() == VolumeState::Ready) {
-                    let access = inner.state.volumes.get(&v.id().to_string()).cloned().unwrap_or_default();
-                    node.export(entry, v, &access)?;
+                if let Some(error) = node.export_ready(entry, &inner.state).into_iter().next() {
+                    return Err(error);
                 }
             }
             let volumes: usize = inner.pools.values().map(|e| e.pool.volumes().len()).sum();
@@ -876,31 +855,36 @@ impl Node {
             return Err(NodeError::PathInUse { path: req.path.clone(), name: name.clone() });
         }
         let (pool, data) = open_or_create(&req.name, &req.path, req.size_bytes, req.force)?;
-        let names: BTreeSet<String> =
-            inner.pools.values().flat_map(|e| e.pool.volumes().iter().map(|v| v.name().to_string())).collect();
-        if let Some(clash) = pool.volumes().iter().find(|v| names.contains(v.name().as_str())) {
-            return Err(NodeError::VolumeExists {
-                name: clash.name().to_string(),
-                id: clash.id(),
-                size_bytes: clash.size_bytes(),
-                block_size: clash.block_size().bytes(),
-                pool: req.name.clone(),
-            });
-        }
+        names_free(&inner.pools, &req.name, &pool)?;
         let mut next = inner.state.clone();
         next.pools.push(state::Pool { name: req.name.clone(), path: req.path.clone() });
         self.save(&mut inner, next)?;
         let entry = PoolEntry { pool, path: req.path.clone(), data, from_config: false };
-        for v in entry.pool.volumes().iter().filter(|v| v.state() == VolumeState::Ready) {
-            let access = inner.state.volumes.get(&v.id().to_string()).cloned().unwrap_or_default();
-            if let Err(error) = self.export(&entry, v, &access) {
-                tracing::error!(volume = %v.id(), %error, "a volume of the added pool cannot be exported");
-            }
-        }
-        let view = pool_view(&req.name, &entry);
-        inner.pools.insert(req.name.clone(), entry);
+        let view = self.bring_online(&mut inner, &req.name, entry);
         tracing::info!(pool = %req.name, path = %req.path.display(), volumes = view.volumes, "pool added");
         Ok(view)
+    }
+
+    /// Exports every Ready volume of `entry` with the hosts the state gives it; the errors,
+    /// volume by volume (the others are exported).
+    fn export_ready(&self, entry: &PoolEntry, state: &state::NodeState) -> Vec<NodeError> {
+        let mut errors = Vec::new();
+        for v in entry.pool.volumes().iter().filter(|v| v.state() == VolumeState::Ready) {
+            let access = state.volumes.get(&v.id().to_string()).cloned().unwrap_or_default();
+            if let Err(error) = self.export(entry, v, &access) {
+                tracing::error!(volume = %v.id(), %error, "a volume cannot be exported");
+                errors.push(error);
+            }
+        }
+        errors
+    }
+
+    /// Exports an opened pool's volumes (a volume that cannot be is logged) and adds the pool.
+    fn bring_online(&self, inner: &mut Inner, name: &str, entry: PoolEntry) -> PoolInfoView {
+        self.export_ready(&entry, &inner.state);
+        let view = pool_view(name, &entry);
+        inner.pools.insert(name.to_owned(), entry);
+        view
     }
 
     /// Closes a pool added through the API and forgets it (see `DELETE /v1/pools/{name}`).
@@ -929,12 +913,9 @@ impl Node {
         let mut next = inner.state.clone();
         next.pools.retain(|p| p.name != name);
         self.save(&mut inner, next)?;
-        let path = match (inner.pools.remove(name), inner.failed.remove(name)) {
-            (Some(e), _) => e.path,
-            (None, Some(f)) => f.path,
-            (None, None) => unreachable!("found above"),
-        };
-        tracing::info!(pool = %name, path = %path.display(), "pool removed from the node");
+        inner.pools.remove(name);
+        inner.failed.remove(name);
+        tracing::info!(pool = %name, "pool removed from the node");
         Ok(())
     }
 
@@ -949,28 +930,11 @@ impl Node {
                 return Err(error);
             }
         };
-        let names: BTreeSet<String> =
-            inner.pools.values().flat_map(|e| e.pool.volumes().iter().map(|v| v.name().to_string())).collect();
-        if let Some(clash) = pool.volumes().iter().find(|v| names.contains(v.name().as_str())) {
-            // Made while the pool was away: both would be served, but names must be unique.
-            return Err(NodeError::VolumeExists {
-                name: clash.name().to_string(),
-                id: clash.id(),
-                size_bytes: clash.size_bytes(),
-                block_size: clash.block_size().bytes(),
-                pool: name.to_owned(),
-            });
-        }
+        // A volume made while the pool was away may have taken one of its names.
+        names_free(&inner.pools, name, &pool)?;
         let f = inner.failed.remove(name).expect("checked by the caller");
         let entry = PoolEntry { pool, path: f.path, data, from_config: f.from_config };
-        for v in entry.pool.volumes().iter().filter(|v| v.state() == VolumeState::Ready) {
-            let access = inner.state.volumes.get(&v.id().to_string()).cloned().unwrap_or_default();
-            if let Err(error) = self.export(&entry, v, &access) {
-                tracing::error!(volume = %v.id(), %error, "a volume of the pool back online cannot be exported");
-            }
-        }
-        let view = pool_view(name, &entry);
-        inner.pools.insert(name.to_owned(), entry);
+        let view = self.bring_online(inner, name, entry);
         tracing::info!(pool = %name, volumes = view.volumes, "a pool that had failed to open is online");
         Ok(view)
     }
@@ -1136,6 +1100,43 @@ fn check_hosts(hosts: &[String]) -> Result<Vec<String>> {
 
 fn same_path(a: &Path, b: &Path) -> bool {
     a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+}
+
+/// Files the outcome of opening a pool at start-up: an open pool into `pools`, one that
+/// failed into `failed` (logged).
+fn file_pool(
+    pools: &mut BTreeMap<String, PoolEntry>,
+    failed: &mut BTreeMap<String, FailedPool>,
+    name: &str,
+    path: &Path,
+    from_config: bool,
+    opened: Result<(Pool, DataPath)>,
+) {
+    match opened {
+        Ok((pool, data)) => {
+            pools.insert(name.to_owned(), PoolEntry { pool, path: path.to_owned(), data, from_config });
+        }
+        Err(error) => {
+            tracing::error!(pool = %name, path = %path.display(), from_config, %error, "cannot open a pool; its volumes are not served");
+            failed.insert(name.to_owned(), FailedPool { path: path.to_owned(), from_config, error: error.to_string() });
+        }
+    }
+}
+
+/// Refuses a pool that holds a volume whose name an open pool's volume has already.
+fn names_free(pools: &BTreeMap<String, PoolEntry>, name: &str, pool: &Pool) -> Result<()> {
+    let names: BTreeSet<String> =
+        pools.values().flat_map(|e| e.pool.volumes().iter().map(|v| v.name().to_string())).collect();
+    match pool.volumes().iter().find(|v| names.contains(v.name().as_str())) {
+        Some(clash) => Err(NodeError::VolumeExists {
+            name: clash.name().to_string(),
+            id: clash.id(),
+            size_bytes: clash.size_bytes(),
+            block_size: clash.block_size().bytes(),
+            pool: name.to_owned(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Two pools holding volumes of one name (pools moved between nodes can do that): both are
