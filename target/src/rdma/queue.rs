@@ -35,16 +35,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use io_uring::squeue;
-
-use crate::backend::{self, Op};
-use crate::buffers::Buf;
-use crate::ctrl::io::{IoCmd, IoOp};
-use crate::ctrl::{self, AdminOutcome, Binding, DataDir, Exec};
+use crate::ctrl::exec::{self, AdminNext, Bound, Command, Io, NullData, Tables};
+use crate::ctrl::io::IoCmd;
+use crate::ctrl::{self, Binding, DataDir, Exec};
 use crate::nvme::{Connect, Cqe, FABRICS_OPCODE, FabricsType, Sqe, Status, connect_invalid_param_dw0, fabrics_offsets};
 use crate::rdma::wire::{self, CQE_BYTES, DataPlan, QueueShape, SQE_BYTES, WrId};
-use crate::subsys::{ListenerInfo, Namespace, NsTable, Target};
-use crate::tcp::queue::Io;
+use crate::subsys::{ListenerInfo, NsTable, Target};
 
 /// A work request the engine posts for the queue. Pointers stay valid until the request's
 /// completion: they point into the queue's capsule memory or a slot's pool buffer, which the
@@ -96,112 +92,32 @@ impl SlotState {
 #[derive(Debug)]
 struct Slot {
     state: SlotState,
-    sqe: Sqe,
-    exec: Exec,
-    dir: DataDir,
-    len: u32,
+    /// What execution uses, shared with the TCP queue.
+    cmd: Command,
     plan: DataPlan,
     /// The receive buffer still holding this command's in-capsule data (waiting for a pool
     /// buffer to copy it into); posted again once copied.
     held_recv: Option<u16>,
     invalidate: Option<u32>,
-    buf: Option<Buf>,
-    /// Compare reads the media into this one.
-    buf2: Option<Buf>,
     /// Work requests of this slot posted and not yet completed.
     wr_pending: u32,
-    ops_pending: u32,
-    /// Bytes the backend operations report in all when they succeed, and have reported.
-    expect_bytes: u64,
-    done_bytes: u64,
-    backend_failed: bool,
-    /// When the capsule arrived (the reactor's turn clock), for the latency histogram.
-    arrived: std::time::Instant,
-    status: Status,
-    dw0: u32,
-    dw1: u32,
-    out_len: u32,
-    table_gen: u64,
-    holds_table: bool,
-    close_after: bool,
 }
 
 impl Slot {
     fn new() -> Slot {
         Slot {
             state: SlotState::Free,
-            sqe: Sqe::default(),
-            exec: Exec::None,
-            dir: DataDir::None,
-            len: 0,
+            cmd: Command::new(),
             plan: DataPlan::None,
             held_recv: None,
             invalidate: None,
-            buf: None,
-            buf2: None,
             wr_pending: 0,
-            ops_pending: 0,
-            expect_bytes: 0,
-            done_bytes: 0,
-            backend_failed: false,
-            arrived: std::time::Instant::now(),
-            status: Status::SUCCESS,
-            dw0: 0,
-            dw1: 0,
-            out_len: 0,
-            table_gen: 0,
-            holds_table: false,
-            close_after: false,
         }
     }
 
     fn go(&mut self, next: SlotState) {
         assert!(self.state.may_become(next), "RDMA command slot {:?} -> {next:?}", self.state);
         self.state = next;
-    }
-}
-
-/// The namespace tables commands in flight refer to (as in the TCP queue): a table replaced
-/// by the control plane is dropped only when its last command completed.
-#[derive(Debug)]
-struct Tables {
-    live: Vec<(Arc<NsTable>, u32)>,
-}
-
-impl Tables {
-    fn current(&self) -> &Arc<NsTable> {
-        &self.live.last().expect("a current table").0
-    }
-
-    fn get(&self, generation: u64) -> &NsTable {
-        &self.live.iter().find(|(t, _)| t.generation == generation).expect("table of a command in flight").0
-    }
-
-    fn refresh(&mut self, latest: Arc<NsTable>) {
-        if latest.generation != self.current().generation {
-            self.live.push((latest, 0));
-            self.prune();
-        }
-    }
-
-    fn hold(&mut self) -> u64 {
-        let last = self.live.last_mut().expect("a current table");
-        last.1 += 1;
-        last.0.generation
-    }
-
-    fn release(&mut self, generation: u64) {
-        if let Some(entry) = self.live.iter_mut().find(|(t, _)| t.generation == generation) {
-            entry.1 -= 1;
-        }
-        if self.live.len() > 1 {
-            self.prune();
-        }
-    }
-
-    fn prune(&mut self) {
-        let current = self.current().generation;
-        self.live.retain(|(t, users)| *users > 0 || t.generation == current);
     }
 }
 
@@ -306,15 +222,7 @@ impl Queue {
     }
 
     pub fn who(&self) -> String {
-        match &self.binding {
-            Binding::Unbound => format!(
-                "peer={} qid={} unbound",
-                self.peer.map_or(String::from("?"), |p| p.to_string()),
-                self.shape.qid
-            ),
-            Binding::Admin(c) => format!("host={} cntlid={} qid=0 (rdma)", c.hostnqn, c.cntlid),
-            Binding::Io(c, qid) => format!("host={} cntlid={} qid={qid} (rdma)", c.hostnqn, c.cntlid),
-        }
+        describe(&self.binding, self.peer, self.shape.qid)
     }
 
     pub fn wants_close(&self) -> bool {
@@ -323,7 +231,7 @@ impl Queue {
 
     /// Nothing of the queue is posted or running: its memory may go.
     pub fn idle(&self) -> bool {
-        self.recv_posted == 0 && self.sends_posted == 0 && self.slots.iter().all(|s| s.ops_pending == 0)
+        self.recv_posted == 0 && self.sends_posted == 0 && self.slots.iter().all(|s| s.cmd.ops_pending == 0)
     }
 
     /// The peer went away, the CM reported an error, or a work request failed: stop taking
@@ -415,11 +323,7 @@ impl Queue {
         let raw: [u8; SQE_BYTES] = unsafe { std::ptr::read(ptr.cast::<[u8; SQE_BYTES]>()) };
         let sqe = Sqe::decode(&raw);
         let icd = byte_len - SQE_BYTES as u32;
-        if let (Some(tables), Some(subsys)) = (self.tables.as_mut(), self.binding.subsystem())
-            && subsys.ns_generation() != tables.current().generation
-        {
-            tables.refresh(subsys.namespaces());
-        }
+        Tables::catch_up(self.tables.as_mut(), &self.binding);
         let empty = NsTable::default();
         let table = self.tables.as_ref().map_or(&empty, |t| t.current());
         let prepared = if io.stopping {
@@ -438,24 +342,17 @@ impl Queue {
         let held = self.tables.as_mut().map(Tables::hold);
         let slot = &mut self.slots[usize::from(slot_no)];
         debug_assert_eq!(slot.state, SlotState::Free);
-        slot.sqe = sqe;
+        slot.cmd.start(sqe, held, io.now);
         slot.invalidate = wire::invalidate_key(&sqe);
-        slot.table_gen = held.unwrap_or(0);
-        slot.holds_table = held.is_some();
-        slot.status = Status::SUCCESS;
-        (slot.dw0, slot.dw1, slot.out_len) = (0, 0, 0);
-        (slot.expect_bytes, slot.done_bytes, slot.backend_failed) = (0, 0, false);
-        slot.arrived = io.now;
-        slot.close_after = false;
         match prepared {
             Err((status, dw0)) => {
-                (slot.exec, slot.dir, slot.len, slot.plan) = (Exec::None, DataDir::None, 0, DataPlan::None);
-                slot.dw0 = dw0;
+                (slot.cmd.exec, slot.cmd.dir, slot.cmd.len, slot.plan) = (Exec::None, DataDir::None, 0, DataPlan::None);
+                slot.cmd.dw0 = dw0;
                 self.post_recv(index);
                 self.complete(slot_no, status, io);
             }
             Ok((p, plan)) => {
-                (slot.exec, slot.dir, slot.len, slot.plan) = (p.exec, p.dir, p.len, plan);
+                (slot.cmd.exec, slot.cmd.dir, slot.cmd.len, slot.plan) = (p.exec, p.dir, p.len, plan);
                 match plan {
                     DataPlan::InCapsule { .. } => {
                         slot.held_recv = Some(index);
@@ -497,9 +394,9 @@ impl Queue {
     /// Gets the command's data buffer (or waits for one), then moves its data or runs it.
     fn want_buffer(&mut self, slot_no: u16, io: &mut Io<'_>) {
         let slot = &mut self.slots[usize::from(slot_no)];
-        if slot.buf.is_none() {
-            match io.pool.get(slot.len as usize) {
-                Some(buf) => slot.buf = Some(buf),
+        if slot.cmd.buf.is_none() {
+            match io.pool.get(slot.cmd.len as usize) {
+                Some(buf) => slot.cmd.buf = Some(buf),
                 None => {
                     if slot.state != SlotState::WaitBuffer {
                         slot.go(SlotState::WaitBuffer);
@@ -515,13 +412,13 @@ impl Queue {
                 let size = self.shape.capsule_bytes();
                 let at = usize::from(index) * size + SQE_BYTES;
                 let data = &self.capsules[at..at + len as usize];
-                slot.buf.as_mut().expect("buffer just taken").slice_mut(len as usize).copy_from_slice(data);
+                slot.cmd.buf.as_mut().expect("buffer just taken").slice_mut(len as usize).copy_from_slice(data);
                 self.post_recv(index);
                 self.execute(slot_no, io);
             }
-            DataPlan::Keyed { addr, key } if slot.dir == DataDir::H2c => {
-                let buf = slot.buf.as_mut().expect("buffer just taken");
-                let (local, class, len) = (buf.as_mut_ptr(), buf.fixed_index(), slot.len);
+            DataPlan::Keyed { addr, key } if slot.cmd.dir == DataDir::H2c => {
+                let buf = slot.cmd.buf.as_mut().expect("buffer just taken");
+                let (local, class, len) = (buf.as_mut_ptr(), buf.fixed_index(), slot.cmd.len);
                 slot.go(SlotState::Reading);
                 self.push_send(Work::Read { slot: slot_no, local, class, len, addr, key });
             }
@@ -532,7 +429,7 @@ impl Queue {
     fn execute(&mut self, slot_no: u16, io: &mut Io<'_>) {
         let slot = &mut self.slots[usize::from(slot_no)];
         slot.go(SlotState::Executing);
-        match slot.exec {
+        match slot.cmd.exec {
             Exec::None => self.complete(slot_no, Status::SUCCESS, io),
             Exec::Connect => self.exec_connect(slot_no, io),
             Exec::Admin(op) => {
@@ -545,239 +442,81 @@ impl Queue {
 
     fn exec_connect(&mut self, slot_no: u16, io: &mut Io<'_>) {
         let slot = &self.slots[usize::from(slot_no)];
-        let data = slot.buf.as_ref().map_or(&[][..], |b| b.slice(slot.len as usize));
-        match ctrl::connect(&self.target, &self.listener, &slot.sqe, data, self.reactor) {
+        let data = slot.cmd.buf.as_ref().map_or(&[][..], |b| b.slice(slot.cmd.len as usize));
+        match ctrl::connect(&self.target, &self.listener, &slot.cmd.sqe, data, self.reactor) {
             Ok(done) => {
                 tracing::info!(peer = ?self.peer, host = %done.binding.ctrl().map_or("", |c| c.hostnqn.as_str()),
                     subsystem = %done.binding.subsystem().map_or("", |s| s.nqn.as_str()), qid = done.binding.qid(),
                     cntlid = done.cntlid, sqsize = done.sqsize, "RDMA queue connected");
                 self.epoch = done.epoch;
                 if let Some(subsys) = done.binding.subsystem() {
-                    self.tables = Some(Tables { live: vec![(subsys.namespaces(), 0)] });
+                    self.tables = Some(Tables::new(subsys.namespaces()));
                 }
                 self.binding = done.binding;
-                self.slots[usize::from(slot_no)].dw0 = u32::from(done.cntlid);
+                self.slots[usize::from(slot_no)].cmd.dw0 = u32::from(done.cntlid);
                 self.complete(slot_no, Status::SUCCESS, io);
             }
             Err(refused) => {
                 tracing::warn!(peer = ?self.peer, status = ?refused.status, reason = %refused.reason, "RDMA connect refused");
-                self.slots[usize::from(slot_no)].dw0 = refused.dw0;
+                self.slots[usize::from(slot_no)].cmd.dw0 = refused.dw0;
                 self.complete(slot_no, refused.status, io);
             }
         }
     }
 
     fn exec_admin(&mut self, slot_no: u16, op: ctrl::AdminOp, io: &mut Io<'_>) {
-        let Some(ctrl) = self.binding.ctrl().cloned() else {
-            return self.complete(slot_no, Status::COMMAND_SEQUENCE_ERROR.with_dnr(), io);
-        };
-        let slot = &mut self.slots[usize::from(slot_no)];
-        let len = slot.len as usize;
-        let data = match slot.buf.as_mut() {
-            Some(buf) => {
-                let data = buf.slice_mut(len);
-                if slot.dir == DataDir::C2h {
-                    data.fill(0);
-                }
-                data
-            }
-            None => &mut [][..],
-        };
-        let qid = self.binding.qid();
-        match ctrl.admin(&self.target, qid, &slot.sqe, op, data) {
-            AdminOutcome::Done { status, dw0, dw1, out_len } => {
-                (slot.dw0, slot.dw1, slot.out_len) = (dw0, dw1, out_len);
-                self.complete(slot_no, status, io);
-            }
-            AdminOutcome::Park if self.aer_slots.len() >= ctrl::AER_LIMIT => {
-                self.complete(slot_no, Status::ASYNC_EVENT_REQUEST_LIMIT_EXCEEDED.with_dnr(), io);
-            }
-            AdminOutcome::Park => {
-                slot.go(SlotState::AwaitEvent);
+        let Queue { target, binding, tables, slots, aer_slots, .. } = self;
+        let cmd = &mut slots[usize::from(slot_no)].cmd;
+        match exec::exec_admin(
+            cmd,
+            slot_no,
+            op,
+            target,
+            Bound { binding, tables: tables.as_ref() },
+            aer_slots.len(),
+            io,
+        ) {
+            AdminNext::Complete(status) => self.complete(slot_no, status, io),
+            AdminNext::Park(ctrl) => {
+                self.slots[usize::from(slot_no)].go(SlotState::AwaitEvent);
                 self.aer_slots.push(slot_no);
                 self.poll_events(&ctrl, io);
             }
-            AdminOutcome::Disconnect => {
-                slot.close_after = true;
-                self.complete(slot_no, Status::SUCCESS, io);
-            }
-            AdminOutcome::Flush => {
-                let Queue { tables, slots, .. } = self;
-                let slot = &mut slots[usize::from(slot_no)];
-                if let (Some(tables), true) = (tables.as_ref(), slot.holds_table) {
-                    for ns in &tables.get(slot.table_gen).namespaces {
-                        submit(slot, slot_no, ns, Op::Flush, (std::ptr::null_mut(), None), false, io);
-                    }
-                }
-                self.ops_submitted(slot_no, io);
-            }
+            AdminNext::Submitted => self.ops_submitted(slot_no, io),
         }
     }
 
     fn exec_io(&mut self, slot_no: u16, cmd: IoCmd, io: &mut Io<'_>) {
-        let Binding::Io(ctrl, _) = &self.binding else {
-            unreachable!("I/O command on a queue that is not an I/O queue")
-        };
-        let write_through = !ctrl.volatile_write_cache();
-        let Queue { tables, slots, .. } = self;
+        let Queue { binding, tables, slots, .. } = self;
         let slot = &mut slots[usize::from(slot_no)];
-        let table = tables.as_ref().expect("an I/O queue has tables").get(slot.table_gen);
-        let Some(ns) = table.namespaces.get(cmd.ns_index) else {
-            debug_assert_eq!(cmd.op, IoOp::Flush { all: true });
-            return self.ops_submitted(slot_no, io);
-        };
-        let ns: &Namespace = ns;
-        let null = ns.backend.kind() == backend::Kind::Null;
-        let (buf_ptr, fixed) = match slot.buf.as_mut() {
-            Some(b) => (b.as_mut_ptr(), io.fixed_buffers.then(|| b.fixed_index())),
-            None => (std::ptr::null_mut(), None),
-        };
-        let none = std::ptr::null_mut();
-        match cmd.op {
-            IoOp::Read { offset, len } => {
-                slot.out_len = len;
-                if null {
-                    // A pool buffer holds whatever it held last: the null backend reads zeroes.
-                    if let Some(b) = slot.buf.as_mut() {
-                        b.slice_mut(len as usize).fill(0);
-                    }
-                }
-                submit(slot, slot_no, ns, Op::Read { offset, len }, (buf_ptr, fixed), false, io);
-            }
-            IoOp::Write { offset, len, fua } => {
-                submit(
-                    slot,
-                    slot_no,
-                    ns,
-                    Op::Write { offset, len, fua: fua || write_through },
-                    (buf_ptr, fixed),
-                    false,
-                    io,
-                );
-            }
-            IoOp::Compare { offset, len } => {
-                if !null {
-                    match io.pool.get(len as usize) {
-                        Some(mut media) => {
-                            let target = (media.as_mut_ptr(), io.fixed_buffers.then(|| media.fixed_index()));
-                            slot.buf2 = Some(media);
-                            submit(slot, slot_no, ns, Op::Read { offset, len }, target, false, io);
-                        }
-                        None => slot.status = Status::NAMESPACE_NOT_READY,
-                    }
-                }
-            }
-            IoOp::Flush { all } => {
-                let every =
-                    if all { &table.namespaces[..] } else { std::slice::from_ref(&table.namespaces[cmd.ns_index]) };
-                for ns in every {
-                    submit(slot, slot_no, ns, Op::Flush, (none, None), false, io);
-                }
-            }
-            IoOp::WriteZeroes { offset, len, deallocate, fua } => {
-                let op = if deallocate { Op::Deallocate { offset, len } } else { Op::WriteZeroes { offset, len } };
-                let durable = fua || write_through;
-                submit(slot, slot_no, ns, op, (none, None), durable, io);
-                if durable {
-                    submit(slot, slot_no, ns, Op::Flush, (none, None), false, io);
-                }
-            }
-            IoOp::DatasetManagement { ranges, deallocate } => {
-                if deallocate {
-                    let data = slot.buf.as_ref().map_or(&[][..], |b| b.slice(slot.len as usize));
-                    match ctrl::io::deallocate_ranges(data, ranges, ns) {
-                        Ok(ops) => {
-                            for op in ops {
-                                submit(slot, slot_no, ns, op, (none, None), false, io);
-                            }
-                        }
-                        Err(status) => slot.status = status,
-                    }
-                }
-            }
-        }
+        // The HCA moves data only to and from registered pool buffers: null-backend data is
+        // in one too (the TCP queue elides it).
+        exec::exec_io(&mut slot.cmd, slot_no, cmd, Bound { binding, tables: tables.as_ref() }, NullData::Buffered, io);
         self.ops_submitted(slot_no, io);
     }
 
+    fn bound(&self) -> Bound<'_> {
+        Bound { binding: &self.binding, tables: self.tables.as_ref() }
+    }
+
     fn ops_submitted(&mut self, slot_no: u16, io: &mut Io<'_>) {
-        if self.slots[usize::from(slot_no)].ops_pending == 0 {
+        if self.slots[usize::from(slot_no)].cmd.ops_pending == 0 {
             self.finish(slot_no, io);
         }
     }
 
-    /// A backend operation of `slot` completed with `res` (bytes, or a negative errno).
+    /// A backend operation of `slot` completed with `res` (bytes, or a negative errno); see
+    /// [`exec::backend_done`].
     pub fn on_backend(&mut self, slot_no: u16, res: i32, io: &mut Io<'_>) {
-        let who = self.who();
-        let Queue { tables, slots, .. } = self;
-        let slot = &mut slots[usize::from(slot_no)];
-        assert!(slot.ops_pending > 0, "backend completion for RDMA slot {slot_no} with nothing pending");
-        slot.ops_pending -= 1;
-        let errno = match res {
-            // Cancelled behind a failed linked operation: that one reported the error.
-            r if r == -libc::ECANCELED => None,
-            r if r < 0 => Some(-r),
-            r => {
-                slot.done_bytes += r as u64;
-                None
-            }
-        };
-        let short = slot.ops_pending == 0 && !slot.backend_failed && slot.done_bytes != slot.expect_bytes;
-        if let Some(errno) = errno.or(short.then_some(libc::EIO)) {
-            let op = match slot.exec {
-                Exec::Io(IoCmd { op: IoOp::Read { offset, len } | IoOp::Compare { offset, len }, .. }) => {
-                    Op::Read { offset, len }
-                }
-                _ => Op::Flush,
-            };
-            let status = backend::status_for_errno(&op, errno);
-            tracing::warn!(who = %who, cid = slot.sqe.cid, res, ?status, "backend operation failed");
-            slot.status = first_error(slot.status, status);
-            if !slot.backend_failed
-                && let Some(ns) = namespace_of(tables, slot)
-            {
-                ns.stats.media_error(io.reactor);
-            }
-            slot.backend_failed = true;
-        }
-        if slot.ops_pending == 0 {
+        let Queue { tables, slots, binding, peer, shape, .. } = self;
+        let cmd = &mut slots[usize::from(slot_no)].cmd;
+        if exec::backend_done(cmd, tables.as_ref(), res, io, || describe(binding, *peer, shape.qid)) {
             self.finish(slot_no, io);
         }
     }
 
     fn finish(&mut self, slot_no: u16, io: &mut Io<'_>) {
-        let Queue { tables, slots, binding, .. } = self;
-        let slot = &slots[usize::from(slot_no)];
-        let mut status = slot.status;
-        match slot.exec {
-            Exec::Admin(_) => {
-                if let Some(ctrl) = binding.ctrl() {
-                    ctrl.flush_finished();
-                }
-            }
-            Exec::Io(cmd) if status.is_success() => {
-                if let IoOp::Compare { len, .. } = cmd.op {
-                    let host = slot.buf.as_ref().map_or(&[][..], |b| b.slice(len as usize));
-                    let same = match slot.buf2.as_ref() {
-                        Some(media) => media.slice(len as usize) == host,
-                        None => host.iter().all(|&b| b == 0),
-                    };
-                    if !same {
-                        status = Status::COMPARE_FAILURE;
-                    }
-                }
-                if let Some(ns) = namespace_of(tables, slot) {
-                    let latency = io.now.saturating_duration_since(slot.arrived);
-                    match cmd.op {
-                        IoOp::Read { len, .. } | IoOp::Compare { len, .. } => {
-                            ns.stats.read(io.reactor, u64::from(len), latency)
-                        }
-                        IoOp::Write { len, .. } => ns.stats.write(io.reactor, u64::from(len), latency),
-                        _ => {}
-                    }
-                }
-            }
-            _ => {}
-        }
+        let status = exec::finish(&self.slots[usize::from(slot_no)].cmd, self.bound(), io);
         self.complete(slot_no, status, io);
     }
 
@@ -785,10 +524,7 @@ impl Queue {
     /// response, posted together (the host sees the response only after the data is placed).
     fn complete(&mut self, slot_no: u16, status: Status, io: &mut Io<'_>) {
         if !status.is_success() {
-            let slot = &self.slots[usize::from(slot_no)];
-            if let Some(ctrl) = self.binding.ctrl() {
-                ctrl.record_error(self.binding.qid(), &slot.sqe, status);
-            }
+            exec::record_error(&self.binding, &self.slots[usize::from(slot_no)].cmd, status);
         }
         if self.closing {
             return self.free_slot(slot_no, io);
@@ -796,16 +532,16 @@ impl Queue {
         let qid = self.binding.qid();
         let sqhd = self.sqhd;
         let slot = &mut self.slots[usize::from(slot_no)];
-        slot.status = status;
+        slot.cmd.status = status;
         slot.go(SlotState::Responding);
-        let cqe = Cqe { dw0: slot.dw0, dw1: slot.dw1, sqhd, sqid: qid, cid: slot.sqe.cid, status };
+        let cqe = Cqe { dw0: slot.cmd.dw0, dw1: slot.cmd.dw1, sqhd, sqid: qid, cid: slot.cmd.sqe.cid, status };
         let at = usize::from(slot_no) * CQE_BYTES;
         self.responses[at..at + CQE_BYTES].copy_from_slice(&cqe.encode());
         let slot = &mut self.slots[usize::from(slot_no)];
         if let (true, DataDir::C2h, DataPlan::Keyed { addr, key }, Some(buf)) =
-            (status.is_success() && slot.out_len > 0, slot.dir, slot.plan, slot.buf.as_mut())
+            (status.is_success() && slot.cmd.out_len > 0, slot.cmd.dir, slot.plan, slot.cmd.buf.as_mut())
         {
-            let (local, class, len) = (buf.as_mut_ptr(), buf.fixed_index(), slot.out_len.min(slot.len));
+            let (local, class, len) = (buf.as_mut_ptr(), buf.fixed_index(), slot.cmd.out_len.min(slot.cmd.len));
             self.push_send(Work::Write { slot: slot_no, local, class, len, addr, key });
         }
         let invalidate = self.slots[usize::from(slot_no)].invalidate;
@@ -815,7 +551,7 @@ impl Queue {
     /// Returns a finished command's resources and moves waiting work on.
     fn free_slot(&mut self, slot_no: u16, io: &mut Io<'_>) {
         let slot = &mut self.slots[usize::from(slot_no)];
-        if slot.wr_pending > 0 || slot.ops_pending > 0 {
+        if slot.wr_pending > 0 || slot.cmd.ops_pending > 0 {
             // Teardown while the HCA or the backend still uses its buffers: the last
             // completion frees it.
             return;
@@ -823,23 +559,12 @@ impl Queue {
         if slot.state == SlotState::Free {
             return;
         }
-        if let Some(buf) = slot.buf.take() {
-            io.pool.put(buf);
-        }
-        if let Some(buf) = slot.buf2.take() {
-            io.pool.put(buf);
-        }
+        let close_after = slot.cmd.end(self.tables.as_mut(), io.pool);
         slot.held_recv = None;
         if self.closing {
             slot.state = SlotState::Free;
         } else {
             slot.go(SlotState::Free);
-        }
-        slot.exec = Exec::None;
-        let (table_gen, held, close_after) = (slot.table_gen, slot.holds_table, slot.close_after);
-        slot.holds_table = false;
-        if let (Some(tables), true) = (self.tables.as_mut(), held) {
-            tables.release(table_gen);
         }
         self.free.push(slot_no);
         self.in_flight -= 1;
@@ -852,11 +577,10 @@ impl Queue {
     }
 
     fn resume_waiting(&mut self, io: &mut Io<'_>) {
-        while let Some(&waiting) = self.wait_buffer.front() {
-            let len = self.slots[usize::from(waiting)].len as usize;
-            let Some(buf) = io.pool.get(len) else { break };
-            self.wait_buffer.pop_front();
-            self.slots[usize::from(waiting)].buf = Some(buf);
+        while let Some((waiting, buf)) =
+            exec::next_waiting(&mut self.wait_buffer, |s| self.slots[usize::from(s)].cmd.len, io.pool)
+        {
+            self.slots[usize::from(waiting)].cmd.buf = Some(buf);
             self.want_buffer(waiting, io);
         }
     }
@@ -901,10 +625,8 @@ impl Queue {
     }
 
     fn poll_events(&mut self, ctrl: &Arc<ctrl::Controller>, io: &mut Io<'_>) {
-        while !self.aer_slots.is_empty() {
-            let Some(dw0) = ctrl.take_event(&self.target) else { break };
-            let slot_no = self.aer_slots.remove(0);
-            self.slots[usize::from(slot_no)].dw0 = dw0;
+        while let Some((slot_no, dw0)) = exec::next_event(&mut self.aer_slots, ctrl, &self.target) {
+            self.slots[usize::from(slot_no)].cmd.dw0 = dw0;
             self.complete(slot_no, Status::SUCCESS, io);
         }
     }
@@ -913,12 +635,7 @@ impl Queue {
     pub fn release(mut self, io: &mut Io<'_>) {
         assert!(self.idle(), "releasing an RDMA queue with work outstanding");
         for slot in &mut self.slots {
-            if let Some(buf) = slot.buf.take() {
-                io.pool.put(buf);
-            }
-            if let Some(buf) = slot.buf2.take() {
-                io.pool.put(buf);
-            }
+            slot.cmd.give_back(io.pool);
         }
         match &self.binding {
             Binding::Admin(ctrl) => {
@@ -931,42 +648,15 @@ impl Queue {
     }
 }
 
-fn namespace_of<'a>(tables: &'a Option<Tables>, slot: &Slot) -> Option<&'a Namespace> {
-    let Exec::Io(cmd) = slot.exec else { return None };
-    tables.as_ref()?.get(slot.table_gen).namespaces.get(cmd.ns_index).map(|ns| &**ns)
-}
-
-/// Queues one backend operation of a command, or settles it at once (null backend, injected
-/// fault), as the TCP queue does.
-fn submit(
-    slot: &mut Slot,
-    slot_no: u16,
-    ns: &Namespace,
-    op: Op,
-    (buf, fixed): (*mut u8, Option<u16>),
-    link: bool,
-    io: &mut Io<'_>,
-) {
-    if let Some(errno) = ns.backend.injected_errno(&op) {
-        slot.status = first_error(slot.status, backend::status_for_errno(&op, errno));
-        if !slot.backend_failed {
-            ns.stats.media_error(io.reactor);
+/// Who a queue is, for log lines: host NQN, controller id and queue id once bound.
+fn describe(binding: &Binding, peer: Option<SocketAddr>, qid: u16) -> String {
+    match binding {
+        Binding::Unbound => {
+            format!("peer={} qid={qid} unbound", peer.map_or(String::from("?"), |p| p.to_string()))
         }
-        slot.backend_failed = true;
-        return;
+        Binding::Admin(c) => format!("host={} cntlid={} qid=0 (rdma)", c.hostnqn, c.cntlid),
+        Binding::Io(c, qid) => format!("host={} cntlid={} qid={qid} (rdma)", c.hostnqn, c.cntlid),
     }
-    let emitted = ns.backend.prep_into(&op, buf, fixed, |entry| {
-        let entry = if link { entry.flags(squeue::Flags::IO_LINK) } else { entry };
-        io.ops.push((slot_no, entry));
-    });
-    if emitted > 0 {
-        slot.ops_pending += emitted as u32;
-        slot.expect_bytes += op.expected_bytes();
-    }
-}
-
-fn first_error(current: Status, new: Status) -> Status {
-    if current.is_success() { new } else { current }
 }
 
 #[cfg(test)]

@@ -1,0 +1,536 @@
+//! Command execution shared by the transports: what happens to a command between "its data is
+//! in place" and "its completion is ready", whatever carries its bytes (NVMe/TCP or NVMe/RDMA).
+//!
+//! A transport's command slot embeds a [`Command`] (the fields execution needs) next to its
+//! own transfer state, keeps the queue's namespace tables in a [`Tables`], and calls:
+//! - [`Command::start`] when a capsule takes a slot and [`Command::end`] when the slot is freed;
+//! - [`exec_admin`] or [`exec_io`] to run the command: they queue backend operations into
+//!   [`Io::ops`] with [`submit`] and say what the transport does next ([`AdminNext`]);
+//! - [`backend_done`] for each backend completion, then [`finish`] once the last operation
+//!   (or none) is in: it gives the completion's status; the transport sends it its own way.
+//!
+//! Nothing here allocates or dispatches dynamically on the I/O path: the transports call plain
+//! functions, and the only callback ([`backend_done`]'s `who`) is a static generic run when a
+//! backend operation failed.
+//!
+//! Invariants:
+//! - a command runs against the namespace table it started with ([`Tables`]): the control
+//!   plane may add, remove or replace namespaces at any time, a capsule picks up the newest
+//!   table, and an old table (and the backends in it) lives until its last command completed;
+//! - a command's backend operations (several when a volume's I/O crosses extents, or a flush
+//!   chained after a write zeroes) are accounted together, by total bytes: any error fails the
+//!   command (the first error picks the status), and so does a short total; it completes once
+//!   the last one is in.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use io_uring::squeue;
+
+use crate::backend::{self, Op};
+use crate::buffers::{Buf, BufferPool};
+use crate::ctrl::io::{IoCmd, IoOp};
+use crate::ctrl::{self, AdminOp, AdminOutcome, Binding, Controller, DataDir, Exec};
+use crate::nvme::{Sqe, Status};
+use crate::subsys::{Namespace, NsTable, Target};
+
+/// What the reactor lends a queue for one call.
+pub struct Io<'a> {
+    pub pool: &'a mut BufferPool,
+    /// Backend submissions to make, by slot (the reactor adds the completion token).
+    pub ops: &'a mut Vec<(u16, squeue::Entry)>,
+    pub reactor: usize,
+    /// Whether the pool's regions are registered with this reactor's ring.
+    pub fixed_buffers: bool,
+    pub now: Instant,
+    /// Set to make every reactor poll its queues (a controller went away, an event is due).
+    pub poke_all: &'a mut bool,
+    /// The daemon is stopping: take no new commands, finish, close.
+    pub stopping: bool,
+}
+
+/// The part of a command slot that execution uses, the same for every transport.
+#[derive(Debug)]
+pub struct Command {
+    pub sqe: Sqe,
+    pub exec: Exec,
+    pub dir: DataDir,
+    /// Data length in bytes ([`ctrl::Prepared::len`]).
+    pub len: u32,
+    pub buf: Option<Buf>,
+    /// Compare reads the media into this one.
+    pub buf2: Option<Buf>,
+    /// Backend operations submitted and not completed.
+    pub ops_pending: u32,
+    /// What the backend operations submitted so far report in all on success (bytes of reads
+    /// and writes; fsync and fallocate report 0), and what they reported.
+    pub expect_bytes: u64,
+    pub done_bytes: u64,
+    /// A backend operation of this command failed (its status is in `status`).
+    pub backend_failed: bool,
+    /// When the capsule arrived (the reactor's turn clock), for the latency histogram.
+    pub arrived: Instant,
+    pub status: Status,
+    pub dw0: u32,
+    pub dw1: u32,
+    /// Bytes of data the command returns to the host.
+    pub out_len: u32,
+    /// Which namespace table the command holds ([`Tables`]), if the queue had one.
+    pub table_gen: u64,
+    pub holds_table: bool,
+    /// A Disconnect: the queue closes once the command is done.
+    pub close_after: bool,
+}
+
+impl Command {
+    pub fn new() -> Command {
+        Command {
+            sqe: Sqe::default(),
+            exec: Exec::None,
+            dir: DataDir::None,
+            len: 0,
+            buf: None,
+            buf2: None,
+            ops_pending: 0,
+            expect_bytes: 0,
+            done_bytes: 0,
+            backend_failed: false,
+            arrived: Instant::now(),
+            status: Status::SUCCESS,
+            dw0: 0,
+            dw1: 0,
+            out_len: 0,
+            table_gen: 0,
+            holds_table: false,
+            close_after: false,
+        }
+    }
+
+    /// A capsule took the slot: its command starts with the table generation `held` (if the
+    /// queue has tables) at `now`. What the command runs (`exec`, `dir`, `len`) and its
+    /// buffers are the transport's to set.
+    pub fn start(&mut self, sqe: Sqe, held: Option<u64>, now: Instant) {
+        self.sqe = sqe;
+        self.table_gen = held.unwrap_or(0);
+        self.holds_table = held.is_some();
+        self.status = Status::SUCCESS;
+        (self.dw0, self.dw1, self.out_len) = (0, 0, 0);
+        (self.expect_bytes, self.done_bytes, self.backend_failed) = (0, 0, false);
+        self.arrived = now;
+        self.close_after = false;
+    }
+
+    /// The command is over: its buffers go back to the pool and its table is released.
+    /// Returns whether the queue is to close after it (a Disconnect).
+    pub fn end(&mut self, tables: Option<&mut Tables>, pool: &mut BufferPool) -> bool {
+        self.give_back(pool);
+        self.exec = Exec::None;
+        if let (Some(tables), true) = (tables, self.holds_table) {
+            tables.release(self.table_gen);
+        }
+        self.holds_table = false;
+        self.close_after
+    }
+
+    /// Returns the command's buffers to the pool.
+    pub fn give_back(&mut self, pool: &mut BufferPool) {
+        if let Some(buf) = self.buf.take() {
+            pool.put(buf);
+        }
+        if let Some(buf) = self.buf2.take() {
+            pool.put(buf);
+        }
+    }
+}
+
+impl Default for Command {
+    fn default() -> Command {
+        Command::new()
+    }
+}
+
+/// The namespace tables that commands in flight refer to, the current one last, each with
+/// its number of users: a table changed by the control plane is dropped only when the last
+/// command using it has completed, and the I/O path never touches a shared reference count.
+#[derive(Debug)]
+pub struct Tables {
+    live: Vec<(Arc<NsTable>, u32)>,
+}
+
+impl Tables {
+    /// The tables of a queue just bound to a subsystem whose namespaces are `first`.
+    pub fn new(first: Arc<NsTable>) -> Tables {
+        Tables { live: vec![(first, 0)] }
+    }
+
+    pub fn current(&self) -> &Arc<NsTable> {
+        &self.live.last().expect("a current table").0
+    }
+
+    pub fn get(&self, generation: u64) -> &NsTable {
+        &self.live.iter().find(|(t, _)| t.generation == generation).expect("table of a command in flight").0
+    }
+
+    /// Picks up the subsystem's newest table, if the queue is bound to one and it changed.
+    pub fn catch_up(tables: Option<&mut Tables>, binding: &Binding) {
+        if let (Some(tables), Some(subsys)) = (tables, binding.subsystem())
+            && subsys.ns_generation() != tables.current().generation
+        {
+            tables.refresh(subsys.namespaces());
+        }
+    }
+
+    fn refresh(&mut self, latest: Arc<NsTable>) {
+        if latest.generation != self.current().generation {
+            self.live.push((latest, 0));
+            self.prune();
+        }
+    }
+
+    /// A command starts on the current table: returns its generation.
+    pub fn hold(&mut self) -> u64 {
+        let last = self.live.last_mut().expect("a current table");
+        last.1 += 1;
+        last.0.generation
+    }
+
+    pub fn release(&mut self, generation: u64) {
+        if let Some(entry) = self.live.iter_mut().find(|(t, _)| t.generation == generation) {
+            entry.1 -= 1;
+        }
+        if self.live.len() > 1 {
+            self.prune();
+        }
+    }
+
+    fn prune(&mut self) {
+        let current = self.current().generation;
+        self.live.retain(|(t, users)| *users > 0 || t.generation == current);
+    }
+}
+
+/// The namespace an I/O command addresses, from the table it started with.
+pub fn namespace_of<'a>(tables: Option<&'a Tables>, cmd: &Command) -> Option<&'a Namespace> {
+    let Exec::Io(io_cmd) = cmd.exec else { return None };
+    tables?.get(cmd.table_gen).namespaces.get(io_cmd.ns_index).map(|ns| &**ns)
+}
+
+/// Queues one backend operation of a command (as one submission per extent it touches), or
+/// settles it on the spot (null backend: nothing to do; injected fault: the error). `link`
+/// chains the next operation after this one (every piece of this one links to the next).
+pub fn submit(
+    cmd: &mut Command,
+    slot_no: u16,
+    ns: &Namespace,
+    op: Op,
+    (buf, fixed): (*mut u8, Option<u16>),
+    link: bool,
+    io: &mut Io<'_>,
+) {
+    if let Some(errno) = ns.backend.injected_errno(&op) {
+        cmd.status = first_error(cmd.status, backend::status_for_errno(&op, errno));
+        if !cmd.backend_failed {
+            ns.stats.media_error(io.reactor);
+        }
+        cmd.backend_failed = true;
+        return;
+    }
+    let emitted = ns.backend.prep_into(&op, buf, fixed, |entry| {
+        let entry = if link { entry.flags(squeue::Flags::IO_LINK) } else { entry };
+        io.ops.push((slot_no, entry));
+    });
+    if emitted > 0 {
+        cmd.ops_pending += emitted as u32;
+        cmd.expect_bytes += op.expected_bytes();
+    }
+}
+
+/// The status a command ends with: the first error it met.
+pub fn first_error(current: Status, new: Status) -> Status {
+    if current.is_success() { new } else { current }
+}
+
+/// What a queue's commands run against: its binding and its namespace tables.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound<'a> {
+    pub binding: &'a Binding,
+    pub tables: Option<&'a Tables>,
+}
+
+/// What the transport does after [`exec_admin`].
+#[derive(Debug)]
+pub enum AdminNext {
+    /// Complete the command with this status.
+    Complete(Status),
+    /// An Asynchronous Event Request to hold until `Controller::take_event` has one.
+    Park(Arc<Controller>),
+    /// Backend operations are queued (a Flush): wait for them, or finish if there are none.
+    Submitted,
+}
+
+/// Runs an admin command whose data is in `cmd.buf`. `aer_held` is how many Asynchronous
+/// Event Requests the queue holds already.
+pub fn exec_admin(
+    cmd: &mut Command,
+    slot_no: u16,
+    op: AdminOp,
+    target: &Target,
+    Bound { binding, tables }: Bound<'_>,
+    aer_held: usize,
+    io: &mut Io<'_>,
+) -> AdminNext {
+    let Some(ctrl) = binding.ctrl() else {
+        return AdminNext::Complete(Status::COMMAND_SEQUENCE_ERROR.with_dnr());
+    };
+    let len = cmd.len as usize;
+    let data = match cmd.buf.as_mut() {
+        Some(buf) => {
+            let data = buf.slice_mut(len);
+            if cmd.dir == DataDir::C2h {
+                data.fill(0);
+            }
+            data
+        }
+        None => &mut [][..],
+    };
+    match ctrl.admin(target, binding.qid(), &cmd.sqe, op, data) {
+        AdminOutcome::Done { status, dw0, dw1, out_len } => {
+            (cmd.dw0, cmd.dw1, cmd.out_len) = (dw0, dw1, out_len);
+            AdminNext::Complete(status)
+        }
+        AdminOutcome::Park if aer_held >= ctrl::AER_LIMIT => {
+            AdminNext::Complete(Status::ASYNC_EVENT_REQUEST_LIMIT_EXCEEDED.with_dnr())
+        }
+        AdminOutcome::Park => AdminNext::Park(ctrl.clone()),
+        AdminOutcome::Disconnect => {
+            cmd.close_after = true;
+            AdminNext::Complete(Status::SUCCESS)
+        }
+        AdminOutcome::Flush => {
+            if let (Some(tables), true) = (tables, cmd.holds_table) {
+                for ns in &tables.get(cmd.table_gen).namespaces {
+                    submit(cmd, slot_no, ns, Op::Flush, (std::ptr::null_mut(), None), false, io);
+                }
+            }
+            AdminNext::Submitted
+        }
+    }
+}
+
+/// Where a transport keeps the data of reads and writes on a null-backend namespace. The
+/// transports differ here on purpose, each taking the cheapest path its wire allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NullData {
+    /// In no pool buffer (NVMe/TCP sends reads from the reactor's zero region and receives
+    /// writes into its sink, see `tcp::queue::Data`): the backend is not called for them.
+    Elided,
+    /// In a pool buffer like any other (NVMe/RDMA moves data only by RDMA READ and WRITE of
+    /// registered pool memory): a read zeroes its buffer, which holds whatever it held last,
+    /// and the backend is called as for any namespace (null: nothing to submit).
+    Buffered,
+}
+
+/// Runs an I/O command whose data (if it has some) is in `cmd.buf`: queues its backend
+/// operations or settles it. The transport then finishes it if no operation is pending.
+pub fn exec_io(
+    cmd: &mut Command,
+    slot_no: u16,
+    io_cmd: IoCmd,
+    Bound { binding, tables }: Bound<'_>,
+    null_data: NullData,
+    io: &mut Io<'_>,
+) {
+    let Binding::Io(ctrl, _) = binding else { unreachable!("I/O command on a queue that is not an I/O queue") };
+    let write_through = !ctrl.volatile_write_cache();
+    let table = tables.expect("an I/O queue has tables").get(cmd.table_gen);
+    let Some(ns) = table.namespaces.get(io_cmd.ns_index) else {
+        // Only the broadcast Flush names no namespace, and a subsystem may have none:
+        // nothing to flush.
+        debug_assert_eq!(io_cmd.op, IoOp::Flush { all: true });
+        return;
+    };
+    let ns: &Namespace = ns;
+    let null = ns.backend.kind() == backend::Kind::Null;
+    let (buf_ptr, fixed) = match cmd.buf.as_mut() {
+        Some(b) => (b.as_mut_ptr(), io.fixed_buffers.then(|| b.fixed_index())),
+        None => (std::ptr::null_mut(), None),
+    };
+    let elided = null && null_data == NullData::Elided;
+    let none = std::ptr::null_mut();
+    match io_cmd.op {
+        IoOp::Read { offset, len } => {
+            cmd.out_len = len;
+            if null
+                && null_data == NullData::Buffered
+                && let Some(b) = cmd.buf.as_mut()
+            {
+                b.slice_mut(len as usize).fill(0);
+            }
+            if !elided {
+                submit(cmd, slot_no, ns, Op::Read { offset, len }, (buf_ptr, fixed), false, io);
+            }
+        }
+        IoOp::Write { offset, len, fua } => {
+            if !elided {
+                let op = Op::Write { offset, len, fua: fua || write_through };
+                submit(cmd, slot_no, ns, op, (buf_ptr, fixed), false, io);
+            }
+        }
+        IoOp::Compare { offset, len } => {
+            if !null {
+                match io.pool.get(len as usize) {
+                    Some(mut media) => {
+                        let target = (media.as_mut_ptr(), io.fixed_buffers.then(|| media.fixed_index()));
+                        cmd.buf2 = Some(media);
+                        submit(cmd, slot_no, ns, Op::Read { offset, len }, target, false, io);
+                    }
+                    None => cmd.status = Status::NAMESPACE_NOT_READY,
+                }
+            }
+        }
+        IoOp::Flush { all } => {
+            let every =
+                if all { &table.namespaces[..] } else { std::slice::from_ref(&table.namespaces[io_cmd.ns_index]) };
+            for ns in every {
+                submit(cmd, slot_no, ns, Op::Flush, (none, None), false, io);
+            }
+        }
+        IoOp::WriteZeroes { offset, len, deallocate, fua } => {
+            let op = if deallocate { Op::Deallocate { offset, len } } else { Op::WriteZeroes { offset, len } };
+            // Durable before completion: chain a flush after the zeroing.
+            let durable = fua || write_through;
+            submit(cmd, slot_no, ns, op, (none, None), durable, io);
+            if durable {
+                submit(cmd, slot_no, ns, Op::Flush, (none, None), false, io);
+            }
+        }
+        IoOp::DatasetManagement { ranges, deallocate } => {
+            if deallocate {
+                // All of the data is in: a command runs only once its `len` bytes arrived.
+                let data = cmd.buf.as_ref().map_or(&[][..], |b| b.slice(cmd.len as usize));
+                match ctrl::io::deallocate_ranges(data, ranges, ns) {
+                    Ok(ops) => {
+                        for op in ops {
+                            submit(cmd, slot_no, ns, op, (none, None), false, io);
+                        }
+                    }
+                    Err(status) => cmd.status = status,
+                }
+            }
+        }
+    }
+}
+
+/// A backend operation of `cmd` completed with `res` (bytes, or a negative errno); returns
+/// whether it was the last one pending (the transport then calls [`finish`]). A command's
+/// operations are accounted together: any error fails it (the first one picks the status),
+/// and when the last one is in, fewer bytes in all than its operations asked for is an error
+/// too (a short transfer: the host retries rather than get half the data). `who` names the
+/// queue in the log line of a failure; it runs only then.
+pub fn backend_done(
+    cmd: &mut Command,
+    tables: Option<&Tables>,
+    res: i32,
+    io: &Io<'_>,
+    who: impl FnOnce() -> String,
+) -> bool {
+    assert!(cmd.ops_pending > 0, "backend completion for a command with nothing pending");
+    cmd.ops_pending -= 1;
+    let errno = match res {
+        // Cancelled behind a failed linked operation: that one reported the error.
+        r if r == -libc::ECANCELED => None,
+        r if r < 0 => Some(-r),
+        r => {
+            cmd.done_bytes += r as u64;
+            None
+        }
+    };
+    let short = cmd.ops_pending == 0 && !cmd.backend_failed && cmd.done_bytes != cmd.expect_bytes;
+    if let Some(errno) = errno.or(short.then_some(libc::EIO)) {
+        let op = match cmd.exec {
+            Exec::Io(IoCmd { op: IoOp::Read { offset, len } | IoOp::Compare { offset, len }, .. }) => {
+                Op::Read { offset, len }
+            }
+            _ => Op::Flush,
+        };
+        let status = backend::status_for_errno(&op, errno);
+        tracing::warn!(who = %who(), cid = cmd.sqe.cid, res, done_bytes = cmd.done_bytes,
+            expect_bytes = cmd.expect_bytes, ?status, "backend operation failed");
+        cmd.status = first_error(cmd.status, status);
+        if !cmd.backend_failed
+            && let Some(ns) = namespace_of(tables, cmd)
+        {
+            ns.stats.media_error(io.reactor);
+        }
+        cmd.backend_failed = true;
+    }
+    cmd.ops_pending == 0
+}
+
+/// Every operation of the command is done: checks (Compare), counts (namespace statistics)
+/// and returns the status to complete it with.
+pub fn finish(cmd: &Command, Bound { binding, tables }: Bound<'_>, io: &Io<'_>) -> Status {
+    let mut status = cmd.status;
+    match cmd.exec {
+        Exec::Admin(_) => {
+            if let Some(ctrl) = binding.ctrl() {
+                ctrl.flush_finished();
+            }
+        }
+        Exec::Io(io_cmd) if status.is_success() => {
+            if let IoOp::Compare { len, .. } = io_cmd.op {
+                let host = cmd.buf.as_ref().map_or(&[][..], |b| b.slice(len as usize));
+                let same = match cmd.buf2.as_ref() {
+                    Some(media) => media.slice(len as usize) == host,
+                    None => host.iter().all(|&b| b == 0),
+                };
+                if !same {
+                    status = Status::COMPARE_FAILURE;
+                }
+            }
+            if let Some(ns) = namespace_of(tables, cmd) {
+                let latency = io.now.saturating_duration_since(cmd.arrived);
+                match io_cmd.op {
+                    IoOp::Read { len, .. } | IoOp::Compare { len, .. } => {
+                        ns.stats.read(io.reactor, u64::from(len), latency)
+                    }
+                    IoOp::Write { len, .. } => ns.stats.write(io.reactor, u64::from(len), latency),
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+    status
+}
+
+/// A command failed: the controller's error log gets an entry.
+pub fn record_error(binding: &Binding, cmd: &Command, status: Status) {
+    if let Some(ctrl) = binding.ctrl() {
+        ctrl.record_error(binding.qid(), &cmd.sqe, status);
+    }
+}
+
+/// The next event for a held Asynchronous Event Request, oldest request first: its slot and
+/// the completion's dword 0.
+pub fn next_event(aer_slots: &mut Vec<u16>, ctrl: &Controller, target: &Target) -> Option<(u16, u32)> {
+    if aer_slots.is_empty() {
+        return None;
+    }
+    let dw0 = ctrl.take_event(target)?;
+    Some((aer_slots.remove(0), dw0))
+}
+
+/// The next command waiting for a pool buffer, if the pool now has one of its `len_of`
+/// bytes: the command leaves the queue with its buffer.
+pub fn next_waiting(
+    waiting: &mut VecDeque<u16>,
+    len_of: impl Fn(u16) -> u32,
+    pool: &mut BufferPool,
+) -> Option<(u16, Buf)> {
+    let &slot_no = waiting.front()?;
+    let buf = pool.get(len_of(slot_no) as usize)?;
+    waiting.pop_front();
+    Some((slot_no, buf))
+}
