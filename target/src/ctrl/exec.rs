@@ -2,16 +2,25 @@
 //! in place" and "its completion is ready", whatever carries its bytes (NVMe/TCP or NVMe/RDMA).
 //!
 //! A transport's command slot embeds a [`Command`] (the fields execution needs) next to its
-//! own transfer state, keeps the queue's namespace tables in a [`Tables`], and calls:
-//! - [`Command::start`] when a capsule takes a slot and [`Command::end`] when the slot is freed;
-//! - [`exec_admin`] or [`exec_io`] to run the command: they queue backend operations into
-//!   [`Io::ops`] with [`submit`] and say what the transport does next ([`AdminNext`]);
-//! - [`backend_done`] for each backend completion, then [`finish`] once the last operation
-//!   (or none) is in: it gives the completion's status; the transport sends it its own way.
+//! own transfer state; its queue embeds a [`Core`] (target, binding, namespace [`Tables`], held
+//! Asynchronous Event Requests) and implements [`Transport`]: the hooks for what differs (how a
+//! completion is sent, how a slot waits for an event, how Connect binds the queue, where
+//! null-backend data lives). The queue calls [`Command::start`] when a capsule takes a slot, [`execute`] once the
+//! command's data is in place, [`on_backend`] for each backend completion and [`Command::end`]
+//! when the slot is freed; in between, execution queues backend operations into [`Io::ops`]
+//! ([`submit`]) and, when the last one is in, computes the status and hands it to
+//! [`Transport::complete`].
 //!
-//! Nothing here allocates or dispatches dynamically on the I/O path: the transports call plain
-//! functions, and the only callback ([`backend_done`]'s `who`) is a static generic run when a
-//! backend operation failed.
+//! ```text
+//!  execute -> exec_admin -+-> Transport::complete            (done at once)
+//!          |              +-> Transport::await_event         (an AER, until poll_events)
+//!          |              +-> submit... -+
+//!          +-> exec_io ---> submit... ---+-> [on_backend ...] -> finish -> Transport::complete
+//!          +-> Transport::connect
+//! ```
+//!
+//! Nothing here allocates or dispatches dynamically on the I/O path: [`Transport`] is a static
+//! generic, monomorphised for each queue.
 //!
 //! Invariants:
 //! - a command runs against the namespace table it started with ([`Tables`]): the control
@@ -23,6 +32,8 @@
 //!   the last one is in.
 
 use std::collections::VecDeque;
+use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -251,16 +262,167 @@ pub fn first_error(current: Status, new: Status) -> Status {
     if current.is_success() { new } else { current }
 }
 
-/// What a queue's commands run against: its binding and its namespace tables.
+/// What a queue's commands run against, lent by [`Transport::command`].
 #[derive(Debug, Clone, Copy)]
-pub struct Bound<'a> {
+pub struct Ctx<'a> {
+    pub target: &'a Target,
     pub binding: &'a Binding,
     pub tables: Option<&'a Tables>,
+    /// Asynchronous Event Requests the queue holds.
+    pub aer_held: usize,
+    pub who: Who<'a>,
+}
+
+/// Who a queue is, for log lines: host NQN, controller id and queue id once bound.
+#[derive(Debug, Clone, Copy)]
+pub struct Who<'a> {
+    pub binding: &'a Binding,
+    pub peer: Option<SocketAddr>,
+    /// NVMe/RDMA binds a queue pair to its queue id before Connect; its lines say so.
+    pub rdma_qid: Option<u16>,
+}
+
+impl fmt::Display for Who<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rdma = if self.rdma_qid.is_some() { " (rdma)" } else { "" };
+        match (self.binding, self.rdma_qid) {
+            (Binding::Unbound, None) => {
+                write!(f, "peer={} unbound", self.peer.map_or(String::from("?"), |p| p.to_string()))
+            }
+            (Binding::Unbound, Some(qid)) => {
+                write!(f, "peer={} qid={qid} unbound", self.peer.map_or(String::from("?"), |p| p.to_string()))
+            }
+            (Binding::Admin(c), _) => write!(f, "host={} cntlid={} qid=0{rdma}", c.hostnqn, c.cntlid),
+            (Binding::Io(c, qid), _) => write!(f, "host={} cntlid={} qid={qid}{rdma}", c.hostnqn, c.cntlid),
+        }
+    }
+}
+
+/// What every queue keeps to run commands, whatever its transport.
+#[derive(Debug)]
+pub struct Core {
+    pub target: Arc<Target>,
+    pub peer: Option<SocketAddr>,
+    pub binding: Binding,
+    /// Set at Connect for a queue bound to an NVM subsystem.
+    pub tables: Option<Tables>,
+    /// The slots of the Asynchronous Event Requests held, oldest first.
+    pub aer_slots: Vec<u16>,
+    /// NVMe/RDMA binds a queue pair to its queue id before Connect; its log lines say so.
+    pub rdma_qid: Option<u16>,
+}
+
+impl Core {
+    pub fn new(target: Arc<Target>, peer: Option<SocketAddr>, rdma_qid: Option<u16>) -> Core {
+        Core { target, peer, binding: Binding::Unbound, tables: None, aer_slots: Vec::new(), rdma_qid }
+    }
+
+    pub fn ctx(&self) -> Ctx<'_> {
+        Ctx {
+            target: &self.target,
+            binding: &self.binding,
+            tables: self.tables.as_ref(),
+            aer_held: self.aer_slots.len(),
+            who: self.who(),
+        }
+    }
+
+    pub fn who(&self) -> Who<'_> {
+        Who { binding: &self.binding, peer: self.peer, rdma_qid: self.rdma_qid }
+    }
+}
+
+/// The hooks by which execution drives a transport's queue: what differs between transports.
+pub trait Transport {
+    /// Where null-backend reads and writes keep their data on this transport.
+    const NULL_DATA: NullData;
+
+    /// The command in slot `slot_no`, and the queue's [`Core`].
+    fn parts(&mut self, slot_no: u16) -> (&mut Command, &mut Core);
+
+    fn core(&mut self) -> &mut Core;
+
+    /// Sends the command's completion (and its data, if it returns some) with `status`.
+    fn complete(&mut self, slot_no: u16, status: Status, io: &mut Io<'_>);
+
+    /// Moves the slot of an Asynchronous Event Request to its waiting state.
+    fn await_event(&mut self, slot_no: u16);
+
+    /// Runs a Connect (it binds the queue the transport's way).
+    fn connect(&mut self, slot_no: u16, io: &mut Io<'_>);
+}
+
+/// Runs a command whose data (if any) is in place; the transport moved its slot to its
+/// executing state.
+pub fn execute<T: Transport>(q: &mut T, slot_no: u16, io: &mut Io<'_>) {
+    let exec = q.parts(slot_no).0.exec;
+    match exec {
+        Exec::None => q.complete(slot_no, Status::SUCCESS, io),
+        Exec::Connect => q.connect(slot_no, io),
+        Exec::Admin(op) => {
+            // A CC write may reset the controller: I/O queues elsewhere must look.
+            *io.poke_all |= op == AdminOp::PropertySet;
+            let (cmd, core) = q.parts(slot_no);
+            let ctx = core.ctx();
+            match exec_admin(cmd, slot_no, op, ctx, io) {
+                AdminNext::Complete(status) => q.complete(slot_no, status, io),
+                AdminNext::Park(ctrl) => {
+                    q.await_event(slot_no);
+                    q.core().aer_slots.push(slot_no);
+                    poll_events(q, &ctrl, io);
+                }
+                AdminNext::Submitted => ops_submitted(q, slot_no, io),
+            }
+        }
+        Exec::Io(io_cmd) => {
+            let (cmd, core) = q.parts(slot_no);
+            let ctx = core.ctx();
+            exec_io(cmd, slot_no, io_cmd, ctx, T::NULL_DATA, io);
+            ops_submitted(q, slot_no, io);
+        }
+    }
+}
+
+/// After a command's operations are queued: when none went to the kernel, finish now.
+fn ops_submitted<T: Transport>(q: &mut T, slot_no: u16, io: &mut Io<'_>) {
+    if q.parts(slot_no).0.ops_pending == 0 {
+        finish(q, slot_no, io);
+    }
+}
+
+/// A backend operation of slot `slot_no` completed with `res` (bytes, or a negative errno);
+/// see [`backend_done`]. The command finishes when it was the last one.
+pub fn on_backend<T: Transport>(q: &mut T, slot_no: u16, res: i32, io: &mut Io<'_>) {
+    let (cmd, core) = q.parts(slot_no);
+    if backend_done(cmd, core.tables.as_ref(), res, io, core.who()) {
+        finish(q, slot_no, io);
+    }
+}
+
+/// Completes held Asynchronous Event Requests, oldest first, while `ctrl` has events.
+pub fn poll_events<T: Transport>(q: &mut T, ctrl: &Controller, io: &mut Io<'_>) {
+    loop {
+        let core = q.core();
+        if core.aer_slots.is_empty() {
+            return;
+        }
+        let Some(dw0) = ctrl.take_event(&core.target) else { return };
+        let slot_no = core.aer_slots.remove(0);
+        q.parts(slot_no).0.dw0 = dw0;
+        q.complete(slot_no, Status::SUCCESS, io);
+    }
+}
+
+/// Every operation of the command is done: check, count, complete.
+fn finish<T: Transport>(q: &mut T, slot_no: u16, io: &mut Io<'_>) {
+    let (cmd, core) = q.parts(slot_no);
+    let status = final_status(cmd, core.ctx(), io);
+    q.complete(slot_no, status, io);
 }
 
 /// What the transport does after [`exec_admin`].
 #[derive(Debug)]
-pub enum AdminNext {
+enum AdminNext {
     /// Complete the command with this status.
     Complete(Status),
     /// An Asynchronous Event Request to hold until `Controller::take_event` has one.
@@ -269,15 +431,12 @@ pub enum AdminNext {
     Submitted,
 }
 
-/// Runs an admin command whose data is in `cmd.buf`. `aer_held` is how many Asynchronous
-/// Event Requests the queue holds already.
-pub fn exec_admin(
+/// Runs an admin command whose data is in `cmd.buf`.
+fn exec_admin(
     cmd: &mut Command,
     slot_no: u16,
     op: AdminOp,
-    target: &Target,
-    Bound { binding, tables }: Bound<'_>,
-    aer_held: usize,
+    Ctx { target, binding, tables, aer_held, .. }: Ctx<'_>,
     io: &mut Io<'_>,
 ) -> AdminNext {
     let Some(ctrl) = binding.ctrl() else {
@@ -332,12 +491,12 @@ pub enum NullData {
 }
 
 /// Runs an I/O command whose data (if it has some) is in `cmd.buf`: queues its backend
-/// operations or settles it. The transport then finishes it if no operation is pending.
-pub fn exec_io(
+/// operations or settles it.
+fn exec_io(
     cmd: &mut Command,
     slot_no: u16,
     io_cmd: IoCmd,
-    Bound { binding, tables }: Bound<'_>,
+    Ctx { binding, tables, .. }: Ctx<'_>,
     null_data: NullData,
     io: &mut Io<'_>,
 ) {
@@ -423,18 +582,12 @@ pub fn exec_io(
 }
 
 /// A backend operation of `cmd` completed with `res` (bytes, or a negative errno); returns
-/// whether it was the last one pending (the transport then calls [`finish`]). A command's
+/// whether it was the last one pending. A command's
 /// operations are accounted together: any error fails it (the first one picks the status),
 /// and when the last one is in, fewer bytes in all than its operations asked for is an error
 /// too (a short transfer: the host retries rather than get half the data). `who` names the
-/// queue in the log line of a failure; it runs only then.
-pub fn backend_done(
-    cmd: &mut Command,
-    tables: Option<&Tables>,
-    res: i32,
-    io: &Io<'_>,
-    who: impl FnOnce() -> String,
-) -> bool {
+/// queue in the log line of a failure.
+fn backend_done(cmd: &mut Command, tables: Option<&Tables>, res: i32, io: &Io<'_>, who: Who<'_>) -> bool {
     assert!(cmd.ops_pending > 0, "backend completion for a command with nothing pending");
     cmd.ops_pending -= 1;
     let errno = match res {
@@ -455,7 +608,7 @@ pub fn backend_done(
             _ => Op::Flush,
         };
         let status = backend::status_for_errno(&op, errno);
-        tracing::warn!(who = %who(), cid = cmd.sqe.cid, res, done_bytes = cmd.done_bytes,
+        tracing::warn!(who = %who, cid = cmd.sqe.cid, res, done_bytes = cmd.done_bytes,
             expect_bytes = cmd.expect_bytes, ?status, "backend operation failed");
         cmd.status = first_error(cmd.status, status);
         if !cmd.backend_failed
@@ -470,7 +623,7 @@ pub fn backend_done(
 
 /// Every operation of the command is done: checks (Compare), counts (namespace statistics)
 /// and returns the status to complete it with.
-pub fn finish(cmd: &Command, Bound { binding, tables }: Bound<'_>, io: &Io<'_>) -> Status {
+fn final_status(cmd: &Command, Ctx { binding, tables, .. }: Ctx<'_>, io: &Io<'_>) -> Status {
     let mut status = cmd.status;
     match cmd.exec {
         Exec::Admin(_) => {
@@ -505,21 +658,14 @@ pub fn finish(cmd: &Command, Bound { binding, tables }: Bound<'_>, io: &Io<'_>) 
     status
 }
 
-/// A command failed: the controller's error log gets an entry.
-pub fn record_error(binding: &Binding, cmd: &Command, status: Status) {
+/// A command completes with `status`: if it failed, the controller's error log gets an entry.
+pub fn record_status(binding: &Binding, cmd: &Command, status: Status) {
+    if status.is_success() {
+        return;
+    }
     if let Some(ctrl) = binding.ctrl() {
         ctrl.record_error(binding.qid(), &cmd.sqe, status);
     }
-}
-
-/// The next event for a held Asynchronous Event Request, oldest request first: its slot and
-/// the completion's dword 0.
-pub fn next_event(aer_slots: &mut Vec<u16>, ctrl: &Controller, target: &Target) -> Option<(u16, u32)> {
-    if aer_slots.is_empty() {
-        return None;
-    }
-    let dw0 = ctrl.take_event(target)?;
-    Some((aer_slots.remove(0), dw0))
 }
 
 /// The next command waiting for a pool buffer, if the pool now has one of its `len_of`

@@ -35,8 +35,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::ctrl::exec::{self, AdminNext, Bound, Command, Io, NullData, Tables};
-use crate::ctrl::io::IoCmd;
+use crate::ctrl::exec::{self, Command, Core, Io, NullData, Tables, Transport};
 use crate::ctrl::{self, Binding, DataDir, Exec};
 use crate::nvme::{Connect, Cqe, FABRICS_OPCODE, FabricsType, Sqe, Status, connect_invalid_param_dw0, fabrics_offsets};
 use crate::rdma::wire::{self, CQE_BYTES, DataPlan, QueueShape, SQE_BYTES, WrId};
@@ -122,20 +121,17 @@ impl Slot {
 }
 
 pub struct Queue {
-    target: Arc<Target>,
+    /// What execution needs of the queue, shared with the TCP queue.
+    core: Core,
     reactor: usize,
     listener: ListenerInfo,
-    peer: Option<SocketAddr>,
     shape: QueueShape,
     closing: bool,
-    binding: Binding,
-    tables: Option<Tables>,
     sqhd: u16,
     epoch: u32,
     slots: Vec<Slot>,
     free: Vec<u16>,
     wait_buffer: VecDeque<u16>,
-    aer_slots: Vec<u16>,
     /// Receive buffers, `entries` of `capsule_bytes` each; registered by the engine.
     capsules: Box<[u8]>,
     /// Response capsules, one CQE per slot; registered by the engine.
@@ -158,20 +154,16 @@ impl Queue {
     ) -> Queue {
         let entries = usize::from(shape.entries);
         Queue {
-            target,
+            core: Core::new(target, peer, Some(shape.qid)),
             reactor,
             listener,
-            peer,
             shape,
             closing: false,
-            binding: Binding::Unbound,
-            tables: None,
             sqhd: 0,
             epoch: 0,
             slots: (0..entries).map(|_| Slot::new()).collect(),
             free: (0..shape.entries).rev().collect(),
             wait_buffer: VecDeque::new(),
-            aer_slots: Vec::new(),
             capsules: vec![0u8; entries * shape.capsule_bytes()].into_boxed_slice(),
             responses: vec![0u8; entries * CQE_BYTES].into_boxed_slice(),
             recv_posted: 0,
@@ -222,7 +214,7 @@ impl Queue {
     }
 
     pub fn who(&self) -> String {
-        describe(&self.binding, self.peer, self.shape.qid)
+        self.core.who().to_string()
     }
 
     pub fn wants_close(&self) -> bool {
@@ -243,7 +235,7 @@ impl Queue {
         self.closing = true;
         self.work.clear();
         // Work that is waiting, not posted, ends here.
-        for slot_no in std::mem::take(&mut self.aer_slots) {
+        for slot_no in std::mem::take(&mut self.core.aer_slots) {
             self.free_slot(slot_no, io);
         }
         // A held receive buffer is simply not posted again.
@@ -323,23 +315,23 @@ impl Queue {
         let raw: [u8; SQE_BYTES] = unsafe { std::ptr::read(ptr.cast::<[u8; SQE_BYTES]>()) };
         let sqe = Sqe::decode(&raw);
         let icd = byte_len - SQE_BYTES as u32;
-        Tables::catch_up(self.tables.as_mut(), &self.binding);
+        Tables::catch_up(self.core.tables.as_mut(), &self.core.binding);
         let empty = NsTable::default();
-        let table = self.tables.as_ref().map_or(&empty, |t| t.current());
+        let table = self.core.tables.as_ref().map_or(&empty, |t| t.current());
         let prepared = if io.stopping {
             Err((Status::ABORTED_SQ_DELETION, 0))
         } else {
-            ctrl::prepare(&sqe, &self.binding, table, &self.target.limits)
+            ctrl::prepare(&sqe, &self.core.binding, table, &self.core.target.limits)
                 .and_then(|p| wire::check_sgl(&sqe, &p, icd, self.shape.icd_bytes).map(|plan| (p, plan)))
                 .map_err(|status| (status, 0))
                 .and_then(|(p, plan)| self.check_connect(&sqe).map(|()| (p, plan)))
         };
         self.sqhd = if self.sqhd + 1 >= self.shape.entries { 0 } else { self.sqhd + 1 };
         self.in_flight += 1;
-        if let Binding::Admin(_) = self.binding {
+        if let Binding::Admin(_) = self.core.binding {
             self.last_keep_alive = io.now;
         }
-        let held = self.tables.as_mut().map(Tables::hold);
+        let held = self.core.tables.as_mut().map(Tables::hold);
         let slot = &mut self.slots[usize::from(slot_no)];
         debug_assert_eq!(slot.state, SlotState::Free);
         slot.cmd.start(sqe, held, io.now);
@@ -427,125 +419,14 @@ impl Queue {
     }
 
     fn execute(&mut self, slot_no: u16, io: &mut Io<'_>) {
-        let slot = &mut self.slots[usize::from(slot_no)];
-        slot.go(SlotState::Executing);
-        match slot.cmd.exec {
-            Exec::None => self.complete(slot_no, Status::SUCCESS, io),
-            Exec::Connect => self.exec_connect(slot_no, io),
-            Exec::Admin(op) => {
-                *io.poke_all |= op == ctrl::AdminOp::PropertySet;
-                self.exec_admin(slot_no, op, io)
-            }
-            Exec::Io(cmd) => self.exec_io(slot_no, cmd, io),
-        }
+        self.slots[usize::from(slot_no)].go(SlotState::Executing);
+        exec::execute(self, slot_no, io);
     }
 
-    fn exec_connect(&mut self, slot_no: u16, io: &mut Io<'_>) {
-        let slot = &self.slots[usize::from(slot_no)];
-        let data = slot.cmd.buf.as_ref().map_or(&[][..], |b| b.slice(slot.cmd.len as usize));
-        match ctrl::connect(&self.target, &self.listener, &slot.cmd.sqe, data, self.reactor) {
-            Ok(done) => {
-                tracing::info!(peer = ?self.peer, host = %done.binding.ctrl().map_or("", |c| c.hostnqn.as_str()),
-                    subsystem = %done.binding.subsystem().map_or("", |s| s.nqn.as_str()), qid = done.binding.qid(),
-                    cntlid = done.cntlid, sqsize = done.sqsize, "RDMA queue connected");
-                self.epoch = done.epoch;
-                if let Some(subsys) = done.binding.subsystem() {
-                    self.tables = Some(Tables::new(subsys.namespaces()));
-                }
-                self.binding = done.binding;
-                self.slots[usize::from(slot_no)].cmd.dw0 = u32::from(done.cntlid);
-                self.complete(slot_no, Status::SUCCESS, io);
-            }
-            Err(refused) => {
-                tracing::warn!(peer = ?self.peer, status = ?refused.status, reason = %refused.reason, "RDMA connect refused");
-                self.slots[usize::from(slot_no)].cmd.dw0 = refused.dw0;
-                self.complete(slot_no, refused.status, io);
-            }
-        }
-    }
-
-    fn exec_admin(&mut self, slot_no: u16, op: ctrl::AdminOp, io: &mut Io<'_>) {
-        let Queue { target, binding, tables, slots, aer_slots, .. } = self;
-        let cmd = &mut slots[usize::from(slot_no)].cmd;
-        match exec::exec_admin(
-            cmd,
-            slot_no,
-            op,
-            target,
-            Bound { binding, tables: tables.as_ref() },
-            aer_slots.len(),
-            io,
-        ) {
-            AdminNext::Complete(status) => self.complete(slot_no, status, io),
-            AdminNext::Park(ctrl) => {
-                self.slots[usize::from(slot_no)].go(SlotState::AwaitEvent);
-                self.aer_slots.push(slot_no);
-                self.poll_events(&ctrl, io);
-            }
-            AdminNext::Submitted => self.ops_submitted(slot_no, io),
-        }
-    }
-
-    fn exec_io(&mut self, slot_no: u16, cmd: IoCmd, io: &mut Io<'_>) {
-        let Queue { binding, tables, slots, .. } = self;
-        let slot = &mut slots[usize::from(slot_no)];
-        // The HCA moves data only to and from registered pool buffers: null-backend data is
-        // in one too (the TCP queue elides it).
-        exec::exec_io(&mut slot.cmd, slot_no, cmd, Bound { binding, tables: tables.as_ref() }, NullData::Buffered, io);
-        self.ops_submitted(slot_no, io);
-    }
-
-    fn bound(&self) -> Bound<'_> {
-        Bound { binding: &self.binding, tables: self.tables.as_ref() }
-    }
-
-    fn ops_submitted(&mut self, slot_no: u16, io: &mut Io<'_>) {
-        if self.slots[usize::from(slot_no)].cmd.ops_pending == 0 {
-            self.finish(slot_no, io);
-        }
-    }
-
-    /// A backend operation of `slot` completed with `res` (bytes, or a negative errno); see
-    /// [`exec::backend_done`].
+    /// A backend operation of slot `slot_no` completed with `res` (bytes, or a negative
+    /// errno); see [`exec::on_backend`].
     pub fn on_backend(&mut self, slot_no: u16, res: i32, io: &mut Io<'_>) {
-        let Queue { tables, slots, binding, peer, shape, .. } = self;
-        let cmd = &mut slots[usize::from(slot_no)].cmd;
-        if exec::backend_done(cmd, tables.as_ref(), res, io, || describe(binding, *peer, shape.qid)) {
-            self.finish(slot_no, io);
-        }
-    }
-
-    fn finish(&mut self, slot_no: u16, io: &mut Io<'_>) {
-        let status = exec::finish(&self.slots[usize::from(slot_no)].cmd, self.bound(), io);
-        self.complete(slot_no, status, io);
-    }
-
-    /// Completes a command: the RDMA WRITE of its data (if it returns data) and the SEND of its
-    /// response, posted together (the host sees the response only after the data is placed).
-    fn complete(&mut self, slot_no: u16, status: Status, io: &mut Io<'_>) {
-        if !status.is_success() {
-            exec::record_error(&self.binding, &self.slots[usize::from(slot_no)].cmd, status);
-        }
-        if self.closing {
-            return self.free_slot(slot_no, io);
-        }
-        let qid = self.binding.qid();
-        let sqhd = self.sqhd;
-        let slot = &mut self.slots[usize::from(slot_no)];
-        slot.cmd.status = status;
-        slot.go(SlotState::Responding);
-        let cqe = Cqe { dw0: slot.cmd.dw0, dw1: slot.cmd.dw1, sqhd, sqid: qid, cid: slot.cmd.sqe.cid, status };
-        let at = usize::from(slot_no) * CQE_BYTES;
-        self.responses[at..at + CQE_BYTES].copy_from_slice(&cqe.encode());
-        let slot = &mut self.slots[usize::from(slot_no)];
-        if let (true, DataDir::C2h, DataPlan::Keyed { addr, key }, Some(buf)) =
-            (status.is_success() && slot.cmd.out_len > 0, slot.cmd.dir, slot.plan, slot.cmd.buf.as_mut())
-        {
-            let (local, class, len) = (buf.as_mut_ptr(), buf.fixed_index(), slot.cmd.out_len.min(slot.cmd.len));
-            self.push_send(Work::Write { slot: slot_no, local, class, len, addr, key });
-        }
-        let invalidate = self.slots[usize::from(slot_no)].invalidate;
-        self.push_send(Work::Send { slot: slot_no, invalidate });
+        exec::on_backend(self, slot_no, res, io);
     }
 
     /// Returns a finished command's resources and moves waiting work on.
@@ -559,7 +440,7 @@ impl Queue {
         if slot.state == SlotState::Free {
             return;
         }
-        let close_after = slot.cmd.end(self.tables.as_mut(), io.pool);
+        let close_after = slot.cmd.end(self.core.tables.as_mut(), io.pool);
         slot.held_recv = None;
         if self.closing {
             slot.state = SlotState::Free;
@@ -593,16 +474,16 @@ impl Queue {
         if self.closing {
             return;
         }
-        if let Some(ctrl) = self.binding.ctrl().cloned() {
+        if let Some(ctrl) = self.core.binding.ctrl().cloned() {
             if ctrl.is_dead() && !io.stopping {
                 return self.close("controller torn down", io);
             }
-            if let Binding::Io(..) = self.binding
+            if let Binding::Io(..) = self.core.binding
                 && ctrl.reset_epoch() != self.epoch
             {
                 return self.close("controller reset", io);
             }
-            if let Binding::Admin(_) = self.binding {
+            if let Binding::Admin(_) = self.core.binding {
                 let kato = ctrl.kato_ms();
                 if kato > 0 && io.now.duration_since(self.last_keep_alive) > Duration::from_millis(u64::from(kato)) {
                     tracing::warn!(who = %self.who(), kato_ms = kato, "keep-alive timer expired; tearing the controller down");
@@ -610,11 +491,11 @@ impl Queue {
                     *io.poke_all = true;
                     return self.close("keep-alive expired", io);
                 }
-                self.poll_events(&ctrl, io);
+                exec::poll_events(self, &ctrl, io);
             }
         }
         if io.stopping {
-            for slot_no in std::mem::take(&mut self.aer_slots) {
+            for slot_no in std::mem::take(&mut self.core.aer_slots) {
                 self.free_slot(slot_no, io);
             }
             if self.in_flight == 0 {
@@ -624,20 +505,13 @@ impl Queue {
         self.resume_waiting(io);
     }
 
-    fn poll_events(&mut self, ctrl: &Arc<ctrl::Controller>, io: &mut Io<'_>) {
-        while let Some((slot_no, dw0)) = exec::next_event(&mut self.aer_slots, ctrl, &self.target) {
-            self.slots[usize::from(slot_no)].cmd.dw0 = dw0;
-            self.complete(slot_no, Status::SUCCESS, io);
-        }
-    }
-
     /// The queue pair is gone and nothing of it is posted or running: give everything back.
     pub fn release(mut self, io: &mut Io<'_>) {
         assert!(self.idle(), "releasing an RDMA queue with work outstanding");
         for slot in &mut self.slots {
             slot.cmd.give_back(io.pool);
         }
-        match &self.binding {
+        match &self.core.binding {
             Binding::Admin(ctrl) => {
                 ctrl.kill();
                 *io.poke_all = true;
@@ -648,14 +522,71 @@ impl Queue {
     }
 }
 
-/// Who a queue is, for log lines: host NQN, controller id and queue id once bound.
-fn describe(binding: &Binding, peer: Option<SocketAddr>, qid: u16) -> String {
-    match binding {
-        Binding::Unbound => {
-            format!("peer={} qid={qid} unbound", peer.map_or(String::from("?"), |p| p.to_string()))
+impl Transport for Queue {
+    /// The HCA moves data only to and from registered pool buffers: null-backend data is in
+    /// one too (the TCP queue elides it).
+    const NULL_DATA: NullData = NullData::Buffered;
+
+    fn parts(&mut self, slot_no: u16) -> (&mut Command, &mut Core) {
+        (&mut self.slots[usize::from(slot_no)].cmd, &mut self.core)
+    }
+
+    /// Completes a command: the RDMA WRITE of its data (if it returns data) and the SEND of its
+    /// response, posted together (the host sees the response only after the data is placed).
+    fn complete(&mut self, slot_no: u16, status: Status, io: &mut Io<'_>) {
+        exec::record_status(&self.core.binding, &self.slots[usize::from(slot_no)].cmd, status);
+        if self.closing {
+            return self.free_slot(slot_no, io);
         }
-        Binding::Admin(c) => format!("host={} cntlid={} qid=0 (rdma)", c.hostnqn, c.cntlid),
-        Binding::Io(c, qid) => format!("host={} cntlid={} qid={qid} (rdma)", c.hostnqn, c.cntlid),
+        let qid = self.core.binding.qid();
+        let sqhd = self.sqhd;
+        let slot = &mut self.slots[usize::from(slot_no)];
+        slot.cmd.status = status;
+        slot.go(SlotState::Responding);
+        let cqe = Cqe { dw0: slot.cmd.dw0, dw1: slot.cmd.dw1, sqhd, sqid: qid, cid: slot.cmd.sqe.cid, status };
+        let at = usize::from(slot_no) * CQE_BYTES;
+        self.responses[at..at + CQE_BYTES].copy_from_slice(&cqe.encode());
+        let slot = &mut self.slots[usize::from(slot_no)];
+        if let (true, DataDir::C2h, DataPlan::Keyed { addr, key }, Some(buf)) =
+            (status.is_success() && slot.cmd.out_len > 0, slot.cmd.dir, slot.plan, slot.cmd.buf.as_mut())
+        {
+            let (local, class, len) = (buf.as_mut_ptr(), buf.fixed_index(), slot.cmd.out_len.min(slot.cmd.len));
+            self.push_send(Work::Write { slot: slot_no, local, class, len, addr, key });
+        }
+        let invalidate = self.slots[usize::from(slot_no)].invalidate;
+        self.push_send(Work::Send { slot: slot_no, invalidate });
+    }
+
+    fn core(&mut self) -> &mut Core {
+        &mut self.core
+    }
+
+    fn connect(&mut self, slot_no: u16, io: &mut Io<'_>) {
+        let slot = &self.slots[usize::from(slot_no)];
+        let data = slot.cmd.buf.as_ref().map_or(&[][..], |b| b.slice(slot.cmd.len as usize));
+        match ctrl::connect(&self.core.target, &self.listener, &slot.cmd.sqe, data, self.reactor) {
+            Ok(done) => {
+                tracing::info!(peer = ?self.core.peer, host = %done.binding.ctrl().map_or("", |c| c.hostnqn.as_str()),
+                    subsystem = %done.binding.subsystem().map_or("", |s| s.nqn.as_str()), qid = done.binding.qid(),
+                    cntlid = done.cntlid, sqsize = done.sqsize, "RDMA queue connected");
+                self.epoch = done.epoch;
+                if let Some(subsys) = done.binding.subsystem() {
+                    self.core.tables = Some(Tables::new(subsys.namespaces()));
+                }
+                self.core.binding = done.binding;
+                self.slots[usize::from(slot_no)].cmd.dw0 = u32::from(done.cntlid);
+                self.complete(slot_no, Status::SUCCESS, io);
+            }
+            Err(refused) => {
+                tracing::warn!(peer = ?self.core.peer, status = ?refused.status, reason = %refused.reason, "RDMA connect refused");
+                self.slots[usize::from(slot_no)].cmd.dw0 = refused.dw0;
+                self.complete(slot_no, refused.status, io);
+            }
+        }
+    }
+
+    fn await_event(&mut self, slot_no: u16) {
+        self.slots[usize::from(slot_no)].go(SlotState::AwaitEvent);
     }
 }
 

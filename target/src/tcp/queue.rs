@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use crate::backend;
 use crate::buffers::{Buf, BufferPool};
 pub use crate::ctrl::exec::Io;
-use crate::ctrl::exec::{self, AdminNext, Bound, Command, NullData, Tables, first_error};
+use crate::ctrl::exec::{self, Command, Core, NullData, Tables, Transport, first_error};
 use crate::ctrl::io::{IoCmd, IoOp};
 use crate::ctrl::{self, Binding, DataDir, Exec, Prepared};
 use crate::nvme::sqe::Psdt;
@@ -243,10 +243,10 @@ enum Tx {
 }
 
 pub struct Queue {
-    target: Arc<Target>,
+    /// What execution needs of the queue, shared with the RDMA queue.
+    core: Core,
     reactor: usize,
     listener: ListenerInfo,
-    peer: Option<SocketAddr>,
     phase: Phase,
     close: Close,
     digests: Digests,
@@ -268,8 +268,6 @@ pub struct Queue {
     /// The reactor's sink and zero regions (valid for the reactor's life).
     sink: *mut u8,
     zeroes: *const u8,
-    binding: Binding,
-    tables: Option<Tables>,
     sqsize: u16,
     sqhd: u16,
     sq_flow_disabled: bool,
@@ -278,7 +276,6 @@ pub struct Queue {
     slots: Vec<Slot>,
     free: Vec<u16>,
     wait_buffer: VecDeque<u16>,
-    aer_slots: Vec<u16>,
     tx: VecDeque<Tx>,
     tx_sent: usize,
     /// ICResp or C2HTermReq bytes; boxed, like the slots' headers, so that a send in flight
@@ -301,10 +298,9 @@ impl Queue {
         let maxh2cdata = target.limits.mdts_bytes;
         let max_data = pool.max_buf_bytes();
         Queue {
-            target,
+            core: Core::new(target, peer, None),
             reactor,
             listener,
-            peer,
             phase: Phase::AwaitIcReq,
             close: Close::No,
             digests: Digests::NONE,
@@ -320,8 +316,6 @@ impl Queue {
             rx_blocked: false,
             sink: pool.sink(max_data),
             zeroes: pool.zeroes(max_data).0,
-            binding: Binding::Unbound,
-            tables: None,
             sqsize: 1,
             sqhd: 0,
             sq_flow_disabled: false,
@@ -329,7 +323,6 @@ impl Queue {
             slots: vec![Slot::new()],
             free: vec![0],
             wait_buffer: VecDeque::new(),
-            aer_slots: Vec::new(),
             tx: VecDeque::with_capacity(8),
             tx_sent: 0,
             control: Box::new([0; pdu::HEADER_BUF_LEN]),
@@ -341,13 +334,13 @@ impl Queue {
 
     /// Who this queue is, for log lines: host NQN, controller id and queue id once bound.
     pub fn who(&self) -> String {
-        describe(&self.binding, self.peer)
+        self.core.who().to_string()
     }
 
     /// Once a Connect bound the queue: whether it is an I/O queue (`Some(true)`) or an admin
     /// or discovery queue (`Some(false)`); `None` before.
     pub fn bound_as_io(&self) -> Option<bool> {
-        match self.binding {
+        match self.core.binding {
             Binding::Unbound => None,
             Binding::Admin(_) => Some(false),
             Binding::Io(..) => Some(true),
@@ -501,8 +494,8 @@ impl Queue {
     }
 
     fn pdu_limits(&self) -> pdu::Limits {
-        let icd = match self.binding {
-            Binding::Io(..) => self.target.limits.in_capsule_data_bytes,
+        let icd = match self.core.binding {
+            Binding::Io(..) => self.core.target.limits.in_capsule_data_bytes,
             _ => Limits::ADMIN_IN_CAPSULE_DATA_BYTES,
         };
         pdu::Limits { max_icd_bytes: icd, max_data_pdu_bytes: self.maxh2cdata, data_alignment: 4 }
@@ -534,7 +527,7 @@ impl Queue {
         self.control_len = resp.encode(&mut self.control[..]);
         self.tx.push_back(Tx::Control);
         self.phase = Phase::Live;
-        tracing::debug!(peer = ?self.peer, digests = ?self.digests, hpda = req.hpda, maxr2t = req.maxr2t, "connection initialized");
+        tracing::debug!(peer = ?self.core.peer, digests = ?self.digests, hpda = req.hpda, maxr2t = req.maxr2t, "connection initialized");
     }
 
     /// A command capsule: `icd` bytes of in-capsule data follow the `hdr_len`-byte header.
@@ -548,15 +541,15 @@ impl Queue {
             return self.fatal(Fatal::sequence(), header);
         };
         let sqe = Sqe::decode(raw);
-        Tables::catch_up(self.tables.as_mut(), &self.binding);
+        Tables::catch_up(self.core.tables.as_mut(), &self.core.binding);
         let empty = NsTable::default();
-        let table = self.tables.as_ref().map_or(&empty, |t| t.current());
+        let table = self.core.tables.as_ref().map_or(&empty, |t| t.current());
         let prepared = if io.stopping {
             // Stopping, with the data of commands in flight still to come after this capsule:
             // refuse it (the host may retry elsewhere) and read on.
             Err(Status::ABORTED_SQ_DELETION)
         } else {
-            ctrl::prepare(&sqe, &self.binding, table, &self.target.limits)
+            ctrl::prepare(&sqe, &self.core.binding, table, &self.core.target.limits)
                 .and_then(|p| check_sgl(&sqe, &p, icd).map(|()| p))
         };
         let data = prepared.as_ref().map_or(Data::None, |p| data_kind(p, table));
@@ -575,10 +568,10 @@ impl Queue {
         self.free.pop();
         self.sqhd = if self.sqhd + 1 >= self.sqsize { 0 } else { self.sqhd + 1 };
         self.in_flight += 1;
-        if let Binding::Admin(_) = self.binding {
+        if let Binding::Admin(_) = self.core.binding {
             self.last_keep_alive = io.now;
         }
-        let held = self.tables.as_mut().map(Tables::hold);
+        let held = self.core.tables.as_mut().map(Tables::hold);
         let slot = &mut self.slots[usize::from(slot_no)];
         debug_assert_eq!(slot.state, SlotState::Free);
         slot.cmd.start(sqe, held, io.now);
@@ -751,38 +744,8 @@ impl Queue {
     }
 
     fn execute(&mut self, slot_no: u16, io: &mut Io<'_>) {
-        let slot = &mut self.slots[usize::from(slot_no)];
-        slot.go(SlotState::Executing);
-        match slot.cmd.exec {
-            Exec::None => self.complete(slot_no, Status::SUCCESS, io),
-            Exec::Connect => self.exec_connect(slot_no, io),
-            Exec::Admin(op) => {
-                // A CC write may reset the controller: I/O queues elsewhere must look.
-                *io.poke_all |= op == ctrl::AdminOp::PropertySet;
-                self.exec_admin(slot_no, op, io)
-            }
-            Exec::Io(cmd) => self.exec_io(slot_no, cmd, io),
-        }
-    }
-
-    fn exec_connect(&mut self, slot_no: u16, io: &mut Io<'_>) {
-        let slot = &self.slots[usize::from(slot_no)];
-        let data = slot.cmd.buf.as_ref().map_or(&[][..], |b| b.slice(slot.received as usize));
-        match ctrl::connect(&self.target, &self.listener, &slot.cmd.sqe, data, self.reactor) {
-            Ok(done) => {
-                tracing::info!(peer = ?self.peer, host = %done.binding.ctrl().map_or("", |c| c.hostnqn.as_str()),
-                    subsystem = %done.binding.subsystem().map_or("", |s| s.nqn.as_str()), qid = done.binding.qid(),
-                    cntlid = done.cntlid, sqsize = done.sqsize, "queue connected");
-                self.bind(done);
-                self.slots[usize::from(slot_no)].cmd.dw0 = u32::from(self.binding.ctrl().map_or(0, |c| c.cntlid));
-                self.complete(slot_no, Status::SUCCESS, io);
-            }
-            Err(refused) => {
-                tracing::warn!(peer = ?self.peer, status = ?refused.status, reason = %refused.reason, "connect refused");
-                self.slots[usize::from(slot_no)].cmd.dw0 = refused.dw0;
-                self.complete(slot_no, refused.status, io);
-            }
-        }
+        self.slots[usize::from(slot_no)].go(SlotState::Executing);
+        exec::execute(self, slot_no, io);
     }
 
     fn bind(&mut self, done: ctrl::Connected) {
@@ -790,9 +753,9 @@ impl Queue {
         self.sq_flow_disabled = done.sq_flow_disabled;
         self.epoch = done.epoch;
         if let Some(subsys) = done.binding.subsystem() {
-            self.tables = Some(Tables::new(subsys.namespaces()));
+            self.core.tables = Some(Tables::new(subsys.namespaces()));
         }
-        self.binding = done.binding;
+        self.core.binding = done.binding;
         // The Connect command holds slot 0; the rest are new and free.
         self.slots.resize_with(usize::from(done.sqsize), Slot::new);
         self.free = (1..done.sqsize).rev().collect();
@@ -801,108 +764,16 @@ impl Queue {
         self.sqhd = 1;
     }
 
-    fn exec_admin(&mut self, slot_no: u16, op: ctrl::AdminOp, io: &mut Io<'_>) {
-        let Queue { target, binding, tables, slots, aer_slots, .. } = self;
-        let cmd = &mut slots[usize::from(slot_no)].cmd;
-        match exec::exec_admin(
-            cmd,
-            slot_no,
-            op,
-            target,
-            Bound { binding, tables: tables.as_ref() },
-            aer_slots.len(),
-            io,
-        ) {
-            AdminNext::Complete(status) => self.complete(slot_no, status, io),
-            AdminNext::Park(ctrl) => {
-                self.slots[usize::from(slot_no)].go(SlotState::AwaitEvent);
-                self.aer_slots.push(slot_no);
-                self.poll_events(&ctrl, io);
-            }
-            AdminNext::Submitted => self.ops_submitted(slot_no, io),
-        }
-    }
-
-    fn exec_io(&mut self, slot_no: u16, cmd: IoCmd, io: &mut Io<'_>) {
-        let Queue { binding, tables, slots, .. } = self;
-        let slot = &mut slots[usize::from(slot_no)];
-        // Null-backend reads and writes have no pool buffer here (`Data::Zeroes`, `Data::Sink`).
-        exec::exec_io(&mut slot.cmd, slot_no, cmd, Bound { binding, tables: tables.as_ref() }, NullData::Elided, io);
-        self.ops_submitted(slot_no, io);
-    }
-
-    fn bound(&self) -> Bound<'_> {
-        Bound { binding: &self.binding, tables: self.tables.as_ref() }
-    }
-
-    /// After a command's operations are queued: when none went to the kernel, finish now.
-    fn ops_submitted(&mut self, slot_no: u16, io: &mut Io<'_>) {
-        if self.slots[usize::from(slot_no)].cmd.ops_pending == 0 {
-            self.finish(slot_no, io);
-        }
-    }
-
-    /// A backend operation of `slot` completed with `res` (bytes, or a negative errno); see
-    /// [`exec::backend_done`].
+    /// A backend operation of slot `slot_no` completed with `res` (bytes, or a negative
+    /// errno); see [`exec::on_backend`].
     pub fn on_backend(&mut self, slot_no: u16, res: i32, io: &mut Io<'_>) {
-        let Queue { tables, slots, binding, peer, .. } = self;
-        let cmd = &mut slots[usize::from(slot_no)].cmd;
-        if exec::backend_done(cmd, tables.as_ref(), res, io, || describe(binding, *peer)) {
-            self.finish(slot_no, io);
-        }
-    }
-
-    /// Every operation of the command is done: check, count, complete.
-    fn finish(&mut self, slot_no: u16, io: &mut Io<'_>) {
-        let status = exec::finish(&self.slots[usize::from(slot_no)].cmd, self.bound(), io);
-        self.complete(slot_no, status, io);
-    }
-
-    /// Completes a command: queues its C2HData (if it returns data) and its CapsuleResp.
-    fn complete(&mut self, slot_no: u16, status: Status, io: &mut Io<'_>) {
-        if !status.is_success() {
-            exec::record_error(&self.binding, &self.slots[usize::from(slot_no)].cmd, status);
-        }
-        if self.close == Close::Now {
-            return self.free_slot(slot_no, io);
-        }
-        let qid = self.binding.qid();
-        let (digests, alignment, sq_flow_disabled, sqhd) =
-            (self.digests, self.host_alignment, self.sq_flow_disabled, self.sqhd);
-        let slot = &mut self.slots[usize::from(slot_no)];
-        slot.cmd.status = status;
-        slot.go(SlotState::Sending);
-        let sends_data = status.is_success() && slot.cmd.dir == DataDir::C2h && slot.cmd.out_len > 0;
-        if sends_data {
-            slot.success_flag = sq_flow_disabled;
-            let c2h = C2hData {
-                cccid: slot.cmd.sqe.cid,
-                datao: 0,
-                datal: slot.cmd.out_len,
-                last: true,
-                success: slot.success_flag,
-            };
-            slot.hdr.data_len = c2h.encode(&mut slot.hdr.data, digests, alignment) as u8;
-            if digests.data {
-                let mut d = DataDigest::new();
-                // SAFETY: the data pointer is valid for out_len bytes (a buffer or the zeroes).
-                d.update(unsafe { std::slice::from_raw_parts(slot.data_ptr(self.zeroes), slot.cmd.out_len as usize) });
-                slot.hdr.ddgst = digest::to_wire(d.finish());
-            }
-            self.tx.push_back(Tx::Data(slot_no));
-            if slot.success_flag {
-                return;
-            }
-        }
-        let cqe = Cqe { dw0: slot.cmd.dw0, dw1: slot.cmd.dw1, sqhd, sqid: qid, cid: slot.cmd.sqe.cid, status };
-        slot.hdr.resp_len = CapsuleResp { cqe: cqe.encode() }.encode(&mut slot.hdr.resp, digests) as u8;
-        self.tx.push_back(Tx::Resp(slot_no));
+        exec::on_backend(self, slot_no, res, io);
     }
 
     /// Returns a finished command's resources and moves waiting work on.
     fn free_slot(&mut self, slot_no: u16, io: &mut Io<'_>) {
         let slot = &mut self.slots[usize::from(slot_no)];
-        let close_after = slot.cmd.end(self.tables.as_mut(), io.pool);
+        let close_after = slot.cmd.end(self.core.tables.as_mut(), io.pool);
         if self.close == Close::Now {
             // Teardown: whatever the command was doing, it is over.
             slot.state = SlotState::Free;
@@ -1030,7 +901,7 @@ impl Queue {
         if self.close == Close::Now {
             return;
         }
-        if let Some(ctrl) = self.binding.ctrl().cloned() {
+        if let Some(ctrl) = self.core.binding.ctrl().cloned() {
             // While the daemon stops, admin queues close first (they are idle) and tear their
             // controllers down; the I/O queues still finish their commands in flight, below.
             if ctrl.is_dead() && !io.stopping {
@@ -1039,7 +910,7 @@ impl Queue {
                 self.rx = Rx::Stopped;
                 return;
             }
-            if let Binding::Io(..) = self.binding
+            if let Binding::Io(..) = self.core.binding
                 && ctrl.reset_epoch() != self.epoch
             {
                 tracing::info!(who = %self.who(), "controller reset; closing its I/O queue");
@@ -1047,7 +918,7 @@ impl Queue {
                 self.rx = Rx::Stopped;
                 return;
             }
-            if let Binding::Admin(_) = self.binding {
+            if let Binding::Admin(_) = self.core.binding {
                 let kato = ctrl.kato_ms();
                 if kato > 0 && io.now.duration_since(self.last_keep_alive) > Duration::from_millis(u64::from(kato)) {
                     tracing::warn!(who = %self.who(), kato_ms = kato, "keep-alive timer expired; tearing the controller down");
@@ -1057,7 +928,7 @@ impl Queue {
                     self.rx = Rx::Stopped;
                     return;
                 }
-                self.poll_events(&ctrl, io);
+                exec::poll_events(self, &ctrl, io);
             }
         }
         if io.stopping {
@@ -1067,7 +938,7 @@ impl Queue {
             {
                 self.rx = Rx::Stopped;
             }
-            for slot_no in std::mem::take(&mut self.aer_slots) {
+            for slot_no in std::mem::take(&mut self.core.aer_slots) {
                 self.free_slot(slot_no, io);
             }
             if self.in_flight == 0 && self.close == Close::No {
@@ -1089,13 +960,6 @@ impl Queue {
             .any(|s| s.state == SlotState::WaitData || (s.state == SlotState::WaitBuffer && s.cmd.dir == DataDir::H2c))
     }
 
-    fn poll_events(&mut self, ctrl: &Arc<ctrl::Controller>, io: &mut Io<'_>) {
-        while let Some((slot_no, dw0)) = exec::next_event(&mut self.aer_slots, ctrl, &self.target) {
-            self.slots[usize::from(slot_no)].cmd.dw0 = dw0;
-            self.complete(slot_no, Status::SUCCESS, io);
-        }
-    }
-
     /// The connection is gone and nothing of it is in flight: give everything back.
     pub fn release(mut self, io: &mut Io<'_>) {
         if let Some(staging) = self.staging.take() {
@@ -1104,7 +968,7 @@ impl Queue {
         for slot in &mut self.slots {
             slot.cmd.give_back(io.pool);
         }
-        match &self.binding {
+        match &self.core.binding {
             Binding::Admin(ctrl) => {
                 if !ctrl.is_dead() {
                     tracing::info!(who = %self.who(), "admin queue closed; tearing the controller down");
@@ -1118,11 +982,80 @@ impl Queue {
     }
 }
 
-fn describe(binding: &Binding, peer: Option<SocketAddr>) -> String {
-    match binding {
-        Binding::Unbound => format!("peer={} unbound", peer.map_or(String::from("?"), |p| p.to_string())),
-        Binding::Admin(c) => format!("host={} cntlid={} qid=0", c.hostnqn, c.cntlid),
-        Binding::Io(c, qid) => format!("host={} cntlid={} qid={qid}", c.hostnqn, c.cntlid),
+impl Transport for Queue {
+    /// Null-backend reads are sent from the reactor's zero region and writes received into its
+    /// sink (`Data::Zeroes`, `Data::Sink`): no pool buffer, no copy.
+    const NULL_DATA: NullData = NullData::Elided;
+
+    fn parts(&mut self, slot_no: u16) -> (&mut Command, &mut Core) {
+        (&mut self.slots[usize::from(slot_no)].cmd, &mut self.core)
+    }
+
+    /// Completes a command: queues its C2HData (if it returns data) and its CapsuleResp.
+    fn complete(&mut self, slot_no: u16, status: Status, io: &mut Io<'_>) {
+        exec::record_status(&self.core.binding, &self.slots[usize::from(slot_no)].cmd, status);
+        if self.close == Close::Now {
+            return self.free_slot(slot_no, io);
+        }
+        let qid = self.core.binding.qid();
+        let (digests, alignment, sq_flow_disabled, sqhd) =
+            (self.digests, self.host_alignment, self.sq_flow_disabled, self.sqhd);
+        let slot = &mut self.slots[usize::from(slot_no)];
+        slot.cmd.status = status;
+        slot.go(SlotState::Sending);
+        let sends_data = status.is_success() && slot.cmd.dir == DataDir::C2h && slot.cmd.out_len > 0;
+        if sends_data {
+            slot.success_flag = sq_flow_disabled;
+            let c2h = C2hData {
+                cccid: slot.cmd.sqe.cid,
+                datao: 0,
+                datal: slot.cmd.out_len,
+                last: true,
+                success: slot.success_flag,
+            };
+            slot.hdr.data_len = c2h.encode(&mut slot.hdr.data, digests, alignment) as u8;
+            if digests.data {
+                let mut d = DataDigest::new();
+                // SAFETY: the data pointer is valid for out_len bytes (a buffer or the zeroes).
+                d.update(unsafe { std::slice::from_raw_parts(slot.data_ptr(self.zeroes), slot.cmd.out_len as usize) });
+                slot.hdr.ddgst = digest::to_wire(d.finish());
+            }
+            self.tx.push_back(Tx::Data(slot_no));
+            if slot.success_flag {
+                return;
+            }
+        }
+        let cqe = Cqe { dw0: slot.cmd.dw0, dw1: slot.cmd.dw1, sqhd, sqid: qid, cid: slot.cmd.sqe.cid, status };
+        slot.hdr.resp_len = CapsuleResp { cqe: cqe.encode() }.encode(&mut slot.hdr.resp, digests) as u8;
+        self.tx.push_back(Tx::Resp(slot_no));
+    }
+
+    fn core(&mut self) -> &mut Core {
+        &mut self.core
+    }
+
+    fn connect(&mut self, slot_no: u16, io: &mut Io<'_>) {
+        let slot = &self.slots[usize::from(slot_no)];
+        let data = slot.cmd.buf.as_ref().map_or(&[][..], |b| b.slice(slot.received as usize));
+        match ctrl::connect(&self.core.target, &self.listener, &slot.cmd.sqe, data, self.reactor) {
+            Ok(done) => {
+                tracing::info!(peer = ?self.core.peer, host = %done.binding.ctrl().map_or("", |c| c.hostnqn.as_str()),
+                    subsystem = %done.binding.subsystem().map_or("", |s| s.nqn.as_str()), qid = done.binding.qid(),
+                    cntlid = done.cntlid, sqsize = done.sqsize, "queue connected");
+                self.bind(done);
+                self.slots[usize::from(slot_no)].cmd.dw0 = u32::from(self.core.binding.ctrl().map_or(0, |c| c.cntlid));
+                self.complete(slot_no, Status::SUCCESS, io);
+            }
+            Err(refused) => {
+                tracing::warn!(peer = ?self.core.peer, status = ?refused.status, reason = %refused.reason, "connect refused");
+                self.slots[usize::from(slot_no)].cmd.dw0 = refused.dw0;
+                self.complete(slot_no, refused.status, io);
+            }
+        }
+    }
+
+    fn await_event(&mut self, slot_no: u16) {
+        self.slots[usize::from(slot_no)].go(SlotState::AwaitEvent);
     }
 }
 
