@@ -35,7 +35,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use io_uring::squeue;
 
@@ -310,11 +310,47 @@ pub struct Core {
     pub aer_slots: Vec<u16>,
     /// NVMe/RDMA binds a queue pair to its queue id before Connect; its log lines say so.
     pub rdma_qid: Option<u16>,
+    /// The controller's reset epoch an I/O queue joined in.
+    pub epoch: u32,
+    /// When the admin queue last took a command (the keep-alive timer).
+    pub last_keep_alive: Instant,
 }
 
 impl Core {
     pub fn new(target: Arc<Target>, peer: Option<SocketAddr>, rdma_qid: Option<u16>) -> Core {
-        Core { target, peer, binding: Binding::Unbound, tables: None, aer_slots: Vec::new(), rdma_qid }
+        Core {
+            target,
+            peer,
+            binding: Binding::Unbound,
+            tables: None,
+            aer_slots: Vec::new(),
+            rdma_qid,
+            epoch: 0,
+            last_keep_alive: Instant::now(),
+        }
+    }
+
+    /// The queue took a command at `now`: any command on an admin queue restarts the
+    /// keep-alive timer.
+    pub fn took_command(&mut self, now: Instant) {
+        if let Binding::Admin(_) = self.binding {
+            self.last_keep_alive = now;
+        }
+    }
+
+    /// The queue is gone: an admin queue takes its controller with it, an I/O queue leaves it.
+    pub fn unbind(&self, io: &mut Io<'_>) {
+        match &self.binding {
+            Binding::Admin(ctrl) => {
+                if !ctrl.is_dead() {
+                    tracing::info!(who = %self.who(), "admin queue closed; tearing the controller down");
+                }
+                ctrl.kill();
+                *io.poke_all = true;
+            }
+            Binding::Io(ctrl, qid) => ctrl.io_queue_gone(*qid),
+            Binding::Unbound => {}
+        }
     }
 
     pub fn ctx(&self) -> Ctx<'_> {
@@ -411,6 +447,56 @@ pub fn poll_events<T: Transport>(q: &mut T, ctrl: &Controller, io: &mut Io<'_>) 
         q.parts(slot_no).0.dw0 = dw0;
         q.complete(slot_no, Status::SUCCESS, io);
     }
+}
+
+/// Why [`poll_controller`] closes a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closing {
+    /// Its controller was torn down (another queue's keep-alive, the control plane).
+    ControllerGone,
+    /// An I/O queue of a controller that was reset since it joined.
+    ControllerReset,
+    /// The admin queue's keep-alive timer expired: the controller is torn down.
+    KeepAliveExpired,
+}
+
+impl Closing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Closing::ControllerGone => "controller torn down",
+            Closing::ControllerReset => "controller reset",
+            Closing::KeepAliveExpired => "keep-alive expired",
+        }
+    }
+}
+
+/// The periodic checks of a bound queue: controller torn down or reset, keep-alive expired
+/// (then the controller is torn down here), and for an admin queue the asynchronous events
+/// due. Returns why the queue is to close, if it is.
+pub fn poll_controller<T: Transport>(q: &mut T, io: &mut Io<'_>) -> Option<Closing> {
+    let core = q.core();
+    let ctrl = core.binding.ctrl()?.clone();
+    // While the daemon stops, admin queues close first (they are idle) and tear their
+    // controllers down; the I/O queues still finish their commands in flight.
+    if ctrl.is_dead() && !io.stopping {
+        return Some(Closing::ControllerGone);
+    }
+    if let Binding::Io(..) = core.binding
+        && ctrl.reset_epoch() != core.epoch
+    {
+        return Some(Closing::ControllerReset);
+    }
+    if let Binding::Admin(_) = core.binding {
+        let kato = ctrl.kato_ms();
+        if kato > 0 && io.now.duration_since(core.last_keep_alive) > Duration::from_millis(u64::from(kato)) {
+            tracing::warn!(who = %core.who(), kato_ms = kato, "keep-alive timer expired; tearing the controller down");
+            ctrl.kill();
+            *io.poke_all = true;
+            return Some(Closing::KeepAliveExpired);
+        }
+        poll_events(q, &ctrl, io);
+    }
+    None
 }
 
 /// Every operation of the command is done: check, count, complete.

@@ -33,10 +33,9 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::ctrl::exec::{self, Command, Core, Io, NullData, Tables, Transport};
-use crate::ctrl::{self, Binding, DataDir, Exec};
+use crate::ctrl::{self, DataDir, Exec};
 use crate::nvme::{Connect, Cqe, FABRICS_OPCODE, FabricsType, Sqe, Status, connect_invalid_param_dw0, fabrics_offsets};
 use crate::rdma::wire::{self, CQE_BYTES, DataPlan, QueueShape, SQE_BYTES, WrId};
 use crate::subsys::{ListenerInfo, NsTable, Target};
@@ -128,7 +127,6 @@ pub struct Queue {
     shape: QueueShape,
     closing: bool,
     sqhd: u16,
-    epoch: u32,
     slots: Vec<Slot>,
     free: Vec<u16>,
     wait_buffer: VecDeque<u16>,
@@ -139,7 +137,6 @@ pub struct Queue {
     recv_posted: u32,
     sends_posted: u32,
     work: Vec<Work>,
-    last_keep_alive: std::time::Instant,
     in_flight: u32,
 }
 
@@ -160,7 +157,6 @@ impl Queue {
             shape,
             closing: false,
             sqhd: 0,
-            epoch: 0,
             slots: (0..entries).map(|_| Slot::new()).collect(),
             free: (0..shape.entries).rev().collect(),
             wait_buffer: VecDeque::new(),
@@ -169,7 +165,6 @@ impl Queue {
             recv_posted: 0,
             sends_posted: 0,
             work: Vec::with_capacity(3 * entries),
-            last_keep_alive: std::time::Instant::now(),
             in_flight: 0,
         }
     }
@@ -328,9 +323,7 @@ impl Queue {
         };
         self.sqhd = if self.sqhd + 1 >= self.shape.entries { 0 } else { self.sqhd + 1 };
         self.in_flight += 1;
-        if let Binding::Admin(_) = self.core.binding {
-            self.last_keep_alive = io.now;
-        }
+        self.core.took_command(io.now);
         let held = self.core.tables.as_mut().map(Tables::hold);
         let slot = &mut self.slots[usize::from(slot_no)];
         debug_assert_eq!(slot.state, SlotState::Free);
@@ -474,25 +467,8 @@ impl Queue {
         if self.closing {
             return;
         }
-        if let Some(ctrl) = self.core.binding.ctrl().cloned() {
-            if ctrl.is_dead() && !io.stopping {
-                return self.close("controller torn down", io);
-            }
-            if let Binding::Io(..) = self.core.binding
-                && ctrl.reset_epoch() != self.epoch
-            {
-                return self.close("controller reset", io);
-            }
-            if let Binding::Admin(_) = self.core.binding {
-                let kato = ctrl.kato_ms();
-                if kato > 0 && io.now.duration_since(self.last_keep_alive) > Duration::from_millis(u64::from(kato)) {
-                    tracing::warn!(who = %self.who(), kato_ms = kato, "keep-alive timer expired; tearing the controller down");
-                    ctrl.kill();
-                    *io.poke_all = true;
-                    return self.close("keep-alive expired", io);
-                }
-                exec::poll_events(self, &ctrl, io);
-            }
+        if let Some(why) = exec::poll_controller(self, io) {
+            return self.close(why.as_str(), io);
         }
         if io.stopping {
             for slot_no in std::mem::take(&mut self.core.aer_slots) {
@@ -511,14 +487,7 @@ impl Queue {
         for slot in &mut self.slots {
             slot.cmd.give_back(io.pool);
         }
-        match &self.core.binding {
-            Binding::Admin(ctrl) => {
-                ctrl.kill();
-                *io.poke_all = true;
-            }
-            Binding::Io(ctrl, qid) => ctrl.io_queue_gone(*qid),
-            Binding::Unbound => {}
-        }
+        self.core.unbind(io);
     }
 }
 
@@ -569,7 +538,7 @@ impl Transport for Queue {
                 tracing::info!(peer = ?self.core.peer, host = %done.binding.ctrl().map_or("", |c| c.hostnqn.as_str()),
                     subsystem = %done.binding.subsystem().map_or("", |s| s.nqn.as_str()), qid = done.binding.qid(),
                     cntlid = done.cntlid, sqsize = done.sqsize, "RDMA queue connected");
-                self.epoch = done.epoch;
+                self.core.epoch = done.epoch;
                 if let Some(subsys) = done.binding.subsystem() {
                     self.core.tables = Some(Tables::new(subsys.namespaces()));
                 }

@@ -38,12 +38,11 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use crate::backend;
 use crate::buffers::{Buf, BufferPool};
 pub use crate::ctrl::exec::Io;
-use crate::ctrl::exec::{self, Command, Core, NullData, Tables, Transport, first_error};
+use crate::ctrl::exec::{self, Closing, Command, Core, NullData, Tables, Transport, first_error};
 use crate::ctrl::io::{IoCmd, IoOp};
 use crate::ctrl::{self, Binding, DataDir, Exec, Prepared};
 use crate::nvme::sqe::Psdt;
@@ -271,8 +270,6 @@ pub struct Queue {
     sqsize: u16,
     sqhd: u16,
     sq_flow_disabled: bool,
-    /// The controller's reset epoch this I/O queue joined in.
-    epoch: u32,
     slots: Vec<Slot>,
     free: Vec<u16>,
     wait_buffer: VecDeque<u16>,
@@ -282,7 +279,6 @@ pub struct Queue {
     /// still points at them when the reactor's table of connections grows and moves the queue.
     control: Box<[u8; pdu::HEADER_BUF_LEN]>,
     control_len: usize,
-    last_keep_alive: Instant,
     in_flight: u32,
 }
 
@@ -319,7 +315,6 @@ impl Queue {
             sqsize: 1,
             sqhd: 0,
             sq_flow_disabled: false,
-            epoch: 0,
             slots: vec![Slot::new()],
             free: vec![0],
             wait_buffer: VecDeque::new(),
@@ -327,7 +322,6 @@ impl Queue {
             tx_sent: 0,
             control: Box::new([0; pdu::HEADER_BUF_LEN]),
             control_len: 0,
-            last_keep_alive: Instant::now(),
             in_flight: 0,
         }
     }
@@ -568,9 +562,7 @@ impl Queue {
         self.free.pop();
         self.sqhd = if self.sqhd + 1 >= self.sqsize { 0 } else { self.sqhd + 1 };
         self.in_flight += 1;
-        if let Binding::Admin(_) = self.core.binding {
-            self.last_keep_alive = io.now;
-        }
+        self.core.took_command(io.now);
         let held = self.core.tables.as_mut().map(Tables::hold);
         let slot = &mut self.slots[usize::from(slot_no)];
         debug_assert_eq!(slot.state, SlotState::Free);
@@ -751,7 +743,7 @@ impl Queue {
     fn bind(&mut self, done: ctrl::Connected) {
         self.sqsize = done.sqsize;
         self.sq_flow_disabled = done.sq_flow_disabled;
-        self.epoch = done.epoch;
+        self.core.epoch = done.epoch;
         if let Some(subsys) = done.binding.subsystem() {
             self.core.tables = Some(Tables::new(subsys.namespaces()));
         }
@@ -901,35 +893,17 @@ impl Queue {
         if self.close == Close::Now {
             return;
         }
-        if let Some(ctrl) = self.core.binding.ctrl().cloned() {
-            // While the daemon stops, admin queues close first (they are idle) and tear their
-            // controllers down; the I/O queues still finish their commands in flight, below.
-            if ctrl.is_dead() && !io.stopping {
-                tracing::info!(who = %self.who(), "controller torn down; closing its queue");
-                self.close = Close::Now;
-                self.rx = Rx::Stopped;
-                return;
-            }
-            if let Binding::Io(..) = self.core.binding
-                && ctrl.reset_epoch() != self.epoch
-            {
-                tracing::info!(who = %self.who(), "controller reset; closing its I/O queue");
-                self.close = Close::Now;
-                self.rx = Rx::Stopped;
-                return;
-            }
-            if let Binding::Admin(_) = self.core.binding {
-                let kato = ctrl.kato_ms();
-                if kato > 0 && io.now.duration_since(self.last_keep_alive) > Duration::from_millis(u64::from(kato)) {
-                    tracing::warn!(who = %self.who(), kato_ms = kato, "keep-alive timer expired; tearing the controller down");
-                    ctrl.kill();
-                    *io.poke_all = true;
-                    self.close = Close::Now;
-                    self.rx = Rx::Stopped;
-                    return;
+        if let Some(why) = exec::poll_controller(self, io) {
+            match why {
+                Closing::ControllerGone => tracing::info!(who = %self.who(), "controller torn down; closing its queue"),
+                Closing::ControllerReset => {
+                    tracing::info!(who = %self.who(), "controller reset; closing its I/O queue")
                 }
-                exec::poll_events(self, &ctrl, io);
+                Closing::KeepAliveExpired => {}
             }
+            self.close = Close::Now;
+            self.rx = Rx::Stopped;
+            return;
         }
         if io.stopping {
             // Commands waiting for their data (R2T) are in flight too: receive on for them.
@@ -968,17 +942,7 @@ impl Queue {
         for slot in &mut self.slots {
             slot.cmd.give_back(io.pool);
         }
-        match &self.core.binding {
-            Binding::Admin(ctrl) => {
-                if !ctrl.is_dead() {
-                    tracing::info!(who = %self.who(), "admin queue closed; tearing the controller down");
-                }
-                ctrl.kill();
-                *io.poke_all = true;
-            }
-            Binding::Io(ctrl, qid) => ctrl.io_queue_gone(*qid),
-            Binding::Unbound => {}
-        }
+        self.core.unbind(io);
     }
 }
 
