@@ -29,6 +29,7 @@
 
 pub mod admin;
 pub mod discovery;
+pub mod exec;
 pub mod io;
 pub mod state;
 

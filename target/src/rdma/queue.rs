@@ -33,18 +33,12 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
-use io_uring::squeue;
-
-use crate::backend::{self, Op};
-use crate::buffers::Buf;
-use crate::ctrl::io::{IoCmd, IoOp};
-use crate::ctrl::{self, AdminOutcome, Binding, DataDir, Exec};
+use crate::ctrl::exec::{self, Command, Core, Io, NullData, Tables, Transport};
+use crate::ctrl::{self, DataDir, Exec};
 use crate::nvme::{Connect, Cqe, FABRICS_OPCODE, FabricsType, Sqe, Status, connect_invalid_param_dw0, fabrics_offsets};
 use crate::rdma::wire::{self, CQE_BYTES, DataPlan, QueueShape, SQE_BYTES, WrId};
-use crate::subsys::{ListenerInfo, Namespace, NsTable, Target};
-use crate::tcp::queue::Io;
+use crate::subsys::{ListenerInfo, NsTable, Target};
 
 /// A work request the engine posts for the queue. Pointers stay valid until the request's
 /// completion: they point into the queue's capsule memory or a slot's pool buffer, which the
@@ -96,62 +90,26 @@ impl SlotState {
 #[derive(Debug)]
 struct Slot {
     state: SlotState,
-    sqe: Sqe,
-    exec: Exec,
-    dir: DataDir,
-    len: u32,
+    /// What execution uses, shared with the TCP queue.
+    cmd: Command,
     plan: DataPlan,
     /// The receive buffer still holding this command's in-capsule data (waiting for a pool
     /// buffer to copy it into); posted again once copied.
     held_recv: Option<u16>,
     invalidate: Option<u32>,
-    buf: Option<Buf>,
-    /// Compare reads the media into this one.
-    buf2: Option<Buf>,
     /// Work requests of this slot posted and not yet completed.
     wr_pending: u32,
-    ops_pending: u32,
-    /// Bytes the backend operations report in all when they succeed, and have reported.
-    expect_bytes: u64,
-    done_bytes: u64,
-    backend_failed: bool,
-    /// When the capsule arrived (the reactor's turn clock), for the latency histogram.
-    arrived: std::time::Instant,
-    status: Status,
-    dw0: u32,
-    dw1: u32,
-    out_len: u32,
-    table_gen: u64,
-    holds_table: bool,
-    close_after: bool,
 }
 
 impl Slot {
     fn new() -> Slot {
         Slot {
             state: SlotState::Free,
-            sqe: Sqe::default(),
-            exec: Exec::None,
-            dir: DataDir::None,
-            len: 0,
+            cmd: Command::new(),
             plan: DataPlan::None,
             held_recv: None,
             invalidate: None,
-            buf: None,
-            buf2: None,
             wr_pending: 0,
-            ops_pending: 0,
-            expect_bytes: 0,
-            done_bytes: 0,
-            backend_failed: false,
-            arrived: std::time::Instant::now(),
-            status: Status::SUCCESS,
-            dw0: 0,
-            dw1: 0,
-            out_len: 0,
-            table_gen: 0,
-            holds_table: false,
-            close_after: false,
         }
     }
 
@@ -161,65 +119,17 @@ impl Slot {
     }
 }
 
-/// The namespace tables commands in flight refer to (as in the TCP queue): a table replaced
-/// by the control plane is dropped only when its last command completed.
-#[derive(Debug)]
-struct Tables {
-    live: Vec<(Arc<NsTable>, u32)>,
-}
-
-impl Tables {
-    fn current(&self) -> &Arc<NsTable> {
-        &self.live.last().expect("a current table").0
-    }
-
-    fn get(&self, generation: u64) -> &NsTable {
-        &self.live.iter().find(|(t, _)| t.generation == generation).expect("table of a command in flight").0
-    }
-
-    fn refresh(&mut self, latest: Arc<NsTable>) {
-        if latest.generation != self.current().generation {
-            self.live.push((latest, 0));
-            self.prune();
-        }
-    }
-
-    fn hold(&mut self) -> u64 {
-        let last = self.live.last_mut().expect("a current table");
-        last.1 += 1;
-        last.0.generation
-    }
-
-    fn release(&mut self, generation: u64) {
-        if let Some(entry) = self.live.iter_mut().find(|(t, _)| t.generation == generation) {
-            entry.1 -= 1;
-        }
-        if self.live.len() > 1 {
-            self.prune();
-        }
-    }
-
-    fn prune(&mut self) {
-        let current = self.current().generation;
-        self.live.retain(|(t, users)| *users > 0 || t.generation == current);
-    }
-}
-
 pub struct Queue {
-    target: Arc<Target>,
+    /// What execution needs of the queue, shared with the TCP queue.
+    core: Core,
     reactor: usize,
     listener: ListenerInfo,
-    peer: Option<SocketAddr>,
     shape: QueueShape,
     closing: bool,
-    binding: Binding,
-    tables: Option<Tables>,
     sqhd: u16,
-    epoch: u32,
     slots: Vec<Slot>,
     free: Vec<u16>,
     wait_buffer: VecDeque<u16>,
-    aer_slots: Vec<u16>,
     /// Receive buffers, `entries` of `capsule_bytes` each; registered by the engine.
     capsules: Box<[u8]>,
     /// Response capsules, one CQE per slot; registered by the engine.
@@ -227,7 +137,6 @@ pub struct Queue {
     recv_posted: u32,
     sends_posted: u32,
     work: Vec<Work>,
-    last_keep_alive: std::time::Instant,
     in_flight: u32,
 }
 
@@ -242,26 +151,20 @@ impl Queue {
     ) -> Queue {
         let entries = usize::from(shape.entries);
         Queue {
-            target,
+            core: Core::new(target, peer, Some(shape.qid)),
             reactor,
             listener,
-            peer,
             shape,
             closing: false,
-            binding: Binding::Unbound,
-            tables: None,
             sqhd: 0,
-            epoch: 0,
             slots: (0..entries).map(|_| Slot::new()).collect(),
             free: (0..shape.entries).rev().collect(),
             wait_buffer: VecDeque::new(),
-            aer_slots: Vec::new(),
             capsules: vec![0u8; entries * shape.capsule_bytes()].into_boxed_slice(),
             responses: vec![0u8; entries * CQE_BYTES].into_boxed_slice(),
             recv_posted: 0,
             sends_posted: 0,
             work: Vec::with_capacity(3 * entries),
-            last_keep_alive: std::time::Instant::now(),
             in_flight: 0,
         }
     }
@@ -306,15 +209,7 @@ impl Queue {
     }
 
     pub fn who(&self) -> String {
-        match &self.binding {
-            Binding::Unbound => format!(
-                "peer={} qid={} unbound",
-                self.peer.map_or(String::from("?"), |p| p.to_string()),
-                self.shape.qid
-            ),
-            Binding::Admin(c) => format!("host={} cntlid={} qid=0 (rdma)", c.hostnqn, c.cntlid),
-            Binding::Io(c, qid) => format!("host={} cntlid={} qid={qid} (rdma)", c.hostnqn, c.cntlid),
-        }
+        self.core.who().to_string()
     }
 
     pub fn wants_close(&self) -> bool {
@@ -323,7 +218,7 @@ impl Queue {
 
     /// Nothing of the queue is posted or running: its memory may go.
     pub fn idle(&self) -> bool {
-        self.recv_posted == 0 && self.sends_posted == 0 && self.slots.iter().all(|s| s.ops_pending == 0)
+        self.recv_posted == 0 && self.sends_posted == 0 && self.slots.iter().all(|s| s.cmd.ops_pending == 0)
     }
 
     /// The peer went away, the CM reported an error, or a work request failed: stop taking
@@ -335,7 +230,7 @@ impl Queue {
         self.closing = true;
         self.work.clear();
         // Work that is waiting, not posted, ends here.
-        for slot_no in std::mem::take(&mut self.aer_slots) {
+        for slot_no in std::mem::take(&mut self.core.aer_slots) {
             self.free_slot(slot_no, io);
         }
         // A held receive buffer is simply not posted again.
@@ -415,47 +310,34 @@ impl Queue {
         let raw: [u8; SQE_BYTES] = unsafe { std::ptr::read(ptr.cast::<[u8; SQE_BYTES]>()) };
         let sqe = Sqe::decode(&raw);
         let icd = byte_len - SQE_BYTES as u32;
-        if let (Some(tables), Some(subsys)) = (self.tables.as_mut(), self.binding.subsystem())
-            && subsys.ns_generation() != tables.current().generation
-        {
-            tables.refresh(subsys.namespaces());
-        }
+        Tables::catch_up(self.core.tables.as_mut(), &self.core.binding);
         let empty = NsTable::default();
-        let table = self.tables.as_ref().map_or(&empty, |t| t.current());
+        let table = self.core.tables.as_ref().map_or(&empty, |t| t.current());
         let prepared = if io.stopping {
             Err((Status::ABORTED_SQ_DELETION, 0))
         } else {
-            ctrl::prepare(&sqe, &self.binding, table, &self.target.limits)
+            ctrl::prepare(&sqe, &self.core.binding, table, &self.core.target.limits)
                 .and_then(|p| wire::check_sgl(&sqe, &p, icd, self.shape.icd_bytes).map(|plan| (p, plan)))
                 .map_err(|status| (status, 0))
                 .and_then(|(p, plan)| self.check_connect(&sqe).map(|()| (p, plan)))
         };
         self.sqhd = if self.sqhd + 1 >= self.shape.entries { 0 } else { self.sqhd + 1 };
         self.in_flight += 1;
-        if let Binding::Admin(_) = self.binding {
-            self.last_keep_alive = io.now;
-        }
-        let held = self.tables.as_mut().map(Tables::hold);
+        self.core.took_command(io.now);
+        let held = self.core.tables.as_mut().map(Tables::hold);
         let slot = &mut self.slots[usize::from(slot_no)];
         debug_assert_eq!(slot.state, SlotState::Free);
-        slot.sqe = sqe;
+        slot.cmd.start(sqe, held, io.now);
         slot.invalidate = wire::invalidate_key(&sqe);
-        slot.table_gen = held.unwrap_or(0);
-        slot.holds_table = held.is_some();
-        slot.status = Status::SUCCESS;
-        (slot.dw0, slot.dw1, slot.out_len) = (0, 0, 0);
-        (slot.expect_bytes, slot.done_bytes, slot.backend_failed) = (0, 0, false);
-        slot.arrived = io.now;
-        slot.close_after = false;
         match prepared {
             Err((status, dw0)) => {
-                (slot.exec, slot.dir, slot.len, slot.plan) = (Exec::None, DataDir::None, 0, DataPlan::None);
-                slot.dw0 = dw0;
+                (slot.cmd.exec, slot.cmd.dir, slot.cmd.len, slot.plan) = (Exec::None, DataDir::None, 0, DataPlan::None);
+                slot.cmd.dw0 = dw0;
                 self.post_recv(index);
                 self.complete(slot_no, status, io);
             }
             Ok((p, plan)) => {
-                (slot.exec, slot.dir, slot.len, slot.plan) = (p.exec, p.dir, p.len, plan);
+                (slot.cmd.exec, slot.cmd.dir, slot.cmd.len, slot.plan) = (p.exec, p.dir, p.len, plan);
                 match plan {
                     DataPlan::InCapsule { .. } => {
                         slot.held_recv = Some(index);
@@ -497,9 +379,9 @@ impl Queue {
     /// Gets the command's data buffer (or waits for one), then moves its data or runs it.
     fn want_buffer(&mut self, slot_no: u16, io: &mut Io<'_>) {
         let slot = &mut self.slots[usize::from(slot_no)];
-        if slot.buf.is_none() {
-            match io.pool.get(slot.len as usize) {
-                Some(buf) => slot.buf = Some(buf),
+        if slot.cmd.buf.is_none() {
+            match io.pool.get(slot.cmd.len as usize) {
+                Some(buf) => slot.cmd.buf = Some(buf),
                 None => {
                     if slot.state != SlotState::WaitBuffer {
                         slot.go(SlotState::WaitBuffer);
@@ -515,13 +397,13 @@ impl Queue {
                 let size = self.shape.capsule_bytes();
                 let at = usize::from(index) * size + SQE_BYTES;
                 let data = &self.capsules[at..at + len as usize];
-                slot.buf.as_mut().expect("buffer just taken").slice_mut(len as usize).copy_from_slice(data);
+                slot.cmd.buf.as_mut().expect("buffer just taken").slice_mut(len as usize).copy_from_slice(data);
                 self.post_recv(index);
                 self.execute(slot_no, io);
             }
-            DataPlan::Keyed { addr, key } if slot.dir == DataDir::H2c => {
-                let buf = slot.buf.as_mut().expect("buffer just taken");
-                let (local, class, len) = (buf.as_mut_ptr(), buf.fixed_index(), slot.len);
+            DataPlan::Keyed { addr, key } if slot.cmd.dir == DataDir::H2c => {
+                let buf = slot.cmd.buf.as_mut().expect("buffer just taken");
+                let (local, class, len) = (buf.as_mut_ptr(), buf.fixed_index(), slot.cmd.len);
                 slot.go(SlotState::Reading);
                 self.push_send(Work::Read { slot: slot_no, local, class, len, addr, key });
             }
@@ -530,292 +412,20 @@ impl Queue {
     }
 
     fn execute(&mut self, slot_no: u16, io: &mut Io<'_>) {
-        let slot = &mut self.slots[usize::from(slot_no)];
-        slot.go(SlotState::Executing);
-        match slot.exec {
-            Exec::None => self.complete(slot_no, Status::SUCCESS, io),
-            Exec::Connect => self.exec_connect(slot_no, io),
-            Exec::Admin(op) => {
-                *io.poke_all |= op == ctrl::AdminOp::PropertySet;
-                self.exec_admin(slot_no, op, io)
-            }
-            Exec::Io(cmd) => self.exec_io(slot_no, cmd, io),
-        }
+        self.slots[usize::from(slot_no)].go(SlotState::Executing);
+        exec::execute(self, slot_no, io);
     }
 
-    fn exec_connect(&mut self, slot_no: u16, io: &mut Io<'_>) {
-        let slot = &self.slots[usize::from(slot_no)];
-        let data = slot.buf.as_ref().map_or(&[][..], |b| b.slice(slot.len as usize));
-        match ctrl::connect(&self.target, &self.listener, &slot.sqe, data, self.reactor) {
-            Ok(done) => {
-                tracing::info!(peer = ?self.peer, host = %done.binding.ctrl().map_or("", |c| c.hostnqn.as_str()),
-                    subsystem = %done.binding.subsystem().map_or("", |s| s.nqn.as_str()), qid = done.binding.qid(),
-                    cntlid = done.cntlid, sqsize = done.sqsize, "RDMA queue connected");
-                self.epoch = done.epoch;
-                if let Some(subsys) = done.binding.subsystem() {
-                    self.tables = Some(Tables { live: vec![(subsys.namespaces(), 0)] });
-                }
-                self.binding = done.binding;
-                self.slots[usize::from(slot_no)].dw0 = u32::from(done.cntlid);
-                self.complete(slot_no, Status::SUCCESS, io);
-            }
-            Err(refused) => {
-                tracing::warn!(peer = ?self.peer, status = ?refused.status, reason = %refused.reason, "RDMA connect refused");
-                self.slots[usize::from(slot_no)].dw0 = refused.dw0;
-                self.complete(slot_no, refused.status, io);
-            }
-        }
-    }
-
-    fn exec_admin(&mut self, slot_no: u16, op: ctrl::AdminOp, io: &mut Io<'_>) {
-        let Some(ctrl) = self.binding.ctrl().cloned() else {
-            return self.complete(slot_no, Status::COMMAND_SEQUENCE_ERROR.with_dnr(), io);
-        };
-        let slot = &mut self.slots[usize::from(slot_no)];
-        let len = slot.len as usize;
-        let data = match slot.buf.as_mut() {
-            Some(buf) => {
-                let data = buf.slice_mut(len);
-                if slot.dir == DataDir::C2h {
-                    data.fill(0);
-                }
-                data
-            }
-            None => &mut [][..],
-        };
-        let qid = self.binding.qid();
-        match ctrl.admin(&self.target, qid, &slot.sqe, op, data) {
-            AdminOutcome::Done { status, dw0, dw1, out_len } => {
-                (slot.dw0, slot.dw1, slot.out_len) = (dw0, dw1, out_len);
-                self.complete(slot_no, status, io);
-            }
-            AdminOutcome::Park if self.aer_slots.len() >= ctrl::AER_LIMIT => {
-                self.complete(slot_no, Status::ASYNC_EVENT_REQUEST_LIMIT_EXCEEDED.with_dnr(), io);
-            }
-            AdminOutcome::Park => {
-                slot.go(SlotState::AwaitEvent);
-                self.aer_slots.push(slot_no);
-                self.poll_events(&ctrl, io);
-            }
-            AdminOutcome::Disconnect => {
-                slot.close_after = true;
-                self.complete(slot_no, Status::SUCCESS, io);
-            }
-            AdminOutcome::Flush => {
-                let Queue { tables, slots, .. } = self;
-                let slot = &mut slots[usize::from(slot_no)];
-                if let (Some(tables), true) = (tables.as_ref(), slot.holds_table) {
-                    for ns in &tables.get(slot.table_gen).namespaces {
-                        submit(slot, slot_no, ns, Op::Flush, (std::ptr::null_mut(), None), false, io);
-                    }
-                }
-                self.ops_submitted(slot_no, io);
-            }
-        }
-    }
-
-    fn exec_io(&mut self, slot_no: u16, cmd: IoCmd, io: &mut Io<'_>) {
-        let Binding::Io(ctrl, _) = &self.binding else {
-            unreachable!("I/O command on a queue that is not an I/O queue")
-        };
-        let write_through = !ctrl.volatile_write_cache();
-        let Queue { tables, slots, .. } = self;
-        let slot = &mut slots[usize::from(slot_no)];
-        let table = tables.as_ref().expect("an I/O queue has tables").get(slot.table_gen);
-        let Some(ns) = table.namespaces.get(cmd.ns_index) else {
-            debug_assert_eq!(cmd.op, IoOp::Flush { all: true });
-            return self.ops_submitted(slot_no, io);
-        };
-        let ns: &Namespace = ns;
-        let null = ns.backend.kind() == backend::Kind::Null;
-        let (buf_ptr, fixed) = match slot.buf.as_mut() {
-            Some(b) => (b.as_mut_ptr(), io.fixed_buffers.then(|| b.fixed_index())),
-            None => (std::ptr::null_mut(), None),
-        };
-        let none = std::ptr::null_mut();
-        match cmd.op {
-            IoOp::Read { offset, len } => {
-                slot.out_len = len;
-                if null {
-                    // A pool buffer holds whatever it held last: the null backend reads zeroes.
-                    if let Some(b) = slot.buf.as_mut() {
-                        b.slice_mut(len as usize).fill(0);
-                    }
-                }
-                submit(slot, slot_no, ns, Op::Read { offset, len }, (buf_ptr, fixed), false, io);
-            }
-            IoOp::Write { offset, len, fua } => {
-                submit(
-                    slot,
-                    slot_no,
-                    ns,
-                    Op::Write { offset, len, fua: fua || write_through },
-                    (buf_ptr, fixed),
-                    false,
-                    io,
-                );
-            }
-            IoOp::Compare { offset, len } => {
-                if !null {
-                    match io.pool.get(len as usize) {
-                        Some(mut media) => {
-                            let target = (media.as_mut_ptr(), io.fixed_buffers.then(|| media.fixed_index()));
-                            slot.buf2 = Some(media);
-                            submit(slot, slot_no, ns, Op::Read { offset, len }, target, false, io);
-                        }
-                        None => slot.status = Status::NAMESPACE_NOT_READY,
-                    }
-                }
-            }
-            IoOp::Flush { all } => {
-                let every =
-                    if all { &table.namespaces[..] } else { std::slice::from_ref(&table.namespaces[cmd.ns_index]) };
-                for ns in every {
-                    submit(slot, slot_no, ns, Op::Flush, (none, None), false, io);
-                }
-            }
-            IoOp::WriteZeroes { offset, len, deallocate, fua } => {
-                let op = if deallocate { Op::Deallocate { offset, len } } else { Op::WriteZeroes { offset, len } };
-                let durable = fua || write_through;
-                submit(slot, slot_no, ns, op, (none, None), durable, io);
-                if durable {
-                    submit(slot, slot_no, ns, Op::Flush, (none, None), false, io);
-                }
-            }
-            IoOp::DatasetManagement { ranges, deallocate } => {
-                if deallocate {
-                    let data = slot.buf.as_ref().map_or(&[][..], |b| b.slice(slot.len as usize));
-                    match ctrl::io::deallocate_ranges(data, ranges, ns) {
-                        Ok(ops) => {
-                            for op in ops {
-                                submit(slot, slot_no, ns, op, (none, None), false, io);
-                            }
-                        }
-                        Err(status) => slot.status = status,
-                    }
-                }
-            }
-        }
-        self.ops_submitted(slot_no, io);
-    }
-
-    fn ops_submitted(&mut self, slot_no: u16, io: &mut Io<'_>) {
-        if self.slots[usize::from(slot_no)].ops_pending == 0 {
-            self.finish(slot_no, io);
-        }
-    }
-
-    /// A backend operation of `slot` completed with `res` (bytes, or a negative errno).
+    /// A backend operation of slot `slot_no` completed with `res` (bytes, or a negative
+    /// errno); see [`exec::on_backend`].
     pub fn on_backend(&mut self, slot_no: u16, res: i32, io: &mut Io<'_>) {
-        let who = self.who();
-        let Queue { tables, slots, .. } = self;
-        let slot = &mut slots[usize::from(slot_no)];
-        assert!(slot.ops_pending > 0, "backend completion for RDMA slot {slot_no} with nothing pending");
-        slot.ops_pending -= 1;
-        let errno = match res {
-            // Cancelled behind a failed linked operation: that one reported the error.
-            r if r == -libc::ECANCELED => None,
-            r if r < 0 => Some(-r),
-            r => {
-                slot.done_bytes += r as u64;
-                None
-            }
-        };
-        let short = slot.ops_pending == 0 && !slot.backend_failed && slot.done_bytes != slot.expect_bytes;
-        if let Some(errno) = errno.or(short.then_some(libc::EIO)) {
-            let op = match slot.exec {
-                Exec::Io(IoCmd { op: IoOp::Read { offset, len } | IoOp::Compare { offset, len }, .. }) => {
-                    Op::Read { offset, len }
-                }
-                _ => Op::Flush,
-            };
-            let status = backend::status_for_errno(&op, errno);
-            tracing::warn!(who = %who, cid = slot.sqe.cid, res, ?status, "backend operation failed");
-            slot.status = first_error(slot.status, status);
-            if !slot.backend_failed
-                && let Some(ns) = namespace_of(tables, slot)
-            {
-                ns.stats.media_error(io.reactor);
-            }
-            slot.backend_failed = true;
-        }
-        if slot.ops_pending == 0 {
-            self.finish(slot_no, io);
-        }
-    }
-
-    fn finish(&mut self, slot_no: u16, io: &mut Io<'_>) {
-        let Queue { tables, slots, binding, .. } = self;
-        let slot = &slots[usize::from(slot_no)];
-        let mut status = slot.status;
-        match slot.exec {
-            Exec::Admin(_) => {
-                if let Some(ctrl) = binding.ctrl() {
-                    ctrl.flush_finished();
-                }
-            }
-            Exec::Io(cmd) if status.is_success() => {
-                if let IoOp::Compare { len, .. } = cmd.op {
-                    let host = slot.buf.as_ref().map_or(&[][..], |b| b.slice(len as usize));
-                    let same = match slot.buf2.as_ref() {
-                        Some(media) => media.slice(len as usize) == host,
-                        None => host.iter().all(|&b| b == 0),
-                    };
-                    if !same {
-                        status = Status::COMPARE_FAILURE;
-                    }
-                }
-                if let Some(ns) = namespace_of(tables, slot) {
-                    let latency = io.now.saturating_duration_since(slot.arrived);
-                    match cmd.op {
-                        IoOp::Read { len, .. } | IoOp::Compare { len, .. } => {
-                            ns.stats.read(io.reactor, u64::from(len), latency)
-                        }
-                        IoOp::Write { len, .. } => ns.stats.write(io.reactor, u64::from(len), latency),
-                        _ => {}
-                    }
-                }
-            }
-            _ => {}
-        }
-        self.complete(slot_no, status, io);
-    }
-
-    /// Completes a command: the RDMA WRITE of its data (if it returns data) and the SEND of its
-    /// response, posted together (the host sees the response only after the data is placed).
-    fn complete(&mut self, slot_no: u16, status: Status, io: &mut Io<'_>) {
-        if !status.is_success() {
-            let slot = &self.slots[usize::from(slot_no)];
-            if let Some(ctrl) = self.binding.ctrl() {
-                ctrl.record_error(self.binding.qid(), &slot.sqe, status);
-            }
-        }
-        if self.closing {
-            return self.free_slot(slot_no, io);
-        }
-        let qid = self.binding.qid();
-        let sqhd = self.sqhd;
-        let slot = &mut self.slots[usize::from(slot_no)];
-        slot.status = status;
-        slot.go(SlotState::Responding);
-        let cqe = Cqe { dw0: slot.dw0, dw1: slot.dw1, sqhd, sqid: qid, cid: slot.sqe.cid, status };
-        let at = usize::from(slot_no) * CQE_BYTES;
-        self.responses[at..at + CQE_BYTES].copy_from_slice(&cqe.encode());
-        let slot = &mut self.slots[usize::from(slot_no)];
-        if let (true, DataDir::C2h, DataPlan::Keyed { addr, key }, Some(buf)) =
-            (status.is_success() && slot.out_len > 0, slot.dir, slot.plan, slot.buf.as_mut())
-        {
-            let (local, class, len) = (buf.as_mut_ptr(), buf.fixed_index(), slot.out_len.min(slot.len));
-            self.push_send(Work::Write { slot: slot_no, local, class, len, addr, key });
-        }
-        let invalidate = self.slots[usize::from(slot_no)].invalidate;
-        self.push_send(Work::Send { slot: slot_no, invalidate });
+        exec::on_backend(self, slot_no, res, io);
     }
 
     /// Returns a finished command's resources and moves waiting work on.
     fn free_slot(&mut self, slot_no: u16, io: &mut Io<'_>) {
         let slot = &mut self.slots[usize::from(slot_no)];
-        if slot.wr_pending > 0 || slot.ops_pending > 0 {
+        if slot.wr_pending > 0 || slot.cmd.ops_pending > 0 {
             // Teardown while the HCA or the backend still uses its buffers: the last
             // completion frees it.
             return;
@@ -823,23 +433,12 @@ impl Queue {
         if slot.state == SlotState::Free {
             return;
         }
-        if let Some(buf) = slot.buf.take() {
-            io.pool.put(buf);
-        }
-        if let Some(buf) = slot.buf2.take() {
-            io.pool.put(buf);
-        }
+        let close_after = slot.cmd.end(self.core.tables.as_mut(), io.pool);
         slot.held_recv = None;
         if self.closing {
             slot.state = SlotState::Free;
         } else {
             slot.go(SlotState::Free);
-        }
-        slot.exec = Exec::None;
-        let (table_gen, held, close_after) = (slot.table_gen, slot.holds_table, slot.close_after);
-        slot.holds_table = false;
-        if let (Some(tables), true) = (self.tables.as_mut(), held) {
-            tables.release(table_gen);
         }
         self.free.push(slot_no);
         self.in_flight -= 1;
@@ -852,11 +451,10 @@ impl Queue {
     }
 
     fn resume_waiting(&mut self, io: &mut Io<'_>) {
-        while let Some(&waiting) = self.wait_buffer.front() {
-            let len = self.slots[usize::from(waiting)].len as usize;
-            let Some(buf) = io.pool.get(len) else { break };
-            self.wait_buffer.pop_front();
-            self.slots[usize::from(waiting)].buf = Some(buf);
+        while let Some((waiting, buf)) =
+            exec::next_waiting(&mut self.wait_buffer, |s| self.slots[usize::from(s)].cmd.len, io.pool)
+        {
+            self.slots[usize::from(waiting)].cmd.buf = Some(buf);
             self.want_buffer(waiting, io);
         }
     }
@@ -869,28 +467,11 @@ impl Queue {
         if self.closing {
             return;
         }
-        if let Some(ctrl) = self.binding.ctrl().cloned() {
-            if ctrl.is_dead() && !io.stopping {
-                return self.close("controller torn down", io);
-            }
-            if let Binding::Io(..) = self.binding
-                && ctrl.reset_epoch() != self.epoch
-            {
-                return self.close("controller reset", io);
-            }
-            if let Binding::Admin(_) = self.binding {
-                let kato = ctrl.kato_ms();
-                if kato > 0 && io.now.duration_since(self.last_keep_alive) > Duration::from_millis(u64::from(kato)) {
-                    tracing::warn!(who = %self.who(), kato_ms = kato, "keep-alive timer expired; tearing the controller down");
-                    ctrl.kill();
-                    *io.poke_all = true;
-                    return self.close("keep-alive expired", io);
-                }
-                self.poll_events(&ctrl, io);
-            }
+        if let Some(why) = exec::poll_controller(self, io) {
+            return self.close(why.as_str(), io);
         }
         if io.stopping {
-            for slot_no in std::mem::take(&mut self.aer_slots) {
+            for slot_no in std::mem::take(&mut self.core.aer_slots) {
                 self.free_slot(slot_no, io);
             }
             if self.in_flight == 0 {
@@ -900,73 +481,82 @@ impl Queue {
         self.resume_waiting(io);
     }
 
-    fn poll_events(&mut self, ctrl: &Arc<ctrl::Controller>, io: &mut Io<'_>) {
-        while !self.aer_slots.is_empty() {
-            let Some(dw0) = ctrl.take_event(&self.target) else { break };
-            let slot_no = self.aer_slots.remove(0);
-            self.slots[usize::from(slot_no)].dw0 = dw0;
-            self.complete(slot_no, Status::SUCCESS, io);
-        }
-    }
-
     /// The queue pair is gone and nothing of it is posted or running: give everything back.
     pub fn release(mut self, io: &mut Io<'_>) {
         assert!(self.idle(), "releasing an RDMA queue with work outstanding");
         for slot in &mut self.slots {
-            if let Some(buf) = slot.buf.take() {
-                io.pool.put(buf);
-            }
-            if let Some(buf) = slot.buf2.take() {
-                io.pool.put(buf);
-            }
+            slot.cmd.give_back(io.pool);
         }
-        match &self.binding {
-            Binding::Admin(ctrl) => {
-                ctrl.kill();
-                *io.poke_all = true;
-            }
-            Binding::Io(ctrl, qid) => ctrl.io_queue_gone(*qid),
-            Binding::Unbound => {}
-        }
+        self.core.unbind(io);
     }
 }
 
-fn namespace_of<'a>(tables: &'a Option<Tables>, slot: &Slot) -> Option<&'a Namespace> {
-    let Exec::Io(cmd) = slot.exec else { return None };
-    tables.as_ref()?.get(slot.table_gen).namespaces.get(cmd.ns_index).map(|ns| &**ns)
-}
+impl Transport for Queue {
+    /// The HCA moves data only to and from registered pool buffers: null-backend data is in
+    /// one too (the TCP queue elides it).
+    const NULL_DATA: NullData = NullData::Buffered;
 
-/// Queues one backend operation of a command, or settles it at once (null backend, injected
-/// fault), as the TCP queue does.
-fn submit(
-    slot: &mut Slot,
-    slot_no: u16,
-    ns: &Namespace,
-    op: Op,
-    (buf, fixed): (*mut u8, Option<u16>),
-    link: bool,
-    io: &mut Io<'_>,
-) {
-    if let Some(errno) = ns.backend.injected_errno(&op) {
-        slot.status = first_error(slot.status, backend::status_for_errno(&op, errno));
-        if !slot.backend_failed {
-            ns.stats.media_error(io.reactor);
+    fn parts(&mut self, slot_no: u16) -> (&mut Command, &mut Core) {
+        (&mut self.slots[usize::from(slot_no)].cmd, &mut self.core)
+    }
+
+    /// Completes a command: the RDMA WRITE of its data (if it returns data) and the SEND of its
+    /// response, posted together (the host sees the response only after the data is placed).
+    fn complete(&mut self, slot_no: u16, status: Status, io: &mut Io<'_>) {
+        exec::record_status(&self.core.binding, &self.slots[usize::from(slot_no)].cmd, status);
+        if self.closing {
+            return self.free_slot(slot_no, io);
         }
-        slot.backend_failed = true;
-        return;
+        let qid = self.core.binding.qid();
+        let sqhd = self.sqhd;
+        let slot = &mut self.slots[usize::from(slot_no)];
+        slot.cmd.status = status;
+        slot.go(SlotState::Responding);
+        let cqe = Cqe { dw0: slot.cmd.dw0, dw1: slot.cmd.dw1, sqhd, sqid: qid, cid: slot.cmd.sqe.cid, status };
+        let at = usize::from(slot_no) * CQE_BYTES;
+        self.responses[at..at + CQE_BYTES].copy_from_slice(&cqe.encode());
+        let slot = &mut self.slots[usize::from(slot_no)];
+        if let (true, DataDir::C2h, DataPlan::Keyed { addr, key }, Some(buf)) =
+            (status.is_success() && slot.cmd.out_len > 0, slot.cmd.dir, slot.plan, slot.cmd.buf.as_mut())
+        {
+            let (local, class, len) = (buf.as_mut_ptr(), buf.fixed_index(), slot.cmd.out_len.min(slot.cmd.len));
+            self.push_send(Work::Write { slot: slot_no, local, class, len, addr, key });
+        }
+        let invalidate = self.slots[usize::from(slot_no)].invalidate;
+        self.push_send(Work::Send { slot: slot_no, invalidate });
     }
-    let emitted = ns.backend.prep_into(&op, buf, fixed, |entry| {
-        let entry = if link { entry.flags(squeue::Flags::IO_LINK) } else { entry };
-        io.ops.push((slot_no, entry));
-    });
-    if emitted > 0 {
-        slot.ops_pending += emitted as u32;
-        slot.expect_bytes += op.expected_bytes();
-    }
-}
 
-fn first_error(current: Status, new: Status) -> Status {
-    if current.is_success() { new } else { current }
+    fn core(&mut self) -> &mut Core {
+        &mut self.core
+    }
+
+    fn connect(&mut self, slot_no: u16, io: &mut Io<'_>) {
+        let slot = &self.slots[usize::from(slot_no)];
+        let data = slot.cmd.buf.as_ref().map_or(&[][..], |b| b.slice(slot.cmd.len as usize));
+        match ctrl::connect(&self.core.target, &self.listener, &slot.cmd.sqe, data, self.reactor) {
+            Ok(done) => {
+                tracing::info!(peer = ?self.core.peer, host = %done.binding.ctrl().map_or("", |c| c.hostnqn.as_str()),
+                    subsystem = %done.binding.subsystem().map_or("", |s| s.nqn.as_str()), qid = done.binding.qid(),
+                    cntlid = done.cntlid, sqsize = done.sqsize, "RDMA queue connected");
+                self.core.epoch = done.epoch;
+                if let Some(subsys) = done.binding.subsystem() {
+                    self.core.tables = Some(Tables::new(subsys.namespaces()));
+                }
+                self.core.binding = done.binding;
+                self.slots[usize::from(slot_no)].cmd.dw0 = u32::from(done.cntlid);
+                self.complete(slot_no, Status::SUCCESS, io);
+            }
+            Err(refused) => {
+                tracing::warn!(peer = ?self.core.peer, status = ?refused.status, reason = %refused.reason, "RDMA connect refused");
+                self.slots[usize::from(slot_no)].cmd.dw0 = refused.dw0;
+                self.complete(slot_no, refused.status, io);
+            }
+        }
+    }
+
+    fn await_event(&mut self, slot_no: u16) {
+        self.slots[usize::from(slot_no)].go(SlotState::AwaitEvent);
+    }
 }
 
 #[cfg(test)]

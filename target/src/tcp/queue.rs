@@ -38,17 +38,16 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use io_uring::squeue;
-
-use crate::backend::{self, Op};
+use crate::backend;
 use crate::buffers::{Buf, BufferPool};
+pub use crate::ctrl::exec::Io;
+use crate::ctrl::exec::{self, Closing, Command, Core, NullData, Tables, Transport, first_error};
 use crate::ctrl::io::{IoCmd, IoOp};
-use crate::ctrl::{self, AdminOutcome, Binding, DataDir, Exec, Prepared};
+use crate::ctrl::{self, Binding, DataDir, Exec, Prepared};
 use crate::nvme::sqe::Psdt;
 use crate::nvme::{Cqe, SglDescriptor, SglKind, Sqe, Status};
-use crate::subsys::{Limits, ListenerInfo, Namespace, NsTable, Target};
+use crate::subsys::{Limits, ListenerInfo, NsTable, Target};
 use crate::tcp::digest::{self, DIGEST_LEN, DataDigest};
 use crate::tcp::pdu::{
     self, C2hData, COMMON_HEADER_LEN, CapsuleResp, CommonHeader, Digests, Fatal, IcReq, IcResp, Pdu, R2t, Role, TermReq,
@@ -65,21 +64,6 @@ const LARGE_DATA: u32 = 16 * 1024;
 const RX_BUDGET: usize = 256;
 /// R2Ts outstanding per command, whatever larger number the host's MAXR2T allows.
 const MAX_R2T_PER_COMMAND: u32 = 4;
-
-/// What the reactor lends a queue for one call.
-pub struct Io<'a> {
-    pub pool: &'a mut BufferPool,
-    /// Backend submissions to make, by slot (the reactor adds the completion token).
-    pub ops: &'a mut Vec<(u16, squeue::Entry)>,
-    pub reactor: usize,
-    /// Whether the pool's regions are registered with this reactor's ring.
-    pub fixed_buffers: bool,
-    pub now: Instant,
-    /// Set to make every reactor poll its queues (a controller went away, an event is due).
-    pub poke_all: &'a mut bool,
-    /// The daemon is stopping: take no new commands, finish, close.
-    pub stopping: bool,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -198,36 +182,14 @@ struct Headers {
 #[derive(Debug)]
 struct Slot {
     state: SlotState,
-    sqe: Sqe,
-    exec: Exec,
-    dir: DataDir,
-    len: u32,
+    /// What execution uses, shared with the RDMA queue.
+    cmd: Command,
     data: Data,
-    buf: Option<Buf>,
-    /// Compare reads the media into this one.
-    buf2: Option<Buf>,
     received: u32,
     r2t_requested: u32,
     r2t_outstanding: u32,
     r2t_queued: bool,
-    ops_pending: u32,
-    /// What the backend operations submitted so far report in all on success (bytes of reads
-    /// and writes; fsync and fallocate report 0), and what they reported.
-    expect_bytes: u64,
-    done_bytes: u64,
-    /// A backend operation of this command failed (its status is in `status`).
-    backend_failed: bool,
-    /// When the capsule arrived (the reactor's turn clock), for the latency histogram.
-    arrived: Instant,
-    status: Status,
-    dw0: u32,
-    dw1: u32,
-    out_len: u32,
     success_flag: bool,
-    /// Which namespace table the command holds (`Tables`), if the queue had one.
-    table_gen: u64,
-    holds_table: bool,
-    close_after: bool,
     hdr: Box<Headers>,
 }
 
@@ -235,30 +197,13 @@ impl Slot {
     fn new() -> Slot {
         Slot {
             state: SlotState::Free,
-            sqe: Sqe::default(),
-            exec: Exec::None,
-            dir: DataDir::None,
-            len: 0,
+            cmd: Command::new(),
             data: Data::None,
-            buf: None,
-            buf2: None,
             received: 0,
             r2t_requested: 0,
             r2t_outstanding: 0,
             r2t_queued: false,
-            ops_pending: 0,
-            expect_bytes: 0,
-            done_bytes: 0,
-            backend_failed: false,
-            arrived: Instant::now(),
-            status: Status::SUCCESS,
-            dw0: 0,
-            dw1: 0,
-            out_len: 0,
             success_flag: false,
-            table_gen: 0,
-            holds_table: false,
-            close_after: false,
             hdr: Box::new(Headers {
                 data: [0; pdu::HEADER_BUF_LEN],
                 data_len: 0,
@@ -280,7 +225,7 @@ impl Slot {
     fn data_ptr(&self, zeroes: *const u8) -> *const u8 {
         match self.data {
             Data::Zeroes => zeroes,
-            _ => self.buf.as_ref().expect("buffer of a command sending data").as_ptr(),
+            _ => self.cmd.buf.as_ref().expect("buffer of a command sending data").as_ptr(),
         }
     }
 }
@@ -296,56 +241,11 @@ enum Tx {
     Resp(u16),
 }
 
-/// The namespace tables that commands in flight refer to, the current one last, each with
-/// its number of users: a table changed by the control plane is dropped only when the last
-/// command using it has completed, and the I/O path never touches a shared reference count.
-#[derive(Debug)]
-struct Tables {
-    live: Vec<(Arc<NsTable>, u32)>,
-}
-
-impl Tables {
-    fn current(&self) -> &Arc<NsTable> {
-        &self.live.last().expect("a current table").0
-    }
-
-    fn get(&self, generation: u64) -> &NsTable {
-        &self.live.iter().find(|(t, _)| t.generation == generation).expect("table of a command in flight").0
-    }
-
-    fn refresh(&mut self, latest: Arc<NsTable>) {
-        if latest.generation != self.current().generation {
-            self.live.push((latest, 0));
-            self.prune();
-        }
-    }
-
-    fn hold(&mut self) -> u64 {
-        let last = self.live.last_mut().expect("a current table");
-        last.1 += 1;
-        last.0.generation
-    }
-
-    fn release(&mut self, generation: u64) {
-        if let Some(entry) = self.live.iter_mut().find(|(t, _)| t.generation == generation) {
-            entry.1 -= 1;
-        }
-        if self.live.len() > 1 {
-            self.prune();
-        }
-    }
-
-    fn prune(&mut self) {
-        let current = self.current().generation;
-        self.live.retain(|(t, users)| *users > 0 || t.generation == current);
-    }
-}
-
 pub struct Queue {
-    target: Arc<Target>,
+    /// What execution needs of the queue, shared with the RDMA queue.
+    core: Core,
     reactor: usize,
     listener: ListenerInfo,
-    peer: Option<SocketAddr>,
     phase: Phase,
     close: Close,
     digests: Digests,
@@ -367,24 +267,18 @@ pub struct Queue {
     /// The reactor's sink and zero regions (valid for the reactor's life).
     sink: *mut u8,
     zeroes: *const u8,
-    binding: Binding,
-    tables: Option<Tables>,
     sqsize: u16,
     sqhd: u16,
     sq_flow_disabled: bool,
-    /// The controller's reset epoch this I/O queue joined in.
-    epoch: u32,
     slots: Vec<Slot>,
     free: Vec<u16>,
     wait_buffer: VecDeque<u16>,
-    aer_slots: Vec<u16>,
     tx: VecDeque<Tx>,
     tx_sent: usize,
     /// ICResp or C2HTermReq bytes; boxed, like the slots' headers, so that a send in flight
     /// still points at them when the reactor's table of connections grows and moves the queue.
     control: Box<[u8; pdu::HEADER_BUF_LEN]>,
     control_len: usize,
-    last_keep_alive: Instant,
     in_flight: u32,
 }
 
@@ -400,10 +294,9 @@ impl Queue {
         let maxh2cdata = target.limits.mdts_bytes;
         let max_data = pool.max_buf_bytes();
         Queue {
-            target,
+            core: Core::new(target, peer, None),
             reactor,
             listener,
-            peer,
             phase: Phase::AwaitIcReq,
             close: Close::No,
             digests: Digests::NONE,
@@ -419,34 +312,29 @@ impl Queue {
             rx_blocked: false,
             sink: pool.sink(max_data),
             zeroes: pool.zeroes(max_data).0,
-            binding: Binding::Unbound,
-            tables: None,
             sqsize: 1,
             sqhd: 0,
             sq_flow_disabled: false,
-            epoch: 0,
             slots: vec![Slot::new()],
             free: vec![0],
             wait_buffer: VecDeque::new(),
-            aer_slots: Vec::new(),
             tx: VecDeque::with_capacity(8),
             tx_sent: 0,
             control: Box::new([0; pdu::HEADER_BUF_LEN]),
             control_len: 0,
-            last_keep_alive: Instant::now(),
             in_flight: 0,
         }
     }
 
     /// Who this queue is, for log lines: host NQN, controller id and queue id once bound.
     pub fn who(&self) -> String {
-        describe(&self.binding, self.peer)
+        self.core.who().to_string()
     }
 
     /// Once a Connect bound the queue: whether it is an I/O queue (`Some(true)`) or an admin
     /// or discovery queue (`Some(false)`); `None` before.
     pub fn bound_as_io(&self) -> Option<bool> {
-        match self.binding {
+        match self.core.binding {
             Binding::Unbound => None,
             Binding::Admin(_) => Some(false),
             Binding::Io(..) => Some(true),
@@ -600,8 +488,8 @@ impl Queue {
     }
 
     fn pdu_limits(&self) -> pdu::Limits {
-        let icd = match self.binding {
-            Binding::Io(..) => self.target.limits.in_capsule_data_bytes,
+        let icd = match self.core.binding {
+            Binding::Io(..) => self.core.target.limits.in_capsule_data_bytes,
             _ => Limits::ADMIN_IN_CAPSULE_DATA_BYTES,
         };
         pdu::Limits { max_icd_bytes: icd, max_data_pdu_bytes: self.maxh2cdata, data_alignment: 4 }
@@ -633,7 +521,7 @@ impl Queue {
         self.control_len = resp.encode(&mut self.control[..]);
         self.tx.push_back(Tx::Control);
         self.phase = Phase::Live;
-        tracing::debug!(peer = ?self.peer, digests = ?self.digests, hpda = req.hpda, maxr2t = req.maxr2t, "connection initialized");
+        tracing::debug!(peer = ?self.core.peer, digests = ?self.digests, hpda = req.hpda, maxr2t = req.maxr2t, "connection initialized");
     }
 
     /// A command capsule: `icd` bytes of in-capsule data follow the `hdr_len`-byte header.
@@ -647,19 +535,15 @@ impl Queue {
             return self.fatal(Fatal::sequence(), header);
         };
         let sqe = Sqe::decode(raw);
-        if let (Some(tables), Some(subsys)) = (self.tables.as_mut(), self.binding.subsystem())
-            && subsys.ns_generation() != tables.current().generation
-        {
-            tables.refresh(subsys.namespaces());
-        }
+        Tables::catch_up(self.core.tables.as_mut(), &self.core.binding);
         let empty = NsTable::default();
-        let table = self.tables.as_ref().map_or(&empty, |t| t.current());
+        let table = self.core.tables.as_ref().map_or(&empty, |t| t.current());
         let prepared = if io.stopping {
             // Stopping, with the data of commands in flight still to come after this capsule:
             // refuse it (the host may retry elsewhere) and read on.
             Err(Status::ABORTED_SQ_DELETION)
         } else {
-            ctrl::prepare(&sqe, &self.binding, table, &self.target.limits)
+            ctrl::prepare(&sqe, &self.core.binding, table, &self.core.target.limits)
                 .and_then(|p| check_sgl(&sqe, &p, icd).map(|()| p))
         };
         let data = prepared.as_ref().map_or(Data::None, |p| data_kind(p, table));
@@ -678,37 +562,29 @@ impl Queue {
         self.free.pop();
         self.sqhd = if self.sqhd + 1 >= self.sqsize { 0 } else { self.sqhd + 1 };
         self.in_flight += 1;
-        if let Binding::Admin(_) = self.binding {
-            self.last_keep_alive = io.now;
-        }
-        let held = self.tables.as_mut().map(Tables::hold);
+        self.core.took_command(io.now);
+        let held = self.core.tables.as_mut().map(Tables::hold);
         let slot = &mut self.slots[usize::from(slot_no)];
         debug_assert_eq!(slot.state, SlotState::Free);
-        slot.sqe = sqe;
-        slot.table_gen = held.unwrap_or(0);
-        slot.holds_table = held.is_some();
-        slot.status = Status::SUCCESS;
-        (slot.expect_bytes, slot.done_bytes, slot.backend_failed) = (0, 0, false);
-        slot.arrived = io.now;
-        (slot.dw0, slot.dw1, slot.out_len, slot.received) = (0, 0, 0, 0);
+        slot.cmd.start(sqe, held, io.now);
+        slot.received = 0;
         (slot.r2t_requested, slot.r2t_outstanding, slot.r2t_queued) = (0, 0, false);
         slot.success_flag = false;
-        slot.close_after = false;
         slot.data = data;
-        slot.buf = icd_buf;
+        slot.cmd.buf = icd_buf;
         match prepared {
             Err(status) => {
-                (slot.exec, slot.dir, slot.len) = (Exec::None, DataDir::None, 0);
+                (slot.cmd.exec, slot.cmd.dir, slot.cmd.len) = (Exec::None, DataDir::None, 0);
                 if icd > 0 {
                     slot.go(SlotState::ReceivingIcd);
-                    slot.status = status;
+                    slot.cmd.status = status;
                     self.receive_data(DataTo::Drop { slot: slot_no }, self.sink, icd);
                 } else {
                     self.complete(slot_no, status, io);
                 }
             }
             Ok(p) => {
-                (slot.exec, slot.dir, slot.len) = (p.exec, p.dir, p.len);
+                (slot.cmd.exec, slot.cmd.dir, slot.cmd.len) = (p.exec, p.dir, p.len);
                 if icd > 0 {
                     slot.go(SlotState::ReceivingIcd);
                     let dest = self.dest(slot_no, 0);
@@ -726,7 +602,7 @@ impl Queue {
     /// Where data for `slot` at byte `offset` goes.
     fn dest(&mut self, slot_no: u16, offset: u32) -> *mut u8 {
         let slot = &mut self.slots[usize::from(slot_no)];
-        match (slot.data, slot.buf.as_mut()) {
+        match (slot.data, slot.cmd.buf.as_mut()) {
             // SAFETY: offset < len <= capacity, checked by the callers.
             (Data::Buf, Some(buf)) => unsafe { buf.as_mut_ptr().add(offset as usize) },
             _ => self.sink,
@@ -774,29 +650,29 @@ impl Queue {
     fn data_arrived(&mut self, inc: Incoming, digest_ok: bool, io: &mut Io<'_>) {
         let slot_no = inc.to.slot();
         if let DataTo::Drop { slot } = inc.to {
-            let status = self.slots[usize::from(slot)].status;
+            let status = self.slots[usize::from(slot)].cmd.status;
             return self.complete(slot, status, io);
         }
         if !digest_ok {
             // The NVMe/TCP binding makes a data digest error a command failure, not a
             // connection failure: the rest of the command's data is still taken, then the
             // command fails and the host may retry it.
-            tracing::warn!(who = %self.who(), cid = self.slots[usize::from(slot_no)].sqe.cid, "data digest mismatch; failing the command");
+            tracing::warn!(who = %self.who(), cid = self.slots[usize::from(slot_no)].cmd.sqe.cid, "data digest mismatch; failing the command");
         }
         let slot = &mut self.slots[usize::from(slot_no)];
         if !digest_ok {
-            slot.status = first_error(slot.status, Status::TRANSIENT_TRANSPORT_ERROR);
+            slot.cmd.status = first_error(slot.cmd.status, Status::TRANSIENT_TRANSPORT_ERROR);
         }
         slot.received += inc.len;
-        if slot.received < slot.len {
+        if slot.received < slot.cmd.len {
             if let DataTo::H2c { last: true, .. } = inc.to {
                 slot.r2t_outstanding -= 1;
                 self.queue_r2t(slot_no);
             }
             return;
         }
-        if !slot.status.is_success() {
-            let status = slot.status;
+        if !slot.cmd.status.is_success() {
+            let status = slot.cmd.status;
             return self.complete(slot_no, status, io);
         }
         self.execute(slot_no, io);
@@ -807,7 +683,7 @@ impl Queue {
         let Some(slot) = self.slots.get(usize::from(slot_no)).filter(|s| s.state == SlotState::WaitData) else {
             return self.fatal(Fatal::invalid_field(pdu::offset::TTAG), header);
         };
-        if slot.sqe.cid != h2c.cccid {
+        if slot.cmd.sqe.cid != h2c.cccid {
             return self.fatal(Fatal::invalid_field(pdu::offset::CCCID), header);
         }
         // Data arrives in order, inside what the R2Ts asked for.
@@ -826,9 +702,9 @@ impl Queue {
     /// Gets the command's data buffer (or waits for one), then asks for the data or runs it.
     fn want_buffer(&mut self, slot_no: u16, io: &mut Io<'_>) {
         let slot = &mut self.slots[usize::from(slot_no)];
-        if slot.data == Data::Buf && slot.buf.is_none() {
-            match io.pool.get(slot.len as usize) {
-                Some(buf) => slot.buf = Some(buf),
+        if slot.data == Data::Buf && slot.cmd.buf.is_none() {
+            match io.pool.get(slot.cmd.len as usize) {
+                Some(buf) => slot.cmd.buf = Some(buf),
                 None => {
                     slot.go(SlotState::WaitBuffer);
                     self.wait_buffer.push_back(slot_no);
@@ -836,7 +712,7 @@ impl Queue {
                 }
             }
         }
-        if slot.dir == DataDir::H2c {
+        if slot.cmd.dir == DataDir::H2c {
             slot.go(SlotState::WaitData);
             self.queue_r2t(slot_no);
         } else {
@@ -847,11 +723,11 @@ impl Queue {
     /// Queues the next R2T of a command if it needs more data and may have another out.
     fn queue_r2t(&mut self, slot_no: u16) {
         let slot = &mut self.slots[usize::from(slot_no)];
-        if slot.r2t_queued || slot.r2t_requested >= slot.len || slot.r2t_outstanding >= self.max_r2t {
+        if slot.r2t_queued || slot.r2t_requested >= slot.cmd.len || slot.r2t_outstanding >= self.max_r2t {
             return;
         }
-        let len = (slot.len - slot.r2t_requested).min(self.maxh2cdata);
-        let r2t = R2t { cccid: slot.sqe.cid, ttag: slot_no, r2to: slot.r2t_requested, r2tl: len };
+        let len = (slot.cmd.len - slot.r2t_requested).min(self.maxh2cdata);
+        let r2t = R2t { cccid: slot.cmd.sqe.cid, ttag: slot_no, r2to: slot.r2t_requested, r2tl: len };
         slot.hdr.r2t_len = r2t.encode(&mut slot.hdr.r2t, self.digests) as u8;
         slot.r2t_requested += len;
         slot.r2t_outstanding += 1;
@@ -860,48 +736,18 @@ impl Queue {
     }
 
     fn execute(&mut self, slot_no: u16, io: &mut Io<'_>) {
-        let slot = &mut self.slots[usize::from(slot_no)];
-        slot.go(SlotState::Executing);
-        match slot.exec {
-            Exec::None => self.complete(slot_no, Status::SUCCESS, io),
-            Exec::Connect => self.exec_connect(slot_no, io),
-            Exec::Admin(op) => {
-                // A CC write may reset the controller: I/O queues elsewhere must look.
-                *io.poke_all |= op == ctrl::AdminOp::PropertySet;
-                self.exec_admin(slot_no, op, io)
-            }
-            Exec::Io(cmd) => self.exec_io(slot_no, cmd, io),
-        }
-    }
-
-    fn exec_connect(&mut self, slot_no: u16, io: &mut Io<'_>) {
-        let slot = &self.slots[usize::from(slot_no)];
-        let data = slot.buf.as_ref().map_or(&[][..], |b| b.slice(slot.received as usize));
-        match ctrl::connect(&self.target, &self.listener, &slot.sqe, data, self.reactor) {
-            Ok(done) => {
-                tracing::info!(peer = ?self.peer, host = %done.binding.ctrl().map_or("", |c| c.hostnqn.as_str()),
-                    subsystem = %done.binding.subsystem().map_or("", |s| s.nqn.as_str()), qid = done.binding.qid(),
-                    cntlid = done.cntlid, sqsize = done.sqsize, "queue connected");
-                self.bind(done);
-                self.slots[usize::from(slot_no)].dw0 = u32::from(self.binding.ctrl().map_or(0, |c| c.cntlid));
-                self.complete(slot_no, Status::SUCCESS, io);
-            }
-            Err(refused) => {
-                tracing::warn!(peer = ?self.peer, status = ?refused.status, reason = %refused.reason, "connect refused");
-                self.slots[usize::from(slot_no)].dw0 = refused.dw0;
-                self.complete(slot_no, refused.status, io);
-            }
-        }
+        self.slots[usize::from(slot_no)].go(SlotState::Executing);
+        exec::execute(self, slot_no, io);
     }
 
     fn bind(&mut self, done: ctrl::Connected) {
         self.sqsize = done.sqsize;
         self.sq_flow_disabled = done.sq_flow_disabled;
-        self.epoch = done.epoch;
+        self.core.epoch = done.epoch;
         if let Some(subsys) = done.binding.subsystem() {
-            self.tables = Some(Tables { live: vec![(subsys.namespaces(), 0)] });
+            self.core.tables = Some(Tables::new(subsys.namespaces()));
         }
-        self.binding = done.binding;
+        self.core.binding = done.binding;
         // The Connect command holds slot 0; the rest are new and free.
         self.slots.resize_with(usize::from(done.sqsize), Slot::new);
         self.free = (1..done.sqsize).rev().collect();
@@ -910,288 +756,21 @@ impl Queue {
         self.sqhd = 1;
     }
 
-    fn exec_admin(&mut self, slot_no: u16, op: ctrl::AdminOp, io: &mut Io<'_>) {
-        let Some(ctrl) = self.binding.ctrl().cloned() else {
-            return self.complete(slot_no, Status::COMMAND_SEQUENCE_ERROR.with_dnr(), io);
-        };
-        let slot = &mut self.slots[usize::from(slot_no)];
-        let len = slot.len as usize;
-        let data = match slot.buf.as_mut() {
-            Some(buf) => {
-                let data = buf.slice_mut(len);
-                if slot.dir == DataDir::C2h {
-                    data.fill(0);
-                }
-                data
-            }
-            None => &mut [][..],
-        };
-        let qid = self.binding.qid();
-        match ctrl.admin(&self.target, qid, &slot.sqe, op, data) {
-            AdminOutcome::Done { status, dw0, dw1, out_len } => {
-                (slot.dw0, slot.dw1, slot.out_len) = (dw0, dw1, out_len);
-                self.complete(slot_no, status, io);
-            }
-            AdminOutcome::Park if self.aer_slots.len() >= ctrl::AER_LIMIT => {
-                self.complete(slot_no, Status::ASYNC_EVENT_REQUEST_LIMIT_EXCEEDED.with_dnr(), io);
-            }
-            AdminOutcome::Park => {
-                slot.go(SlotState::AwaitEvent);
-                self.aer_slots.push(slot_no);
-                self.poll_events(&ctrl, io);
-            }
-            AdminOutcome::Disconnect => {
-                slot.close_after = true;
-                self.complete(slot_no, Status::SUCCESS, io);
-            }
-            AdminOutcome::Flush => {
-                let Queue { tables, slots, .. } = self;
-                let slot = &mut slots[usize::from(slot_no)];
-                if let (Some(tables), true) = (tables.as_ref(), slot.holds_table) {
-                    for ns in &tables.get(slot.table_gen).namespaces {
-                        submit(slot, slot_no, ns, Op::Flush, (std::ptr::null_mut(), None), false, io);
-                    }
-                }
-                self.ops_submitted(slot_no, io);
-            }
-        }
-    }
-
-    fn exec_io(&mut self, slot_no: u16, cmd: IoCmd, io: &mut Io<'_>) {
-        let Binding::Io(ctrl, _) = &self.binding else {
-            unreachable!("I/O command on a queue that is not an I/O queue")
-        };
-        let write_through = !ctrl.volatile_write_cache();
-        let Queue { tables, slots, .. } = self;
-        let slot = &mut slots[usize::from(slot_no)];
-        let table = tables.as_ref().expect("an I/O queue has tables").get(slot.table_gen);
-        let Some(ns) = table.namespaces.get(cmd.ns_index) else {
-            // Only the broadcast Flush names no namespace, and a subsystem may have none:
-            // nothing to flush.
-            debug_assert_eq!(cmd.op, IoOp::Flush { all: true });
-            return self.ops_submitted(slot_no, io);
-        };
-        let ns: &Namespace = ns;
-        let (buf_ptr, fixed) = match slot.buf.as_mut() {
-            Some(b) => (b.as_mut_ptr(), io.fixed_buffers.then(|| b.fixed_index())),
-            None => (std::ptr::null_mut(), None),
-        };
-        let none = std::ptr::null_mut();
-        match cmd.op {
-            IoOp::Read { offset, len } => {
-                slot.out_len = len;
-                if slot.data != Data::Zeroes {
-                    submit(slot, slot_no, ns, Op::Read { offset, len }, (buf_ptr, fixed), false, io);
-                }
-            }
-            IoOp::Write { offset, len, fua } => {
-                if slot.data != Data::Sink {
-                    submit(
-                        slot,
-                        slot_no,
-                        ns,
-                        Op::Write { offset, len, fua: fua || write_through },
-                        (buf_ptr, fixed),
-                        false,
-                        io,
-                    );
-                }
-            }
-            IoOp::Compare { offset, len } => {
-                if ns.backend.kind() != backend::Kind::Null {
-                    match io.pool.get(len as usize) {
-                        Some(mut media) => {
-                            let target = (media.as_mut_ptr(), io.fixed_buffers.then(|| media.fixed_index()));
-                            slot.buf2 = Some(media);
-                            submit(slot, slot_no, ns, Op::Read { offset, len }, target, false, io);
-                        }
-                        None => slot.status = Status::NAMESPACE_NOT_READY,
-                    }
-                }
-            }
-            IoOp::Flush { all } => {
-                let every =
-                    if all { &table.namespaces[..] } else { std::slice::from_ref(&table.namespaces[cmd.ns_index]) };
-                for ns in every {
-                    submit(slot, slot_no, ns, Op::Flush, (none, None), false, io);
-                }
-            }
-            IoOp::WriteZeroes { offset, len, deallocate, fua } => {
-                let op = if deallocate { Op::Deallocate { offset, len } } else { Op::WriteZeroes { offset, len } };
-                // Durable before completion: chain a flush after the zeroing.
-                let durable = fua || write_through;
-                submit(slot, slot_no, ns, op, (none, None), durable, io);
-                if durable {
-                    submit(slot, slot_no, ns, Op::Flush, (none, None), false, io);
-                }
-            }
-            IoOp::DatasetManagement { ranges, deallocate } => {
-                if deallocate {
-                    let data = slot.buf.as_ref().map_or(&[][..], |b| b.slice(slot.received as usize));
-                    match ctrl::io::deallocate_ranges(data, ranges, ns) {
-                        Ok(ops) => {
-                            for op in ops {
-                                submit(slot, slot_no, ns, op, (none, None), false, io);
-                            }
-                        }
-                        Err(status) => slot.status = status,
-                    }
-                }
-            }
-        }
-        self.ops_submitted(slot_no, io);
-    }
-
-    /// After a command's operations are queued: when none went to the kernel, finish now.
-    fn ops_submitted(&mut self, slot_no: u16, io: &mut Io<'_>) {
-        if self.slots[usize::from(slot_no)].ops_pending == 0 {
-            self.finish(slot_no, io);
-        }
-    }
-
-    /// A backend operation of `slot` completed with `res` (bytes, or a negative errno). A
-    /// command's operations are accounted together: any error fails it (the first one picks
-    /// the status), and when the last one is in, fewer bytes in all than its operations asked
-    /// for is an error too (a short transfer: the host retries rather than get half the data).
+    /// A backend operation of slot `slot_no` completed with `res` (bytes, or a negative
+    /// errno); see [`exec::on_backend`].
     pub fn on_backend(&mut self, slot_no: u16, res: i32, io: &mut Io<'_>) {
-        let Queue { tables, slots, binding, peer, .. } = self;
-        let slot = &mut slots[usize::from(slot_no)];
-        debug_assert!(slot.ops_pending > 0, "completion for slot {slot_no} with nothing pending");
-        slot.ops_pending -= 1;
-        let errno = match res {
-            // Cancelled behind a failed linked operation: that one reported the error.
-            r if r == -libc::ECANCELED => None,
-            r if r < 0 => Some(-r),
-            r => {
-                slot.done_bytes += r as u64;
-                None
-            }
-        };
-        let short = slot.ops_pending == 0 && !slot.backend_failed && slot.done_bytes != slot.expect_bytes;
-        if let Some(errno) = errno.or(short.then_some(libc::EIO)) {
-            let op = match slot.exec {
-                Exec::Io(IoCmd { op: IoOp::Read { offset, len } | IoOp::Compare { offset, len }, .. }) => {
-                    Op::Read { offset, len }
-                }
-                _ => Op::Flush,
-            };
-            let status = backend::status_for_errno(&op, errno);
-            tracing::warn!(who = %describe(binding, *peer), cid = slot.sqe.cid, res, done_bytes = slot.done_bytes,
-                expect_bytes = slot.expect_bytes, ?status, "backend operation failed");
-            slot.status = first_error(slot.status, status);
-            if !slot.backend_failed
-                && let Some(ns) = namespace_of(tables, slot)
-            {
-                ns.stats.media_error(io.reactor);
-            }
-            slot.backend_failed = true;
-        }
-        if slot.ops_pending == 0 {
-            self.finish(slot_no, io);
-        }
-    }
-
-    /// Every operation of the command is done: check, count, complete.
-    fn finish(&mut self, slot_no: u16, io: &mut Io<'_>) {
-        let Queue { tables, slots, binding, .. } = self;
-        let slot = &slots[usize::from(slot_no)];
-        let mut status = slot.status;
-        match slot.exec {
-            Exec::Admin(_) => {
-                if let Some(ctrl) = binding.ctrl() {
-                    ctrl.flush_finished();
-                }
-            }
-            Exec::Io(cmd) if status.is_success() => {
-                if let IoOp::Compare { len, .. } = cmd.op {
-                    let host = slot.buf.as_ref().map_or(&[][..], |b| b.slice(len as usize));
-                    let same = match slot.buf2.as_ref() {
-                        Some(media) => media.slice(len as usize) == host,
-                        None => host.iter().all(|&b| b == 0),
-                    };
-                    if !same {
-                        status = Status::COMPARE_FAILURE;
-                    }
-                }
-                if let Some(ns) = namespace_of(tables, slot) {
-                    let latency = io.now.saturating_duration_since(slot.arrived);
-                    match cmd.op {
-                        IoOp::Read { len, .. } | IoOp::Compare { len, .. } => {
-                            ns.stats.read(io.reactor, u64::from(len), latency)
-                        }
-                        IoOp::Write { len, .. } => ns.stats.write(io.reactor, u64::from(len), latency),
-                        _ => {}
-                    }
-                }
-            }
-            _ => {}
-        }
-        self.complete(slot_no, status, io);
-    }
-
-    /// Completes a command: queues its C2HData (if it returns data) and its CapsuleResp.
-    fn complete(&mut self, slot_no: u16, status: Status, io: &mut Io<'_>) {
-        if !status.is_success() {
-            self.record_error(slot_no, status);
-        }
-        if self.close == Close::Now {
-            return self.free_slot(slot_no, io);
-        }
-        let qid = self.binding.qid();
-        let (digests, alignment, sq_flow_disabled, sqhd) =
-            (self.digests, self.host_alignment, self.sq_flow_disabled, self.sqhd);
-        let slot = &mut self.slots[usize::from(slot_no)];
-        slot.status = status;
-        slot.go(SlotState::Sending);
-        let sends_data = status.is_success() && slot.dir == DataDir::C2h && slot.out_len > 0;
-        if sends_data {
-            slot.success_flag = sq_flow_disabled;
-            let c2h =
-                C2hData { cccid: slot.sqe.cid, datao: 0, datal: slot.out_len, last: true, success: slot.success_flag };
-            slot.hdr.data_len = c2h.encode(&mut slot.hdr.data, digests, alignment) as u8;
-            if digests.data {
-                let mut d = DataDigest::new();
-                // SAFETY: the data pointer is valid for out_len bytes (a buffer or the zeroes).
-                d.update(unsafe { std::slice::from_raw_parts(slot.data_ptr(self.zeroes), slot.out_len as usize) });
-                slot.hdr.ddgst = digest::to_wire(d.finish());
-            }
-            self.tx.push_back(Tx::Data(slot_no));
-            if slot.success_flag {
-                return;
-            }
-        }
-        let cqe = Cqe { dw0: slot.dw0, dw1: slot.dw1, sqhd, sqid: qid, cid: slot.sqe.cid, status };
-        slot.hdr.resp_len = CapsuleResp { cqe: cqe.encode() }.encode(&mut slot.hdr.resp, digests) as u8;
-        self.tx.push_back(Tx::Resp(slot_no));
-    }
-
-    fn record_error(&self, slot_no: u16, status: Status) {
-        let slot = &self.slots[usize::from(slot_no)];
-        if let Some(ctrl) = self.binding.ctrl() {
-            ctrl.record_error(self.binding.qid(), &slot.sqe, status);
-        }
+        exec::on_backend(self, slot_no, res, io);
     }
 
     /// Returns a finished command's resources and moves waiting work on.
     fn free_slot(&mut self, slot_no: u16, io: &mut Io<'_>) {
         let slot = &mut self.slots[usize::from(slot_no)];
-        if let Some(buf) = slot.buf.take() {
-            io.pool.put(buf);
-        }
-        if let Some(buf) = slot.buf2.take() {
-            io.pool.put(buf);
-        }
+        let close_after = slot.cmd.end(self.core.tables.as_mut(), io.pool);
         if self.close == Close::Now {
             // Teardown: whatever the command was doing, it is over.
             slot.state = SlotState::Free;
         } else {
             slot.go(SlotState::Free);
-        }
-        slot.exec = Exec::None;
-        let (table_gen, held, close_after) = (slot.table_gen, slot.holds_table, slot.close_after);
-        slot.holds_table = false;
-        if let (Some(tables), true) = (self.tables.as_mut(), held) {
-            tables.release(table_gen);
         }
         self.free.push(slot_no);
         self.in_flight -= 1;
@@ -1207,11 +786,10 @@ impl Queue {
 
     /// Moves on the work that waits for a pool buffer: commands, then the receive side.
     fn resume_waiting(&mut self, io: &mut Io<'_>) {
-        while let Some(&waiting) = self.wait_buffer.front() {
-            let len = self.slots[usize::from(waiting)].len as usize;
-            let Some(buf) = io.pool.get(len) else { break };
-            self.wait_buffer.pop_front();
-            self.slots[usize::from(waiting)].buf = Some(buf);
+        while let Some((waiting, buf)) =
+            exec::next_waiting(&mut self.wait_buffer, |s| self.slots[usize::from(s)].cmd.len, io.pool)
+        {
+            self.slots[usize::from(waiting)].cmd.buf = Some(buf);
             self.want_buffer(waiting, io);
         }
         if self.rx_blocked {
@@ -1237,7 +815,7 @@ impl Queue {
             Tx::Data(s) => {
                 let slot = &self.slots[usize::from(s)];
                 let h = &slot.hdr;
-                let data = (slot.data_ptr(self.zeroes), slot.out_len as usize);
+                let data = (slot.data_ptr(self.zeroes), slot.cmd.out_len as usize);
                 let digest = if self.digests.data { (h.ddgst.as_ptr(), DIGEST_LEN) } else { empty };
                 ([(h.data.as_ptr(), usize::from(h.data_len)), data, digest], if self.digests.data { 3 } else { 2 })
             }
@@ -1315,35 +893,17 @@ impl Queue {
         if self.close == Close::Now {
             return;
         }
-        if let Some(ctrl) = self.binding.ctrl().cloned() {
-            // While the daemon stops, admin queues close first (they are idle) and tear their
-            // controllers down; the I/O queues still finish their commands in flight, below.
-            if ctrl.is_dead() && !io.stopping {
-                tracing::info!(who = %self.who(), "controller torn down; closing its queue");
-                self.close = Close::Now;
-                self.rx = Rx::Stopped;
-                return;
-            }
-            if let Binding::Io(..) = self.binding
-                && ctrl.reset_epoch() != self.epoch
-            {
-                tracing::info!(who = %self.who(), "controller reset; closing its I/O queue");
-                self.close = Close::Now;
-                self.rx = Rx::Stopped;
-                return;
-            }
-            if let Binding::Admin(_) = self.binding {
-                let kato = ctrl.kato_ms();
-                if kato > 0 && io.now.duration_since(self.last_keep_alive) > Duration::from_millis(u64::from(kato)) {
-                    tracing::warn!(who = %self.who(), kato_ms = kato, "keep-alive timer expired; tearing the controller down");
-                    ctrl.kill();
-                    *io.poke_all = true;
-                    self.close = Close::Now;
-                    self.rx = Rx::Stopped;
-                    return;
+        if let Some(why) = exec::poll_controller(self, io) {
+            match why {
+                Closing::ControllerGone => tracing::info!(who = %self.who(), "controller torn down; closing its queue"),
+                Closing::ControllerReset => {
+                    tracing::info!(who = %self.who(), "controller reset; closing its I/O queue")
                 }
-                self.poll_events(&ctrl, io);
+                Closing::KeepAliveExpired => {}
             }
+            self.close = Close::Now;
+            self.rx = Rx::Stopped;
+            return;
         }
         if io.stopping {
             // Commands waiting for their data (R2T) are in flight too: receive on for them.
@@ -1352,7 +912,7 @@ impl Queue {
             {
                 self.rx = Rx::Stopped;
             }
-            for slot_no in std::mem::take(&mut self.aer_slots) {
+            for slot_no in std::mem::take(&mut self.core.aer_slots) {
                 self.free_slot(slot_no, io);
             }
             if self.in_flight == 0 && self.close == Close::No {
@@ -1371,16 +931,7 @@ impl Queue {
     fn awaits_data(&self) -> bool {
         self.slots
             .iter()
-            .any(|s| s.state == SlotState::WaitData || (s.state == SlotState::WaitBuffer && s.dir == DataDir::H2c))
-    }
-
-    fn poll_events(&mut self, ctrl: &Arc<ctrl::Controller>, io: &mut Io<'_>) {
-        while !self.aer_slots.is_empty() {
-            let Some(dw0) = ctrl.take_event(&self.target) else { break };
-            let slot_no = self.aer_slots.remove(0);
-            self.slots[usize::from(slot_no)].dw0 = dw0;
-            self.complete(slot_no, Status::SUCCESS, io);
-        }
+            .any(|s| s.state == SlotState::WaitData || (s.state == SlotState::WaitBuffer && s.cmd.dir == DataDir::H2c))
     }
 
     /// The connection is gone and nothing of it is in flight: give everything back.
@@ -1389,73 +940,87 @@ impl Queue {
             io.pool.put(staging);
         }
         for slot in &mut self.slots {
-            if let Some(buf) = slot.buf.take() {
-                io.pool.put(buf);
+            slot.cmd.give_back(io.pool);
+        }
+        self.core.unbind(io);
+    }
+}
+
+impl Transport for Queue {
+    /// Null-backend reads are sent from the reactor's zero region and writes received into its
+    /// sink (`Data::Zeroes`, `Data::Sink`): no pool buffer, no copy.
+    const NULL_DATA: NullData = NullData::Elided;
+
+    fn parts(&mut self, slot_no: u16) -> (&mut Command, &mut Core) {
+        (&mut self.slots[usize::from(slot_no)].cmd, &mut self.core)
+    }
+
+    /// Completes a command: queues its C2HData (if it returns data) and its CapsuleResp.
+    fn complete(&mut self, slot_no: u16, status: Status, io: &mut Io<'_>) {
+        exec::record_status(&self.core.binding, &self.slots[usize::from(slot_no)].cmd, status);
+        if self.close == Close::Now {
+            return self.free_slot(slot_no, io);
+        }
+        let qid = self.core.binding.qid();
+        let (digests, alignment, sq_flow_disabled, sqhd) =
+            (self.digests, self.host_alignment, self.sq_flow_disabled, self.sqhd);
+        let slot = &mut self.slots[usize::from(slot_no)];
+        slot.cmd.status = status;
+        slot.go(SlotState::Sending);
+        let sends_data = status.is_success() && slot.cmd.dir == DataDir::C2h && slot.cmd.out_len > 0;
+        if sends_data {
+            slot.success_flag = sq_flow_disabled;
+            let c2h = C2hData {
+                cccid: slot.cmd.sqe.cid,
+                datao: 0,
+                datal: slot.cmd.out_len,
+                last: true,
+                success: slot.success_flag,
+            };
+            slot.hdr.data_len = c2h.encode(&mut slot.hdr.data, digests, alignment) as u8;
+            if digests.data {
+                let mut d = DataDigest::new();
+                // SAFETY: the data pointer is valid for out_len bytes (a buffer or the zeroes).
+                d.update(unsafe { std::slice::from_raw_parts(slot.data_ptr(self.zeroes), slot.cmd.out_len as usize) });
+                slot.hdr.ddgst = digest::to_wire(d.finish());
             }
-            if let Some(buf) = slot.buf2.take() {
-                io.pool.put(buf);
+            self.tx.push_back(Tx::Data(slot_no));
+            if slot.success_flag {
+                return;
             }
         }
-        match &self.binding {
-            Binding::Admin(ctrl) => {
-                if !ctrl.is_dead() {
-                    tracing::info!(who = %self.who(), "admin queue closed; tearing the controller down");
-                }
-                ctrl.kill();
-                *io.poke_all = true;
+        let cqe = Cqe { dw0: slot.cmd.dw0, dw1: slot.cmd.dw1, sqhd, sqid: qid, cid: slot.cmd.sqe.cid, status };
+        slot.hdr.resp_len = CapsuleResp { cqe: cqe.encode() }.encode(&mut slot.hdr.resp, digests) as u8;
+        self.tx.push_back(Tx::Resp(slot_no));
+    }
+
+    fn core(&mut self) -> &mut Core {
+        &mut self.core
+    }
+
+    fn connect(&mut self, slot_no: u16, io: &mut Io<'_>) {
+        let slot = &self.slots[usize::from(slot_no)];
+        let data = slot.cmd.buf.as_ref().map_or(&[][..], |b| b.slice(slot.received as usize));
+        match ctrl::connect(&self.core.target, &self.listener, &slot.cmd.sqe, data, self.reactor) {
+            Ok(done) => {
+                tracing::info!(peer = ?self.core.peer, host = %done.binding.ctrl().map_or("", |c| c.hostnqn.as_str()),
+                    subsystem = %done.binding.subsystem().map_or("", |s| s.nqn.as_str()), qid = done.binding.qid(),
+                    cntlid = done.cntlid, sqsize = done.sqsize, "queue connected");
+                self.bind(done);
+                self.slots[usize::from(slot_no)].cmd.dw0 = u32::from(self.core.binding.ctrl().map_or(0, |c| c.cntlid));
+                self.complete(slot_no, Status::SUCCESS, io);
             }
-            Binding::Io(ctrl, qid) => ctrl.io_queue_gone(*qid),
-            Binding::Unbound => {}
+            Err(refused) => {
+                tracing::warn!(peer = ?self.core.peer, status = ?refused.status, reason = %refused.reason, "connect refused");
+                self.slots[usize::from(slot_no)].cmd.dw0 = refused.dw0;
+                self.complete(slot_no, refused.status, io);
+            }
         }
     }
-}
 
-/// The namespace an I/O command in `slot` addresses, from the table it started with.
-fn namespace_of<'a>(tables: &'a Option<Tables>, slot: &Slot) -> Option<&'a Namespace> {
-    let Exec::Io(cmd) = slot.exec else { return None };
-    tables.as_ref()?.get(slot.table_gen).namespaces.get(cmd.ns_index).map(|ns| &**ns)
-}
-
-/// Queues one backend operation of a command (as one submission per extent it touches), or
-/// settles it on the spot (null backend: nothing to do; injected fault: the error). `link`
-/// chains the next operation after this one (every piece of this one links to the next).
-fn submit(
-    slot: &mut Slot,
-    slot_no: u16,
-    ns: &Namespace,
-    op: Op,
-    (buf, fixed): (*mut u8, Option<u16>),
-    link: bool,
-    io: &mut Io<'_>,
-) {
-    if let Some(errno) = ns.backend.injected_errno(&op) {
-        slot.status = first_error(slot.status, backend::status_for_errno(&op, errno));
-        if !slot.backend_failed {
-            ns.stats.media_error(io.reactor);
-        }
-        slot.backend_failed = true;
-        return;
+    fn await_event(&mut self, slot_no: u16) {
+        self.slots[usize::from(slot_no)].go(SlotState::AwaitEvent);
     }
-    let emitted = ns.backend.prep_into(&op, buf, fixed, |entry| {
-        let entry = if link { entry.flags(squeue::Flags::IO_LINK) } else { entry };
-        io.ops.push((slot_no, entry));
-    });
-    if emitted > 0 {
-        slot.ops_pending += emitted as u32;
-        slot.expect_bytes += op.expected_bytes();
-    }
-}
-
-fn describe(binding: &Binding, peer: Option<SocketAddr>) -> String {
-    match binding {
-        Binding::Unbound => format!("peer={} unbound", peer.map_or(String::from("?"), |p| p.to_string())),
-        Binding::Admin(c) => format!("host={} cntlid={} qid=0", c.hostnqn, c.cntlid),
-        Binding::Io(c, qid) => format!("host={} cntlid={} qid={qid}", c.hostnqn, c.cntlid),
-    }
-}
-
-fn first_error(current: Status, new: Status) -> Status {
-    if current.is_success() { new } else { current }
 }
 
 /// Where a prepared command's data lives: a pool buffer, except null-backend reads and writes
