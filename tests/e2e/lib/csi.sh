@@ -15,8 +15,8 @@
 #   3. The guest asks for `grow N` mid-test (volume N to its grown size through the API),
 #      then expands the volume through NodeExpandVolume.
 #
-# Needs from run and lib/node.sh: log, die, free_ports, start_fabriq, stop_fabriq,
-# show_target_log, summarize, guest_initrd, node_* and their globals.
+# Needs from run, lib/hostnode.sh and lib/node.sh: log, die, free_ports, start_fabriq,
+# stop_fabriq, show_target_log, summarize, guest_initrd, hostnode_*, node_* and their globals.
 
 # The volumes: name:pool:block size:MiB:MiB after `grow N`. A file system (ext4), raw block,
 # and xfs (mkfs.xfs refuses file systems under 300 MB).
@@ -71,7 +71,7 @@ csi_stage_binaries() {
 
 # csi_phase ASSETS: the whole phase; a failure adds to FAILED_PHASES.
 csi_phase() {
-    local assets=$1 started uuid hostnqn addr netdev cmdline token ok=0
+    local assets=$1 started uuid hostnqn addr netdev cmdline ok=0
     # lib/node.sh's functions, pointed at this phase's directory, pool and volumes.
     # shellcheck disable=SC2034 # read by lib/node.sh's functions (bash's dynamic scope)
     local NODE_DIR=$RUN_DIR/csi NODE_POOL_MIB=$CSI_POOL_MIB NODE_LOOP=''
@@ -79,46 +79,31 @@ csi_phase() {
     local NODE_VOLUMES=("${CSI_VOLUMES[@]}")
     started=$(date +%s.%N)
     mkdir -p "$NODE_DIR/share" "$NODE_DIR/data"
-    uuid=$(cat /proc/sys/kernel/random/uuid)
-    hostnqn=nqn.2014-08.org.nvmexpress:uuid:$uuid
+    hostnode_guest_ids
     # shellcheck disable=SC2034 # lib/node.sh's revoke action reads it
     NODE_HOSTNQN=$hostnqn
     read -r NODE_PORT NODE_DPORT NODE_API_PORT < <(free_ports 3 | paste -sd' ')
-    if [[ $NET == open ]]; then addr=10.0.2.2; else addr=$GUEST_FWD_ADDR; fi
-    token=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
-    (
-        umask 077
-        echo "$token" >"$NODE_DIR/api-token"
-        echo "Authorization: Bearer $token" >"$NODE_DIR/api-auth"
-    )
+    node_tokens
     csi_stage_binaries "$NODE_DIR/overlay"
     node_write_config "$NODE_DIR/fabriq.toml" "$NODE_PORT" "$NODE_DPORT" "$addr"
     start_fabriq "$NODE_DIR/fabriq.toml" "$NODE_DIR/target.log" "$NODE_PORT" "$NODE_DPORT" "$NODE_API_PORT" ||
         die "fabriq-target with the node API did not start (CSI phase)"
     node_create_volumes "$hostnqn" "$addr" "$NODE_PORT"
 
-    cmdline="console=ttyS0 panic=-1 quiet mitigations=off"
-    cmdline+=" e2e.peer=fabriq e2e.tests=$(
+    cmdline=$(hostnode_cmdline "$(
         IFS=,
         echo "${CSI_TESTS[*]}"
-    )"
-    cmdline+=" e2e.addr=$addr e2e.port=$NODE_PORT e2e.dport=$NODE_DPORT e2e.vols=$(
+    )" "$addr" "$NODE_PORT" "$NODE_DPORT" "$(
         IFS=,
         echo "${NODE_VOLS[*]}"
-    )"
-    cmdline+=" e2e.hostnqn=$hostnqn e2e.hostid=$uuid e2e.timeout=$TEST_TIMEOUT e2e.trace=$TRACE e2e.verbose=$VERBOSE"
+    )" "$hostnqn" "$uuid")
     netdev=$(node_netdev "$addr" "$NODE_PORT" "$NODE_DPORT")
 
     guest_initrd "$assets/initramfs.cpio" "$NODE_DIR/initrd.img" "$NODE_DIR"
     log "CSI phase: booting the guest ($(awk "BEGIN { printf \"%.1f\", $(date +%s.%N) - $started }") s after its start; tests: ${CSI_TESTS[*]})"
     node_run_guest "$assets" "$netdev" "$cmdline"
 
-    if [[ -n ${TARGET_PID:-} ]]; then
-        stop_fabriq || ok=1
-    else
-        TARGET_RESULT="was not running at the end"
-        ok=1
-    fi
+    hostnode_stop_target "" || ok=1
     log "fabriq-target (CSI phase) $TARGET_RESULT"
     summarize "$NODE_DIR/console.log" "${CSI_TESTS[@]}" || ok=1
     log "CSI phase: $(awk "BEGIN { printf \"%.0f\", $(date +%s.%N) - $started }") s"

@@ -15,8 +15,8 @@
 #   4. The provisioner and the target must both exit 0 on SIGTERM at the end.
 #
 # Needs from run: log, die, free_ports, port_open, start_fabriq, stop_fabriq, stop_pid,
-# show_target_log, summarize, guest_initrd, guest_qemu, and from lib/node.sh json_field and
-# node_netdev; and run's globals (RUN_DIR, NET, TIMEOUT, GUEST_CPUS, ...).
+# show_target_log, summarize, guest_initrd, lib/hostnode.sh's hostnode_* and sigterm_wait, and
+# from lib/node.sh json_field and node_netdev; and run's globals (RUN_DIR, NET, TIMEOUT, GUEST_CPUS, ...).
 
 # The pool, and the volume the provisioner carves from it (MiB, block size).
 PROV_POOL_MIB=128
@@ -64,20 +64,7 @@ prov_find_bins() {
 # prov_api METHOD PATH STATUS [JSON]: one request to the provisioner; prints the body. Another
 # status fails, naming the request and the API's JSON error.
 prov_api() {
-    local method=$1 path=$2 want=$3 code
-    local args=(-sS --max-time 60 -o "$PROV_DIR/api-body" -w '%{http_code}' -X "$method"
-        -H "@$PROV_DIR/api-auth")
-    (($# < 4)) || args+=(-H 'Content-Type: application/json' --data "$4")
-    : >"$PROV_DIR/api-body"
-    if ! code=$(curl "${args[@]}" "http://127.0.0.1:$PROV_PORT$path"); then
-        echo "$method $path: no answer from the provisioner" >&2
-        return 1
-    fi
-    if [[ $code != "$want" ]]; then
-        echo "$method $path answered $code, not $want: $(cat "$PROV_DIR/api-body")" >&2
-        return 1
-    fi
-    cat "$PROV_DIR/api-body"
+    hostnode_api "$PROV_DIR" "http://127.0.0.1:$PROV_PORT" 60 "the provisioner" "$@"
 }
 
 # prov_ctl ARGS...: fabriqctl against the phase's provisioner; its output goes to the log.
@@ -118,25 +105,9 @@ EOF
 # prov_stop: SIGTERM; the provisioner must exit 0 within 20 s.
 prov_stop() {
     [[ -n $PROV_PID ]] || return 0
-    local pid=$PROV_PID i status=0
+    local pid=$PROV_PID
     PROV_PID=
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 200; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-        PROV_RESULT="did not exit within 20 s of SIGTERM"
-        return 1
-    fi
-    wait "$pid" || status=$?
-    if ((status != 0)); then
-        PROV_RESULT="exited with status $status after SIGTERM"
-        return 1
-    fi
-    PROV_RESULT="exited 0 after SIGTERM"
+    sigterm_wait "$pid" PROV_RESULT
 }
 
 # prov_cleanup: run's EXIT trap stops a provisioner left running.
@@ -148,10 +119,7 @@ prov_cleanup() {
 # prov_host_action SEQ ACTION [ARG]: what the guest asked for, then the reply on the share.
 prov_host_action() {
     local seq=$1 action=${2-} reply=ok out=$PROV_DIR/action.out
-    if ! [[ $seq =~ ^[0-9]+$ ]]; then
-        log "ignoring a malformed host action line: $*"
-        return 0
-    fi
+    hostnode_seq "$@" || return 0
     log "host action $seq: $action"
     case $action in
     unpublish)
@@ -163,31 +131,13 @@ prov_host_action() {
         ;;
     *) reply="error: the runner has no host action '$action' in the provisioner phase" ;;
     esac
-    [[ $reply == ok ]] || cat "$out" >&2
-    printf '%s\n' "$reply" >"$PROV_DIR/reply.tmp"
-    mv "$PROV_DIR/reply.tmp" "$PROV_DIR/share/reply.$seq"
-    log "host action $seq: $reply"
+    hostnode_reply "$PROV_DIR" "$seq" "$reply" "$out"
 }
 
 # prov_run_guest ASSETS NETDEV CMDLINE: boot the guest with the reply share; follow its console
-# for markers and host actions until it powers off.
+# for markers and host actions (prov_host_action) until it powers off.
 prov_run_guest() {
-    local assets=$1 netdev=$2 cmdline=$3 console=$PROV_DIR/console.log qemu line status=0
-    mapfile -t qemu < <(guest_qemu "$assets" "$PROV_DIR/initrd.img" "$cmdline" "$netdev" "$GUEST_CPUS")
-    qemu+=(-virtfs "local,path=$PROV_DIR/share,mount_tag=$NODE_SHARE_TAG,security_model=none,readonly=on")
-    timeout -k 10 "$TIMEOUT" "${qemu[@]}" -serial stdio -monitor none </dev/null >"$console" 2>&1 &
-    QEMU_PID=$!
-    while IFS= read -r line; do
-        line=${line%$'\r'}
-        # shellcheck disable=SC2086 # SEQ ACTION ARG are words
-        case $line in
-        *'E2E-HOST '*) prov_host_action ${line#*E2E-HOST } ;;
-        E2E-PASS* | E2E-FAIL* | E2E-READY* | E2E-DONE*) echo "  $line" ;;
-        esac
-    done < <(tail -n +1 -F --pid="$QEMU_PID" "$console" 2>/dev/null)
-    wait "$QEMU_PID" 2>/dev/null || status=$?
-    QEMU_PID=
-    ((status != 124 && status != 137)) || log "QEMU stopped at the ${TIMEOUT}s time limit"
+    hostnode_run_guest "$PROV_DIR" prov_host_action "$@"
 }
 
 # prov_phase ASSETS: the whole phase; a failure adds to FAILED_PHASES.
@@ -197,40 +147,24 @@ prov_phase() {
     started=$(date +%s.%N)
     PROV_DIR=$RUN_DIR/prov
     mkdir -p "$PROV_DIR/share" "$PROV_DIR/data"
-    uuid=$(cat /proc/sys/kernel/random/uuid)
-    hostnqn=nqn.2014-08.org.nvmexpress:uuid:$uuid
+    hostnode_guest_ids
     PROV_HOSTNQN=$hostnqn
     read -r PROV_NODE_PORT PROV_NODE_DPORT PROV_NODE_API_PORT PROV_PORT < <(free_ports 4 | paste -sd' ')
-    if [[ $NET == open ]]; then addr=10.0.2.2; else addr=$GUEST_FWD_ADDR; fi
 
-    node_token=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
-    token=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+    node_token=$(hostnode_token)
+    token=$(hostnode_token)
     (
         umask 077
         echo "$node_token" >"$PROV_DIR/node-token"
         printf 'admin %s\n' "$token" >"$PROV_DIR/tokens"
-        echo "Authorization: Bearer $token" >"$PROV_DIR/api-auth"
     )
-    cat >"$PROV_DIR/fabriq.toml" <<EOF
-# Generated by tests/e2e/run for the provisioner phase: volumes come from the provisioner.
-[target]
-reactors = 1
-data_dir = "$PROV_DIR/data"
-
-[api]
-address = "127.0.0.1:$PROV_NODE_API_PORT"
-token_file = "$PROV_DIR/node-token"
-
-[[listener]]
-transport = "tcp"
-address = "127.0.0.1:$PROV_NODE_PORT"
-advertise = "$addr:$PROV_NODE_PORT"
-
-[[listener]]
-transport = "tcp"
-address = "127.0.0.1:$PROV_NODE_DPORT"
-advertise = "$addr:$PROV_NODE_DPORT"
-discovery_only = true
+    hostnode_api_auth "$PROV_DIR" "$token"
+    {
+        echo "# Generated by tests/e2e/run for the provisioner phase: volumes come from the provisioner."
+        hostnode_config "$PROV_DIR/data" "$PROV_NODE_API_PORT" "$PROV_DIR/node-token" "$PROV_NODE_PORT" \
+            "$PROV_NODE_DPORT" "$addr"
+    } >"$PROV_DIR/fabriq.toml"
+    cat >>"$PROV_DIR/fabriq.toml" <<EOF
 
 [[pool]]
 name = "p1"
@@ -254,14 +188,11 @@ EOF
         die "the publication of $PROV_VOLUME does not say to connect over tcp to $addr:$PROV_NODE_PORT: $body"
     log "volume $PROV_VOLUME (id $id, $PROV_VOLUME_MIB MiB) published to the guest: $transport $address:$port $nqn"
 
-    cmdline="console=ttyS0 panic=-1 quiet mitigations=off"
-    cmdline+=" e2e.peer=fabriq e2e.tests=$(
+    cmdline=$(hostnode_cmdline "$(
         IFS=,
         echo "${PROV_TESTS[*]}"
-    )"
-    cmdline+=" e2e.addr=$addr e2e.port=$PROV_NODE_PORT e2e.dport=$PROV_NODE_DPORT"
-    cmdline+=" e2e.vols=$transport/$address/$port/$nqn/$PROV_VOLUME_BS/$PROV_VOLUME_MIB/$PROV_VOLUME_MIB"
-    cmdline+=" e2e.hostnqn=$hostnqn e2e.hostid=$uuid e2e.timeout=$TEST_TIMEOUT e2e.trace=$TRACE e2e.verbose=$VERBOSE"
+    )" "$addr" "$PROV_NODE_PORT" "$PROV_NODE_DPORT" \
+        "$transport/$address/$port/$nqn/$PROV_VOLUME_BS/$PROV_VOLUME_MIB/$PROV_VOLUME_MIB" "$hostnqn" "$uuid")
     netdev=$(node_netdev "$addr" "$PROV_NODE_PORT" "$PROV_NODE_DPORT")
 
     guest_initrd "$assets/initramfs.cpio" "$PROV_DIR/initrd.img" "$PROV_DIR"
@@ -270,12 +201,7 @@ EOF
 
     prov_stop || ok=1
     log "fabriq-provisioner $PROV_RESULT"
-    if [[ -n ${TARGET_PID:-} ]]; then
-        stop_fabriq || ok=1
-    else
-        TARGET_RESULT="was not running at the end"
-        ok=1
-    fi
+    hostnode_stop_target "" || ok=1
     log "fabriq-target (provisioner phase) $TARGET_RESULT"
     summarize "$PROV_DIR/console.log" "${PROV_TESTS[@]}" || ok=1
     log "provisioner phase: $(awk "BEGIN { printf \"%.0f\", $(date +%s.%N) - $started }") s"
