@@ -62,7 +62,7 @@ fn failed<T: std::fmt::Debug>(r: Result<tonic::Response<T>, tonic::Status>, code
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn volume_lifecycle_against_a_real_provisioner() {
-    let (a, b) = (Node::start(64), Node::start(64));
+    let (a, b) = (start_node(64), start_node(64));
     let p = Provisioner::start();
     p.register("a", &a, json!({"zone": "a"}));
     p.register("b", &b, json!({"zone": "b"}));
@@ -370,7 +370,7 @@ async fn probe_is_not_ready_when_the_provisioner_is_unreachable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_creates_of_one_name_make_one_volume_and_the_environment_configures() {
-    let a = Node::start(64);
+    let a = start_node(64);
     let p = Provisioner::start();
     p.register("a", &a, json!({}));
     // URL and token from the environment, as a Secret's keys would be handed to the container.

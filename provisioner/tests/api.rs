@@ -120,8 +120,8 @@ fn authentication_scopes_docs_limits_and_errors() {
 
 #[test]
 fn nodes_are_registered_checked_labelled_drained_and_removed() {
-    let n1 = Node::start(64, false);
-    let n2 = Node::start(64, true);
+    let n1 = start_node(64, false);
+    let n2 = start_node(64, true);
     let p = Provisioner::start(Options::default());
 
     // Registration calls the node with its token first.
@@ -162,7 +162,7 @@ fn nodes_are_registered_checked_labelled_drained_and_removed() {
     assert_eq!(v["labels"], json!({"zone": "c"}));
     let v = p.expect("PATCH", "/v1/nodes/n1", Some(&json!({"draining": true})), 200);
     assert_eq!(v["state"], "draining");
-    p.expect_error("PATCH", "/v1/nodes/n1", Some(&json!({"url": n2.url()})), 409, "url_taken");
+    p.expect_error("PATCH", "/v1/nodes/n1", Some(&json!({"url": n2.base_url()})), 409, "url_taken");
     p.expect_error(
         "PATCH",
         "/v1/nodes/n1",
@@ -195,7 +195,7 @@ fn nodes_are_registered_checked_labelled_drained_and_removed() {
 /// lives on.
 #[test]
 fn garbage_gets_json_errors_never_a_crash() {
-    let node = Node::start(64, false);
+    let node = start_node(64, false);
     let mut p = Provisioner::start(Options::default());
     p.register("n1", &node, json!({}));
     let url = p.url();
@@ -286,7 +286,7 @@ fn garbage_gets_json_errors_never_a_crash() {
 /// operation may still complete), and the change it recorded is applied once the node answers.
 #[test]
 fn a_request_stuck_on_a_frozen_node_times_out_and_completes_later() {
-    let node = Node::start(64, false);
+    let node = start_node(64, false);
     let p = Provisioner::start(Options { extra_api: String::from("request_timeout_ms = 500"), ..Options::default() });
     p.register("n1", &node, json!({}));
     let (status, v) = p.create("v", MIB, json!({}));

@@ -54,7 +54,7 @@ impl Ctl {
 
 #[test]
 fn fabriqctl_over_https_drives_nodes_and_volumes() {
-    let node = Node::start(64, false);
+    let node = start_node(64, false);
     let tls = format!("tls_cert_file = \"{}\"\ntls_key_file = \"{}\"", fixture("server.pem"), fixture("server.key"));
     let p = Provisioner::start(Options { extra_api: tls, ..Options::default() });
     assert!(p.url().starts_with("https://"));
@@ -63,7 +63,7 @@ fn fabriqctl_over_https_drives_nodes_and_volumes() {
     let status = ctl.ok(&["status"]);
     assert!(status.contains("store    redb") && status.contains("role     leader"), "{status}");
     let node_token = node.dir.path().join("data/api-token").display().to_string();
-    let node_url = node.url();
+    let node_url = node.base_url();
     ctl.ok(&["node", "register", "n1", "--node-url", &node_url, "--node-token-file", &node_token, "--label", "zone=a"]);
     let list = ctl.ok(&["node", "list"]);
     assert!(list.lines().next().unwrap().starts_with("NAME"), "{list}");

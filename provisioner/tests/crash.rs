@@ -41,8 +41,8 @@ impl Rng {
 }
 
 fn two_nodes() -> (Node, Node, Provisioner) {
-    let a = Node::start(64, false);
-    let b = Node::start(64, false);
+    let a = start_node(64, false);
+    let b = start_node(64, false);
     let p = Provisioner::start(Options::default());
     p.register("a", &a, json!({}));
     p.register("b", &b, json!({}));

@@ -56,8 +56,8 @@ fn names(p: &Provisioner) -> Vec<String> {
 #[test]
 fn the_follower_takes_over_from_a_killed_leader_and_nothing_acknowledged_is_lost() {
     let etcd = Etcd::start();
-    let a = Node::start(64, false);
-    let b = Node::start(64, false);
+    let a = start_node(64, false);
+    let b = start_node(64, false);
     let mut ps = [Provisioner::start(etcd_options(&etcd)), Provisioner::start(etcd_options(&etcd))];
     let l = one_leader(&[&ps[0], &ps[1]], Duration::from_secs(30));
     let f = 1 - l;
@@ -126,7 +126,7 @@ fn the_follower_takes_over_from_a_killed_leader_and_nothing_acknowledged_is_lost
 #[test]
 fn a_leader_frozen_past_its_lease_is_fenced_when_it_wakes() {
     let etcd = Etcd::start();
-    let a = Node::start(64, false);
+    let a = start_node(64, false);
     let ps = [Provisioner::start(etcd_options(&etcd)), Provisioner::start(etcd_options(&etcd))];
     let l = one_leader(&[&ps[0], &ps[1]], Duration::from_secs(30));
     let f = 1 - l;
@@ -163,8 +163,8 @@ fn a_leader_frozen_past_its_lease_is_fenced_when_it_wakes() {
 #[test]
 fn creates_retried_across_a_failover_lose_nothing_and_leave_no_orphans() {
     let etcd = Etcd::start();
-    let a = Node::start(64, false);
-    let b = Node::start(64, false);
+    let a = start_node(64, false);
+    let b = start_node(64, false);
     let mut ps = [Provisioner::start(etcd_options(&etcd)), Provisioner::start(etcd_options(&etcd))];
     let l = one_leader(&[&ps[0], &ps[1]], Duration::from_secs(30));
     let f = 1 - l;

@@ -22,7 +22,7 @@ fn node_hosts(node: &Node, v: &Value) -> Value {
 
 #[test]
 fn drifted_allow_lists_are_driven_back_to_the_records() {
-    let a = Node::start(64, false);
+    let a = start_node(64, false);
     let p = Provisioner::start(Options::default());
     p.register("a", &a, json!({}));
     let (status, v) = p.create("v", 2 * MIB, json!({}));
@@ -47,8 +47,8 @@ fn drifted_allow_lists_are_driven_back_to_the_records() {
 
 #[test]
 fn a_node_down_and_back_converges_and_missing_volumes_are_degraded_never_recreated() {
-    let mut a = Node::start(64, false);
-    let b = Node::start(64, false);
+    let mut a = start_node(64, false);
+    let b = start_node(64, false);
     let p = Provisioner::start(Options::default());
     p.register("a", &a, json!({"zone": "z1"}));
     p.register("b", &b, json!({"zone": "z2"}));
@@ -148,7 +148,7 @@ fn a_node_down_and_back_converges_and_missing_volumes_are_degraded_never_recreat
 /// ready and take new volumes, and once the file is back they are ready again.
 #[test]
 fn a_pool_its_node_cannot_open_degrades_its_volumes_until_it_is_back() {
-    let mut a = Node::start(64, false);
+    let mut a = start_node(64, false);
     let p = Provisioner::start(Options::default());
     p.register("a", &a, json!({}));
     let image = a.dir.path().join("data/p2.img");

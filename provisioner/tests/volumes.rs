@@ -12,8 +12,8 @@ use common::*;
 use serde_json::{Value, json};
 
 fn two_nodes() -> (Node, Node, Provisioner) {
-    let a = Node::start(64, false);
-    let b = Node::start(64, true);
+    let a = start_node(64, false);
+    let b = start_node(64, true);
     let p = Provisioner::start(Options::default());
     p.register("a", &a, json!({"region": "r1", "zone": "z1", "rack": "k1"}));
     p.register("b", &b, json!({"region": "r1", "zone": "z2", "rack": "k2"}));

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::node::Node;
+use common::node::{self, Node};
 use fabriq_bench::host::{Connection, HostError, HostOptions};
 use fabriq_target::nvme::Status;
 use fabriq_target::nvme::features::{AsyncEvent, fid};
@@ -26,7 +26,7 @@ fn create(node: &Node, name: &str, size: u64, extra: Value) -> Value {
 
 #[test]
 fn authentication_health_docs_and_routes() {
-    let node = Node::start(64, "body_limit_bytes = \"4KiB\"");
+    let node = node::start(64, "body_limit_bytes = \"4KiB\"");
     let (status, health) = node.raw("GET", "/v1/health", None, None);
     assert_eq!((status, health["status"].as_str()), (200, Some("ok")), "{health}");
     for path in ["/v1/pools", "/v1/volumes", "/v1/listeners", "/metrics", "/v1/pools/p1"] {
@@ -72,7 +72,7 @@ fn authentication_health_docs_and_routes() {
 
 #[test]
 fn volumes_hosts_and_their_errors() {
-    let node = Node::start(64, "");
+    let node = node::start(64, "");
     let pool = node.expect("GET", "/v1/pools/p1", None, 200);
     assert_eq!((pool["capacity_bytes"].as_u64(), pool["free_bytes"].as_u64()), (Some(55 * MIB), Some(55 * MIB)));
     assert_eq!(node.expect("GET", "/v1/pools", None, 200).as_array().unwrap().len(), 1);
@@ -184,7 +184,7 @@ fn volumes_hosts_and_their_errors() {
 
 #[test]
 fn pools_and_listeners() {
-    let node = Node::start(64, "");
+    let node = node::start(64, "");
     // A new file pool, then the same again: conflicts.
     let p2 = node.data("p2.img");
     let added = node.expect("POST", "/v1/pools", Some(&json!({"name": "p2", "path": p2, "size_bytes": 32 * MIB})), 201);
@@ -300,7 +300,7 @@ fn pools_and_listeners() {
 /// Nothing a client sends brings the daemon down.
 #[test]
 fn garbage_requests_leave_the_daemon_serving() {
-    let node = Node::start(64, "");
+    let node = node::start(64, "");
     let auth = format!("Bearer {}", node.token);
     let paths = [
         "/v1/volumes/%00",
@@ -366,7 +366,7 @@ fn closed_within(conn: &mut Connection, limit: Duration) -> bool {
 
 #[test]
 fn hosts_reach_volumes_as_the_api_says_across_restarts() {
-    let mut node = Node::start(64, "");
+    let mut node = node::start(64, "");
     let alice = HostOptions::default();
     let bob = HostOptions::default();
     let v = create(&node, "data", 4 * MIB, json!({"hosts": [alice.hostnqn]}));
@@ -433,7 +433,7 @@ fn hosts_reach_volumes_as_the_api_says_across_restarts() {
 /// hosts, and adding it again once the device is back brings them online without a restart.
 #[test]
 fn a_failed_pool_leaves_the_others_serving_and_comes_back() {
-    let mut node = Node::start(64, "");
+    let mut node = node::start(64, "");
     let host = HostOptions::default();
     let p2 = node.data("p2.img");
     node.expect("POST", "/v1/pools", Some(&json!({"name": "p2", "path": p2, "size_bytes": 32 * MIB})), 201);
@@ -518,7 +518,7 @@ fn a_failed_pool_leaves_the_others_serving_and_comes_back() {
 /// node starts and serves.
 #[test]
 fn a_state_file_listener_that_cannot_be_bound_is_kept_for_the_next_start() {
-    let mut node = Node::start(64, "");
+    let mut node = node::start(64, "");
     let added = node.expect("POST", "/v1/listeners", Some(&json!({"address": "127.0.0.1:0"})), 201);
     let path = node.data("node-state.json");
     node.restart_with(|| {

@@ -12,7 +12,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::node::Node;
+use common::node::{self, Node};
 use serde_json::{Value, json};
 
 const MIB: u64 = 1 << 20;
@@ -73,7 +73,7 @@ fn acknowledged_changes_survive_sigkill() {
     let seed: u64 = std::env::var("FABRIQ_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5EED_F00D);
     eprintln!("FABRIQ_CRASH_SEED={seed}");
     let mut rng = Rng(seed | 1);
-    let mut node = Node::start(48, "");
+    let mut node = node::start(48, "");
     let mut model: BTreeMap<&str, Known> = NAMES.iter().map(|n| (*n, Known::Gone)).collect();
     let mut ops = 0usize;
     for kill in 0..KILLS {

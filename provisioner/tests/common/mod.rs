@@ -1,22 +1,23 @@
 //! Shared by the provisioner's integration tests: real processes on loopback.
 //!
-//! - [`Node`]: a `fabriq-target` with a file pool and its node API (the binary is built on
-//!   first use, beside this crate's binaries, unless `FABRIQ_TARGET_BIN` names one);
+//! - storage nodes: `fabriq_testkit::Node`, a `fabriq-target` with a file pool and its node
+//!   API (the binary is built on first use, beside this crate's binaries, unless
+//!   `FABRIQ_TARGET_BIN` names one);
 //! - [`Provisioner`]: `fabriq-provisioner` with a known admin and read token, redb or etcd,
 //!   a fast reconciler; killed (SIGKILL) or stopped (SIGTERM) and started again on the same
 //!   data;
 //! - [`Etcd`]: Debian's `etcd` on free loopback ports in a temporary directory;
-//! - a small blocking HTTP client (ureq) that answers (status, JSON).
+//! - the HTTP client of `fabriq_testkit`, which answers (status, JSON).
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use fabriq_testkit::{Daemon, agent, json_exchange, listening, read_text, tail};
+pub use fabriq_testkit::{Node, free_port};
 use serde_json::{Value, json};
 
 pub const MIB: u64 = 1 << 20;
@@ -25,53 +26,19 @@ pub const READER: &str = "read-token-0123456789abcdef";
 pub const HOST1: &str = "nqn.2014-08.org.nvmexpress:uuid:11111111-2a64-4c1d-9e3f-7d2a1b6c4e90";
 pub const HOST2: &str = "nqn.2014-08.org.nvmexpress:uuid:22222222-2a64-4c1d-9e3f-7d2a1b6c4e90";
 
-/// A port nobody listens on right now (the kernel's choice, released at once).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// This crate's binaries' directory (`build/debug`).
-fn bin_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_fabriq-provisioner")).parent().unwrap().to_owned()
-}
-
 pub fn fabriqctl_bin() -> &'static str {
     env!("CARGO_BIN_EXE_fabriqctl")
 }
 
-/// The fabriq-target binary: `FABRIQ_TARGET_BIN`, or built once beside this crate's binaries.
-pub fn target_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Ok(path) = std::env::var("FABRIQ_TARGET_BIN") {
-            return PathBuf::from(path);
-        }
-        let dir = bin_dir();
-        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| String::from("cargo")));
-        cmd.args(["build", "--quiet", "-p", "fabriq-target", "--bin", "fabriq-target"])
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
-        if dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("cargo runs");
-        assert!(status.success(), "cargo build -p fabriq-target failed");
-        let bin = dir.join("fabriq-target");
-        assert!(bin.exists(), "{} is missing after the build", bin.display());
-        bin
-    })
-    .clone()
+/// A storage node with pool `p1` of `pool_mib` MiB (55 MiB usable of 64), and `p2` of the
+/// same size when `two_pools`.
+pub fn start_node(pool_mib: u64, two_pools: bool) -> Node {
+    let pools: &[&str] = if two_pools { &["p1", "p2"] } else { &["p1"] };
+    Node::start(fabriq_testkit::target_bin(), pools, pool_mib, "")
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into()
-}
-
-/// One HTTP exchange: (status, JSON body or Null). `None` when the exchange failed (the
-/// server died).
+/// One HTTP exchange with a bearer `token` and a JSON body: (status, JSON body or Null).
+/// `None` when the exchange failed (the server died).
 pub fn http(
     agent: &ureq::Agent,
     method: &str,
@@ -79,214 +46,7 @@ pub fn http(
     token: Option<&str>,
     body: Option<&Value>,
 ) -> Option<(u16, Value)> {
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let response = match method {
-        "GET" | "DELETE" => {
-            let mut req = if method == "GET" { agent.get(url) } else { agent.delete(url) };
-            if let Some(a) = &auth {
-                req = req.header("Authorization", a);
-            }
-            req.call()
-        }
-        _ => {
-            let mut req = match method {
-                "POST" => agent.post(url),
-                "PUT" => agent.put(url),
-                "PATCH" => agent.patch(url),
-                other => panic!("method {other}"),
-            };
-            if let Some(a) = &auth {
-                req = req.header("Authorization", a);
-            }
-            match body {
-                Some(b) => req.send_json(b),
-                None => req.send_empty(),
-            }
-        }
-    };
-    let response = response.ok()?;
-    let status = response.status().as_u16();
-    let text = response.into_body().read_to_string().ok()?;
-    let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-    Some((status, value))
-}
-
-fn wait_listening(addr: SocketAddr, child: &mut Child, what: &str, log: &Path) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(addr).is_err() {
-        if let Some(status) = child.try_wait().unwrap() {
-            let text = read(log);
-            if text.contains("Address already in use") {
-                return false;
-            }
-            panic!("{what} exited with {status} before listening:\n{text}");
-        }
-        assert!(Instant::now() < deadline, "{what} not listening after 30 s:\n{}", read(log));
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    true
-}
-
-fn read(path: &Path) -> String {
-    let mut s = String::new();
-    std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut s)).ok();
-    s
-}
-
-fn sigterm(child: &Child) {
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-}
-
-// ---------------------------------------------------------------------------------------------
-// Storage nodes.
-
-/// A fabriq-target with pool `p1` (and `p2` when asked) and its node API.
-pub struct Node {
-    child: Option<Child>,
-    pub dir: tempfile::TempDir,
-    pub nvme: SocketAddr,
-    pub api: SocketAddr,
-    pub token: String,
-    config: PathBuf,
-    log: PathBuf,
-    agent: ureq::Agent,
-}
-
-impl Node {
-    /// A node with pool `p1` of `pool_mib` MiB (55 MiB usable of 64), and `p2` of the same
-    /// size when `two_pools`.
-    pub fn start(pool_mib: u64, two_pools: bool) -> Node {
-        let dir = tempfile::tempdir().unwrap();
-        let (nvme, api) = (free_port(), free_port());
-        let data = dir.path().join("data");
-        let mut config = format!(
-            "[target]\ndata_dir = \"{data}\"\nbuffer_pool_bytes = \"4MiB\"\n\n\
-             [api]\naddress = \"127.0.0.1:{api}\"\n\n\
-             [[listener]]\ntransport = \"tcp\"\naddress = \"127.0.0.1:{nvme}\"\n\n\
-             [[pool]]\nname = \"p1\"\npath = \"{data}/p1.img\"\nsize = \"{pool_mib}MiB\"\n",
-            data = data.display(),
-        );
-        if two_pools {
-            config.push_str(&format!(
-                "\n[[pool]]\nname = \"p2\"\npath = \"{data}/p2.img\"\nsize = \"{pool_mib}MiB\"\n",
-                data = data.display()
-            ));
-        }
-        let path = dir.path().join("target.toml");
-        std::fs::write(&path, config).unwrap();
-        let mut node = Node {
-            child: None,
-            log: dir.path().join("target.log"),
-            dir,
-            nvme: ([127, 0, 0, 1], nvme).into(),
-            api: ([127, 0, 0, 1], api).into(),
-            token: String::new(),
-            config: path,
-            agent: agent(),
-        };
-        node.spawn();
-        node
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.api)
-    }
-
-    fn spawn(&mut self) {
-        // After a SIGKILL the kernel releases the old process's sockets a little after it is reaped.
-        for _ in 0..100 {
-            let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-            let mut child = Command::new(target_bin())
-                .arg("--config")
-                .arg(&self.config)
-                .env("RUST_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap();
-            let api_up = wait_listening(self.api, &mut child, "fabriq-target", &self.log);
-            if api_up && wait_listening(self.nvme, &mut child, "fabriq-target", &self.log) {
-                self.child = Some(child);
-                self.token = std::fs::read_to_string(self.dir.path().join("data/api-token")).unwrap().trim().to_owned();
-                return;
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("fabriq-target could not bind its addresses again:\n{}", read(&self.log));
-    }
-
-    /// SIGKILL: the node is down until [`Node::start_again`].
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    pub fn start_again(&mut self) {
-        assert!(self.child.is_none());
-        self.spawn();
-    }
-
-    /// Sends `signal` (`STOP`, `CONT`, ...) to this node's process, by its PID.
-    pub fn signal(&self, signal: &str) {
-        let child = self.child.as_ref().expect("the node runs");
-        let status = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status().unwrap();
-        assert!(status.success(), "kill -{signal} {}", child.id());
-    }
-
-    /// A call to the node API with its token; panics if the node does not answer.
-    pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-        http(&self.agent, method, &format!("{}{path}", self.url()), Some(&self.token), body)
-            .unwrap_or_else(|| panic!("node {} did not answer {method} {path}", self.api))
-    }
-
-    pub fn volumes(&self) -> Vec<Value> {
-        let (status, v) = self.call("GET", "/v1/volumes", None);
-        assert_eq!(status, 200, "{v}");
-        v.as_array().unwrap().clone()
-    }
-
-    pub fn volume_named(&self, name: &str) -> Option<Value> {
-        self.volumes().into_iter().find(|v| v["name"] == name)
-    }
-
-    pub fn log_text(&self) -> String {
-        read(&self.log)
-    }
-
-    /// The body to register this node.
-    pub fn registration(&self, name: &str, labels: Value) -> Value {
-        json!({ "name": name, "url": self.url(), "token": self.token, "labels": labels })
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- fabriq-target {} log (tail) ---\n{}", self.api, tail(&read(&self.log), 40));
-        }
-        if let Some(child) = self.child.take() {
-            sigterm(&child);
-            let mut child = child;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait().unwrap().is_none() {
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-    }
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    json_exchange(agent, method, url, token, body).ok()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -311,11 +71,10 @@ impl Default for Options {
 }
 
 pub struct Provisioner {
-    child: Option<Child>,
+    daemon: Daemon,
     pub dir: tempfile::TempDir,
     pub addr: SocketAddr,
     config: PathBuf,
-    log: PathBuf,
     pub agent: ureq::Agent,
     pub options: Options,
     scheme: &'static str,
@@ -346,8 +105,7 @@ impl Provisioner {
         std::fs::write(&path, config).unwrap();
         let scheme = if options.extra_api.contains("tls_cert_file") { "https" } else { "http" };
         let mut p = Provisioner {
-            child: None,
-            log: dir.path().join("provisioner.log"),
+            daemon: Daemon::new("fabriq-provisioner", dir.path().join("provisioner.log")),
             dir,
             addr,
             config: path,
@@ -364,23 +122,22 @@ impl Provisioner {
     }
 
     fn spawn(&mut self) {
+        // Its address may still be held for a moment after a SIGKILL.
         for _ in 0..100 {
-            let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
             let mut cmd = Command::new(env!("CARGO_BIN_EXE_fabriq-provisioner"));
-            cmd.arg("--config").arg(&self.config).env("RUST_LOG", "info").stdout(Stdio::null()).stderr(log);
+            cmd.arg("--config").arg(&self.config);
             match &self.options.failpoint {
                 Some(fp) => cmd.env("FABRIQ_PROVISIONER_FAILPOINT", fp),
                 None => cmd.env_remove("FABRIQ_PROVISIONER_FAILPOINT"),
             };
-            let mut child = cmd.spawn().unwrap();
-            if wait_listening(self.addr, &mut child, "fabriq-provisioner", &self.log) {
-                self.child = Some(child);
+            let addr = self.addr;
+            if self.daemon.start(&mut cmd, || listening(addr)) {
                 self.options.failpoint = None;
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("fabriq-provisioner could not bind its address again:\n{}", read(&self.log));
+        panic!("fabriq-provisioner could not bind its address again:\n{}", self.log_text());
     }
 
     /// Arms a failpoint for the next start.
@@ -388,64 +145,38 @@ impl Provisioner {
         self.options.failpoint = Some(failpoint.to_owned());
     }
 
+    /// SIGKILL: the provisioner is down until [`Provisioner::start_again`].
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.daemon.kill();
     }
 
     /// Sends `signal` (`STOP`, `CONT`, ...) to this provisioner's process, by its PID.
     pub fn signal(&self, signal: &str) {
-        let child = self.child.as_ref().expect("the provisioner runs");
-        let status = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status().unwrap();
-        assert!(status.success(), "kill -{signal} {}", child.id());
+        self.daemon.signal(signal);
     }
 
     /// Waits for the process to end by itself (a failpoint); false if it still runs.
     pub fn wait_exit(&mut self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        let Some(child) = self.child.as_mut() else { return true };
-        while Instant::now() < deadline {
-            if child.try_wait().unwrap().is_some() {
-                self.child = None;
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        false
+        self.daemon.wait_exit(limit)
     }
 
     /// Whether the process still runs (one that ended is reaped and forgotten).
     pub fn is_running(&mut self) -> bool {
-        if self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_some()) {
-            self.child = None;
-        }
-        self.child.is_some()
+        self.daemon.is_running()
     }
 
     pub fn start_again(&mut self) {
-        assert!(self.child.is_none());
+        assert!(!self.daemon.is_running());
         self.spawn();
     }
 
     /// SIGTERM; the exit status must be success.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
-        sigterm(&child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(status.success(), "fabriq-provisioner exited with {status}:\n{}", self.log_text());
-                return;
-            }
-            assert!(Instant::now() < deadline, "fabriq-provisioner did not stop:\n{}", self.log_text());
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.daemon.stop();
     }
 
     pub fn log_text(&self) -> String {
-        read(&self.log)
+        self.daemon.log_text()
     }
 
     /// A call with `token`; `None` when the exchange failed.
@@ -501,28 +232,6 @@ impl Provisioner {
         while !check() {
             assert!(Instant::now() < deadline, "{what}: not within {limit:?}\n{}", tail(&self.log_text(), 40));
             std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Provisioner {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("--- fabriq-provisioner {} log (tail) ---\n{}", self.addr, tail(&self.log_text(), 60));
-            self.kill();
-            return;
-        }
-        if let Some(mut child) = self.child.take() {
-            sigterm(&child);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while child.try_wait().unwrap().is_none() {
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
         }
     }
 }
@@ -637,7 +346,7 @@ impl Etcd {
                 break;
             }
             if let Some(status) = child.try_wait().unwrap() {
-                panic!("etcd exited with {status}:\n{}", read(&dir.path().join("etcd.log")));
+                panic!("etcd exited with {status}:\n{}", read_text(&dir.path().join("etcd.log")));
             }
             assert!(Instant::now() < deadline, "etcd not serving after 30 s");
             std::thread::sleep(Duration::from_millis(50));

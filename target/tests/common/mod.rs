@@ -8,15 +8,12 @@ pub mod inproc;
 pub mod node;
 
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A port nobody listens on right now (the kernel's choice, released at once).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+pub use fabriq_testkit::free_port;
 
 /// The NQN of the subsystem most tests use.
 pub const NQN: &str = "nqn.2026-11.dev.fabriq:it";
