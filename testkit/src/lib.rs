@@ -143,6 +143,20 @@ pub fn json_exchange(
     exchange(agent, method, url, auth.as_deref(), body.map(|b| ("application/json", b.to_string())))
 }
 
+/// The `answer` to the request `what` names must have `status`; returns its body.
+pub fn expect_status((got, value): (u16, Value), what: impl Fn() -> String, status: u16) -> Value {
+    assert_eq!(got, status, "{}: {value}", what());
+    value
+}
+
+/// The `answer` to the request `what` names must be the error `status` with `code` and a
+/// message a person can act on (every REST error's shape); returns its body.
+pub fn expect_error_code((got, value): (u16, Value), what: impl Fn() -> String, status: u16, code: &str) -> Value {
+    assert_eq!((got, value["code"].as_str()), (status, Some(code)), "{}: {value}", what());
+    assert!(value["message"].as_str().is_some_and(|m| !m.is_empty()), "{value}");
+    value
+}
+
 // ---------------------------------------------------------------------------------------------
 // Processes.
 
@@ -425,17 +439,12 @@ impl Node {
 
     /// The answer must have `status`; returns its body.
     pub fn expect(&self, method: &str, path: &str, body: Option<&Value>, status: u16) -> Value {
-        let (got, value) = self.call(method, path, body);
-        assert_eq!(got, status, "{method} {path} {body:?}: {value}");
-        value
+        expect_status(self.call(method, path, body), || format!("{method} {path} {body:?}"), status)
     }
 
     /// The answer must be the error `status` with `code` and a message; returns its body.
     pub fn expect_error(&self, method: &str, path: &str, body: Option<&Value>, status: u16, code: &str) -> Value {
-        let (got, value) = self.call(method, path, body);
-        assert_eq!((got, value["code"].as_str()), (status, Some(code)), "{method} {path} {body:?}: {value}");
-        assert!(value["message"].as_str().is_some_and(|m| !m.is_empty()), "{value}");
-        value
+        expect_error_code(self.call(method, path, body), || format!("{method} {path} {body:?}"), status, code)
     }
 
     /// Every volume on the node.

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fabriq_testkit::{Daemon, agent, json_exchange, listening, read_text, tail};
+use fabriq_testkit::{Daemon, agent, expect_error_code, expect_status, json_exchange, listening, read_text, tail};
 pub use fabriq_testkit::{Node, free_port};
 use serde_json::{Value, json};
 
@@ -197,16 +197,11 @@ impl Provisioner {
     }
 
     pub fn expect(&self, method: &str, path: &str, body: Option<&Value>, status: u16) -> Value {
-        let (got, value) = self.call(method, path, body);
-        assert_eq!(got, status, "{method} {path} {body:?}: {value}");
-        value
+        expect_status(self.call(method, path, body), || format!("{method} {path} {body:?}"), status)
     }
 
     pub fn expect_error(&self, method: &str, path: &str, body: Option<&Value>, status: u16, code: &str) -> Value {
-        let (got, value) = self.call(method, path, body);
-        assert_eq!((got, value["code"].as_str()), (status, Some(code)), "{method} {path} {body:?}: {value}");
-        assert!(value["message"].as_str().is_some_and(|m| !m.is_empty()), "{value}");
-        value
+        expect_error_code(self.call(method, path, body), || format!("{method} {path} {body:?}"), status, code)
     }
 
     pub fn register(&self, name: &str, node: &Node, labels: Value) -> Value {
