@@ -170,7 +170,7 @@ fn sigterm_with_a_host_silent_mid_header_exits_cleanly() {
 /// closes and the daemon exits cleanly.
 #[test]
 fn sigterm_lets_a_write_waiting_for_its_data_finish() {
-    let mut target = Target::simple();
+    let target = Target::simple();
     let mut host = Host::connect(target.addr, HostOptions::default());
     let mut io = host.io_queue(31);
     let r2t = write_waiting_for_data(&mut io, 1, 0, 256);
@@ -182,28 +182,30 @@ fn sigterm_lets_a_write_waiting_for_its_data_finish() {
     let refused = next_cqe(&mut io);
     assert_eq!(refused.cid, 2);
     protocol::assert_status(refused.status, Status::ABORTED_SQ_DELETION);
-    let written = next_cqe(&mut io);
-    assert_eq!(written.cid, 1);
-    assert!(written.status.is_success(), "{written:?}");
-    expect_closed(&mut io);
-    target.stop(STOP_LIMIT);
+    write_1_completes_then_stop_is_clean(&mut io, target);
 }
 
 /// In-capsule data cut short when SIGTERM comes: the rest arrives, the write completes, the
 /// daemon exits cleanly.
 #[test]
 fn sigterm_lets_in_capsule_data_arriving_after_it_finish() {
-    let mut target = Target::simple();
+    let target = Target::simple();
     let mut host = Host::connect(target.addr, HostOptions::default());
     let mut io = host.io_queue(31);
     let capsule = io.encode_capsule(&Command::write(NSID, 0, 16, pattern_of(0, 16, 1), false), 1);
     io.send_raw(&capsule[..100]).unwrap();
     begin_stop(&target);
     io.send_raw(&capsule[100..]).unwrap();
-    let written = next_cqe(&mut io);
+    write_1_completes_then_stop_is_clean(&mut io, target);
+}
+
+/// After SIGTERM: the write with CID 1 completes successfully, then the queue closes and the
+/// daemon exits cleanly.
+fn write_1_completes_then_stop_is_clean(io: &mut Connection, mut target: Target) {
+    let written = next_cqe(io);
     assert_eq!(written.cid, 1);
     assert!(written.status.is_success(), "{written:?}");
-    expect_closed(&mut io);
+    expect_closed(io);
     target.stop(STOP_LIMIT);
 }
 
