@@ -49,22 +49,31 @@ fn one_leader(ps: &[&Provisioner], limit: Duration) -> usize {
     }
 }
 
+/// etcd, storage nodes `a` and `b`, and two provisioners on that etcd, the nodes registered
+/// with `labels` through the one that leads, whose index comes last (the follower's is
+/// `1 - l`). Bound in this order, they are dropped provisioners first, etcd last.
+fn leader_and_two_nodes(labels: [Value; 2]) -> (Etcd, Node, Node, [Provisioner; 2], usize) {
+    let etcd = Etcd::start();
+    let a = start_node(64, false);
+    let b = start_node(64, false);
+    let ps = [Provisioner::start(etcd_options(&etcd)), Provisioner::start(etcd_options(&etcd))];
+    let l = one_leader(&[&ps[0], &ps[1]], Duration::from_secs(30));
+    let [la, lb] = labels;
+    ps[l].register("a", &a, la);
+    ps[l].register("b", &b, lb);
+    (etcd, a, b, ps, l)
+}
+
 fn names(p: &Provisioner) -> Vec<String> {
     p.volumes().iter().map(|v| v["name"].as_str().unwrap().to_owned()).collect()
 }
 
 #[test]
 fn the_follower_takes_over_from_a_killed_leader_and_nothing_acknowledged_is_lost() {
-    let etcd = Etcd::start();
-    let a = start_node(64, false);
-    let b = start_node(64, false);
-    let mut ps = [Provisioner::start(etcd_options(&etcd)), Provisioner::start(etcd_options(&etcd))];
-    let l = one_leader(&[&ps[0], &ps[1]], Duration::from_secs(30));
+    let (_etcd, a, b, mut ps, l) = leader_and_two_nodes([json!({"zone": "z1"}), json!({"zone": "z2"})]);
     let f = 1 - l;
     assert_eq!(health(&ps[l]).unwrap()["store"], "etcd");
 
-    ps[l].register("a", &a, json!({"zone": "z1"}));
-    ps[l].register("b", &b, json!({"zone": "z2"}));
     let mut acknowledged = Vec::new();
     for i in 0..4 {
         let (status, v) = ps[l].create(&format!("v{i}"), MIB, json!({}));
@@ -162,14 +171,8 @@ fn a_leader_frozen_past_its_lease_is_fenced_when_it_wakes() {
 /// was told exists is there afterwards, once, and the records and the nodes agree.
 #[test]
 fn creates_retried_across_a_failover_lose_nothing_and_leave_no_orphans() {
-    let etcd = Etcd::start();
-    let a = start_node(64, false);
-    let b = start_node(64, false);
-    let mut ps = [Provisioner::start(etcd_options(&etcd)), Provisioner::start(etcd_options(&etcd))];
-    let l = one_leader(&[&ps[0], &ps[1]], Duration::from_secs(30));
+    let (_etcd, a, b, mut ps, l) = leader_and_two_nodes([json!({}), json!({})]);
     let f = 1 - l;
-    ps[l].register("a", &a, json!({}));
-    ps[l].register("b", &b, json!({}));
     let urls = [ps[l].url(), ps[f].url()];
     let agent = ps[l].agent.clone();
     let killed = std::sync::atomic::AtomicBool::new(false);
