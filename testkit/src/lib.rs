@@ -174,14 +174,17 @@ impl Daemon {
         Daemon { child: None, log, what }
     }
 
-    /// Starts `cmd` (with `RUST_LOG=info`) and waits until `ready` holds. False when the process
+    /// Starts `cmd` (with `RUST_LOG=info` unless it sets another) and waits until `ready` holds. False when the process
     /// exited first saying its address was in use (a port lost to another test, or still held
     /// by a killed predecessor); any other early exit panics with the log.
     pub fn start(&mut self, cmd: &mut Command, ready: impl Fn() -> bool) -> bool {
         assert!(self.child.is_none(), "{} runs already", self.what);
         let before = read_text(&self.log).len();
         let file = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let child = cmd.env("RUST_LOG", "info").stdout(Stdio::null()).stderr(file).spawn().unwrap();
+        if !cmd.get_envs().any(|(name, _)| name == "RUST_LOG") {
+            cmd.env("RUST_LOG", "info");
+        }
+        let child = cmd.stdout(Stdio::null()).stderr(file).spawn().unwrap();
         self.child = Some(child);
         let deadline = Instant::now() + READY_LIMIT;
         while !ready() {
@@ -229,12 +232,17 @@ impl Daemon {
 
     /// SIGTERM; the process must exit with status 0 (within 20 s, a bound on the wait).
     pub fn stop(&mut self) {
+        self.stop_within(STOP_LIMIT);
+    }
+
+    /// SIGTERM; the process must exit with status 0 within `limit` (SIGKILL after that).
+    pub fn stop_within(&mut self, limit: Duration) {
         if self.child.is_none() {
             return;
         }
         self.signal("TERM");
         let mut child = self.child.take().unwrap();
-        let deadline = Instant::now() + STOP_LIMIT;
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 assert!(status.success(), "{} exited with {status} after SIGTERM:\n{}", self.what, self.log_tail());
@@ -243,7 +251,7 @@ impl Daemon {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("{} did not stop within {STOP_LIMIT:?} of SIGTERM:\n{}", self.what, self.log_tail());
+                panic!("{} did not stop within {limit:?} of SIGTERM:\n{}", self.what, self.log_tail());
             }
             std::thread::sleep(Duration::from_millis(10));
         }

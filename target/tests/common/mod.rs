@@ -7,25 +7,24 @@
 pub mod inproc;
 pub mod node;
 
-use std::io::Read;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 pub use fabriq_testkit::free_port;
+use fabriq_testkit::{Daemon, listening};
 
 /// The NQN of the subsystem most tests use.
 pub const NQN: &str = "nqn.2026-11.dev.fabriq:it";
 
 pub struct Target {
-    child: Option<Child>,
+    daemon: Daemon,
     pub dir: tempfile::TempDir,
     /// The NVMe/TCP listener.
     pub addr: SocketAddr,
     /// The discovery-only listener.
     pub discovery: SocketAddr,
-    log: PathBuf,
 }
 
 impl Target {
@@ -56,23 +55,16 @@ impl Target {
         );
         let path = dir.path().join("target.toml");
         std::fs::write(&path, config).unwrap();
-        let log = dir.path().join("target.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_fabriq-target"))
-            .arg("--config")
-            .arg(&path)
-            .env("RUST_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
         let mut t = Target {
-            child: Some(child),
+            daemon: Daemon::new("fabriq-target", dir.path().join("target.log")),
             dir,
             addr: ([127, 0, 0, 1], port).into(),
             discovery: ([127, 0, 0, 1], dport).into(),
-            log,
         };
-        if t.wait_listening() { Some(t) } else { None }
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fabriq-target"));
+        cmd.arg("--config").arg(&path).env("RUST_LOG", "debug");
+        let (addr, discovery) = (t.addr, t.discovery);
+        t.daemon.start(&mut cmd, || listening(addr) && listening(discovery)).then_some(t)
     }
 
     /// One subsystem `NQN` open to any host, with a 64 MiB `mem` namespace of 512-byte blocks.
@@ -85,27 +77,8 @@ impl Target {
         )
     }
 
-    /// Waits until both listeners accept; false when the daemon could not bind its ports.
-    fn wait_listening(&mut self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(self.addr).is_err() || TcpStream::connect(self.discovery).is_err() {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                if self.log_text().contains("Address already in use") {
-                    self.child = None;
-                    return false;
-                }
-                panic!("fabriq-target exited with {status} before listening:\n{}", self.log_text());
-            }
-            assert!(Instant::now() < deadline, "fabriq-target not listening after 10 s:\n{}", self.log_text());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        true
-    }
-
     pub fn log_text(&self) -> String {
-        let mut s = String::new();
-        std::fs::File::open(&self.log).and_then(|mut f| f.read_to_string(&mut s)).ok();
-        s
+        self.daemon.log_text()
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -113,45 +86,11 @@ impl Target {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
+        self.daemon.pid()
     }
 
     /// Sends SIGTERM and waits for a clean exit (status 0) within `limit`.
     pub fn stop(&mut self, limit: Duration) {
-        let Some(mut child) = self.child.take() else { return };
-        // SAFETY: kill with a valid signal on our own child's pid.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                assert!(status.success(), "fabriq-target exited with {status}:\n{}", self.log_text());
-                return;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("fabriq-target did not stop within {limit:?} of SIGTERM:\n{}", self.log_text());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Whether the process is still running.
-    pub fn alive(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| c.try_wait().unwrap().is_none())
-    }
-}
-
-impl Drop for Target {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            if let Some(mut child) = self.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-                eprintln!("--- fabriq-target log ---\n{}", self.log_text());
-            }
-            return;
-        }
-        self.stop(Duration::from_secs(20));
+        self.daemon.stop_within(limit);
     }
 }
