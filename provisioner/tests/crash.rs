@@ -179,17 +179,17 @@ fn client_loop(
         };
         // Unknown until answered: a kill now leaves the name to be read from the records.
         let before = known.lock().unwrap().insert(name.clone(), Known::Unknown);
-        match http(agent, method, &format!("{url}{path}"), Some(ADMIN), body.as_ref()) {
-            Some((status, _)) if status < 300 => {
+        match json_exchange(agent, method, &format!("{url}{path}"), Some(ADMIN), body.as_ref()) {
+            Ok((status, _)) if status < 300 => {
                 known.lock().unwrap().insert(name, on_ok);
             }
-            Some((status, v)) => {
+            Ok((status, v)) => {
                 // A refusal the test did not plan (a volume still being created, say): the
                 // name's fate is read from the records after the round.
                 assert!(status != 400 && status != 401 && status != 404, "{method} {path}: {status} {v}");
                 let _ = before;
             }
-            None => return,
+            Err(_) => return,
         }
     }
 }

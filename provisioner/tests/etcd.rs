@@ -188,12 +188,12 @@ fn creates_retried_across_a_failover_lose_nothing_and_leave_no_orphans() {
                 // Retry this name until acknowledged: whichever provisioner answers.
                 loop {
                     assert!(Instant::now() < deadline, "{name} never acknowledged");
-                    match http(&agent, "POST", &format!("{}/v1/volumes", urls[at]), Some(ADMIN), Some(&body)) {
-                        Some((200 | 201, v)) => {
+                    match json_exchange(&agent, "POST", &format!("{}/v1/volumes", urls[at]), Some(ADMIN), Some(&body)) {
+                        Ok((200 | 201, v)) => {
                             acknowledged.push((name.clone(), v["id"].as_str().unwrap().to_owned()));
                             break;
                         }
-                        Some((421, v)) => {
+                        Ok((421, v)) => {
                             if let Some(i) = urls.iter().position(|u| Some(u.as_str()) == v["leader_url"].as_str()) {
                                 at = i;
                             }

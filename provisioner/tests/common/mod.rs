@@ -16,8 +16,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fabriq_testkit::{Daemon, agent, expect_error_code, expect_status, json_exchange, listening, read_text, tail};
-pub use fabriq_testkit::{Node, free_port};
+use fabriq_testkit::{Daemon, agent, expect_error_code, expect_status, listening, read_text, tail};
+pub use fabriq_testkit::{Node, free_port, json_exchange};
 use serde_json::{Value, json};
 
 pub const MIB: u64 = 1 << 20;
@@ -35,18 +35,6 @@ pub fn fabriqctl_bin() -> &'static str {
 pub fn start_node(pool_mib: u64, two_pools: bool) -> Node {
     let pools: &[&str] = if two_pools { &["p1", "p2"] } else { &["p1"] };
     Node::start(fabriq_testkit::target_bin(), pools, pool_mib, "")
-}
-
-/// One HTTP exchange with a bearer `token` and a JSON body: (status, JSON body or Null).
-/// `None` when the exchange failed (the server died).
-pub fn http(
-    agent: &ureq::Agent,
-    method: &str,
-    url: &str,
-    token: Option<&str>,
-    body: Option<&Value>,
-) -> Option<(u16, Value)> {
-    json_exchange(agent, method, url, token, body).ok()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -187,7 +175,7 @@ impl Provisioner {
         path: &str,
         body: Option<&Value>,
     ) -> Option<(u16, Value)> {
-        http(&self.agent, method, &format!("{}{path}", self.url()), token, body)
+        json_exchange(&self.agent, method, &format!("{}{path}", self.url()), token, body).ok()
     }
 
     /// A call with the admin token; panics if the provisioner does not answer.
@@ -335,8 +323,8 @@ impl Etcd {
         let agent = agent();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some((200, _)) =
-                http(&agent, "POST", &format!("{url}/v3/kv/range"), None, Some(&json!({"key": "eA=="})))
+            if let Ok((200, _)) =
+                json_exchange(&agent, "POST", &format!("{url}/v3/kv/range"), None, Some(&json!({"key": "eA=="})))
             {
                 break;
             }
