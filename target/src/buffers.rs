@@ -22,6 +22,9 @@ use std::ptr::NonNull;
 /// Smallest buffer: one memory page, the NVMe/TCP target's unit of data transfer.
 pub const PAGE_BYTES: usize = 4096;
 
+/// A transparent huge page on x86_64 (and aarch64 with 4 KiB pages).
+const HUGE_PAGE_BYTES: usize = 2 << 20;
+
 /// One buffer of the pool. Not `Clone`, not `Send`: it lives and dies on its reactor.
 #[derive(Debug)]
 pub struct Buf {
@@ -66,16 +69,24 @@ impl Buf {
     }
 }
 
-/// An anonymous private mapping, pre-faulted, unmapped on drop (unless leaked).
+/// An anonymous private mapping, zeroed and pre-faulted, unmapped on drop (unless leaked).
+/// Public for fabriq-bench, whose data buffers want the same memory as the target's.
 #[derive(Debug)]
-struct Region {
+pub struct Region {
     ptr: NonNull<u8>,
     len: usize,
 }
 
 impl Region {
-    fn map(len: usize) -> io::Result<Region> {
+    /// Maps `len` bytes (a multiple of the page). Regions of 2 MiB or more are placed on a
+    /// 2 MiB boundary and asked to be backed by transparent huge pages: a 128 KiB buffer then
+    /// sits in one physically contiguous page, which makes the kernel's copies into it cheaper
+    /// (fewer TLB misses) and a fixed buffer's block I/O one segment instead of 32.
+    pub fn map(len: usize) -> io::Result<Region> {
         assert!(len > 0 && len.is_multiple_of(PAGE_BYTES));
+        if len >= HUGE_PAGE_BYTES {
+            return Region::map_huge(len);
+        }
         // SAFETY: an anonymous private mapping with no address hint touches no existing memory.
         let ptr = unsafe {
             libc::mmap(
@@ -92,6 +103,44 @@ impl Region {
         }
         let ptr = NonNull::new(ptr.cast::<u8>()).expect("mmap returned a null mapping");
         Ok(Region { ptr, len })
+    }
+
+    fn map_huge(len: usize) -> io::Result<Region> {
+        let len = len.next_multiple_of(HUGE_PAGE_BYTES);
+        let span = len + HUGE_PAGE_BYTES;
+        // SAFETY: as in `map`; nothing is populated yet.
+        let raw = unsafe {
+            libc::mmap(std::ptr::null_mut(), span, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        };
+        if raw == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let raw = raw as usize;
+        let start = raw.next_multiple_of(HUGE_PAGE_BYTES);
+        // SAFETY: both trimmed pieces lie inside the span just mapped and nothing uses them.
+        unsafe {
+            if start > raw {
+                libc::munmap(raw as *mut libc::c_void, start - raw);
+            }
+            let end = start + len;
+            if raw + span > end {
+                libc::munmap(end as *mut libc::c_void, raw + span - end);
+            }
+            // Advice only: without transparent huge pages the region stays on small pages.
+            libc::madvise(start as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+        }
+        // Pre-fault (MAP_POPULATE's job for small regions) so that no I/O takes a page fault.
+        for off in (0..len).step_by(PAGE_BYTES) {
+            // SAFETY: inside the region, which is mapped writable.
+            unsafe { std::ptr::write_volatile((start + off) as *mut u8, 0) };
+        }
+        let ptr = NonNull::new(start as *mut u8).expect("mmap returned a null mapping");
+        Ok(Region { ptr, len })
+    }
+
+    /// The first byte; page-aligned (2 MiB-aligned for regions of 2 MiB or more).
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
     }
 }
 
@@ -231,6 +280,19 @@ mod tests {
 
     fn small() -> BufferPool {
         BufferPool::new(&Layout { classes: vec![(4096, 2), (16384, 1)] }).unwrap()
+    }
+
+    #[test]
+    fn regions_are_zeroed_and_large_ones_sit_on_huge_page_boundaries() {
+        for len in [PAGE_BYTES, 3 * PAGE_BYTES, HUGE_PAGE_BYTES, 3 * HUGE_PAGE_BYTES + PAGE_BYTES] {
+            let region = Region::map(len).unwrap();
+            let align = if len >= HUGE_PAGE_BYTES { HUGE_PAGE_BYTES } else { PAGE_BYTES };
+            assert_eq!(region.as_ptr() as usize % align, 0, "{len} bytes");
+            // SAFETY: the region is mapped writable for at least `len` bytes.
+            let bytes = unsafe { std::slice::from_raw_parts_mut(region.as_ptr(), len) };
+            assert!(bytes.iter().all(|&b| b == 0));
+            bytes.fill(0xa5);
+        }
     }
 
     #[test]

@@ -6,8 +6,7 @@
 //! the owner drops it, which the engine does only after every kernel
 //! operation that names it has completed.
 
-use std::alloc::{Layout, alloc_zeroed, dealloc};
-use std::ptr::NonNull;
+use fabriq_target::buffers::Region;
 
 /// Alignment of every buffer.
 pub const PAGE: usize = 4096;
@@ -15,8 +14,7 @@ pub const PAGE: usize = 4096;
 /// A fixed, page-aligned, zeroed byte buffer cut into equal chunks.
 #[derive(Debug)]
 pub struct Chunks {
-    ptr: NonNull<u8>,
-    layout: Layout,
+    region: Region,
     chunk: usize,
     count: usize,
 }
@@ -36,11 +34,9 @@ impl Chunks {
         assert!(count > 0 && chunk > 0, "an empty buffer");
         let chunk = chunk.next_multiple_of(PAGE);
         let len = chunk.checked_mul(count).expect("buffer size overflows");
-        let layout = Layout::from_size_align(len, PAGE).expect("valid layout");
-        // SAFETY: the layout has a non-zero size.
-        let ptr = unsafe { alloc_zeroed(layout) };
-        let ptr = NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        Chunks { ptr, layout, chunk, count }
+        // The target's memory: zeroed, pre-faulted, on transparent huge pages from 2 MiB up.
+        let region = Region::map(len).unwrap_or_else(|e| panic!("mapping {len} bytes of data buffers: {e}"));
+        Chunks { region, chunk, count }
     }
 
     /// Bytes per chunk (a multiple of the page).
@@ -58,7 +54,7 @@ impl Chunks {
     pub fn ptr(&self, i: usize) -> *mut u8 {
         assert!(i < self.count, "chunk {i} of {}", self.count);
         // i < count: the offset stays inside the allocation.
-        self.ptr.as_ptr().wrapping_add(i * self.chunk)
+        self.region.as_ptr().wrapping_add(i * self.chunk)
     }
 
     /// Chunk `i`'s first `len` bytes.
@@ -85,13 +81,6 @@ impl Chunks {
     /// One iovec per chunk, for `register_buffers`.
     pub fn iovecs(&self) -> Vec<libc::iovec> {
         (0..self.count).map(|i| libc::iovec { iov_base: self.ptr(i).cast(), iov_len: self.chunk }).collect()
-    }
-}
-
-impl Drop for Chunks {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout.
-        unsafe { dealloc(self.ptr.as_ptr(), self.layout) };
     }
 }
 
