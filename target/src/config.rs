@@ -64,6 +64,8 @@ const MDTS_BYTES_MAX: u32 = 1 << 20;
 const DEFAULT_MAX_QUEUE_ENTRIES: u16 = 128;
 const DEFAULT_MAX_IO_QUEUES: u16 = 8;
 const DEFAULT_IN_CAPSULE_DATA_BYTES: u32 = 8192;
+const DEFAULT_H2C_WINDOW_BYTES: u32 = 512 * 1024;
+const H2C_WINDOW_BYTES_MAX: u32 = 1 << 30;
 const DEFAULT_KEEP_ALIVE_MS: u32 = 120_000;
 const DEFAULT_BUFFER_POOL_BYTES: u64 = 64 * MIB;
 const DEFAULT_BUSY_POLL_US: u32 = 50;
@@ -175,6 +177,13 @@ pub struct TargetSection {
     /// 16-byte units), at most `mdts_bytes`;
     /// 0 disables in-capsule data.
     pub in_capsule_data_bytes: u32,
+    /// NVMe/TCP: write data one connection may have asked for with R2Ts and not yet
+    /// received. Past it, further R2Ts wait (oldest first) until data arrives; one R2T
+    /// always goes out. Default 512 KiB (or `mdts_bytes` if larger): enough to keep a
+    /// link busy, small enough that a deep queue of large writes does not flood the
+    /// socket's receive buffer, which on loopback made TCP drop, reorder and
+    /// retransmit segments (ms-long stalls). At least `mdts_bytes`, at most 1 GiB.
+    pub h2c_window_bytes: u32,
     /// Keep-alive timeout given to a discovery controller whose host's Connect
     /// carries KATO = 0; I/O controllers use the host's KATO. Default 120 s, Linux
     /// nvmet's discovery default; `1000..=3_600_000`.
@@ -201,6 +210,7 @@ impl Default for TargetSection {
             max_queue_entries: DEFAULT_MAX_QUEUE_ENTRIES,
             max_io_queues: DEFAULT_MAX_IO_QUEUES,
             in_capsule_data_bytes: DEFAULT_IN_CAPSULE_DATA_BYTES,
+            h2c_window_bytes: DEFAULT_H2C_WINDOW_BYTES,
             keep_alive_default_ms: DEFAULT_KEEP_ALIVE_MS,
             buffer_pool_bytes: DEFAULT_BUFFER_POOL_BYTES,
             busy_poll_us: DEFAULT_BUSY_POLL_US,
@@ -568,6 +578,7 @@ impl Config {
         target.insert("max_queue_entries".into(), int(t.max_queue_entries));
         target.insert("max_io_queues".into(), int(t.max_io_queues));
         target.insert("in_capsule_data_bytes".into(), int(t.in_capsule_data_bytes));
+        target.insert("h2c_window_bytes".into(), int(t.h2c_window_bytes));
         target.insert("keep_alive_default_ms".into(), int(t.keep_alive_default_ms));
         target.insert("buffer_pool_bytes".into(), int(t.buffer_pool_bytes));
         target.insert("busy_poll_us".into(), int(t.busy_poll_us));
@@ -726,6 +737,7 @@ struct RawTarget {
     max_queue_entries: Option<Spanned<Int>>,
     max_io_queues: Option<Spanned<Int>>,
     in_capsule_data_bytes: Option<Spanned<Size>>,
+    h2c_window_bytes: Option<Spanned<Size>>,
     keep_alive_default_ms: Option<Spanned<Int>>,
     buffer_pool_bytes: Option<Spanned<Size>>,
     busy_poll_us: Option<Spanned<Int>>,
@@ -1109,6 +1121,10 @@ impl Checker<'_> {
             why: "NVMe/TCP counts in-capsule data in 16-byte units",
         })?;
 
+        let window = raw.h2c_window_bytes.as_ref();
+        let window_default = DEFAULT_H2C_WINDOW_BYTES.max(mdts_bytes);
+        let h2c_window_bytes = self.size(window, "target.h2c_window_bytes", mdts_bytes, H2C_WINDOW_BYTES_MAX, window_default)?;
+
         let keep_alive = raw.keep_alive_default_ms.as_ref();
         let keep_alive_default_ms =
             self.int(keep_alive, "target.keep_alive_default_ms", 1000u32, 3_600_000, DEFAULT_KEEP_ALIVE_MS)?;
@@ -1141,6 +1157,7 @@ impl Checker<'_> {
             max_queue_entries,
             max_io_queues,
             in_capsule_data_bytes,
+            h2c_window_bytes,
             keep_alive_default_ms,
             buffer_pool_bytes,
             busy_poll_us,

@@ -75,6 +75,7 @@ pub fn limits(c: &config::TargetSection) -> Limits {
         max_queue_entries: c.max_queue_entries,
         max_io_queues: c.max_io_queues,
         in_capsule_data_bytes: c.in_capsule_data_bytes,
+        h2c_window_bytes: c.h2c_window_bytes,
         reactors: c.reactors,
         discovery_kato_ms: c.keep_alive_default_ms,
     }

@@ -66,6 +66,8 @@ pub struct Limits {
     pub max_io_queues: u16,
     /// In-capsule data an I/O queue accepts, bytes (IOCCSZ = (64 + this) / 16).
     pub in_capsule_data_bytes: u32,
+    /// NVMe/TCP: R2T-requested write data a connection may have outstanding, bytes.
+    pub h2c_window_bytes: u32,
     /// Number of reactors (per-reactor counter slots).
     pub reactors: usize,
     /// Keep-alive time-out of a discovery controller whose host asks for none: stale
@@ -91,6 +93,7 @@ impl Default for Limits {
             max_queue_entries: 128,
             max_io_queues: 8,
             in_capsule_data_bytes: 8192,
+            h2c_window_bytes: 512 * 1024,
             reactors: 1,
             discovery_kato_ms: 120_000,
         }

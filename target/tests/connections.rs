@@ -445,7 +445,8 @@ fn io_queues_of_one_controller_on_two_reactors() {
 /// buffers each (each connection's 64 KiB receive buffer comes from the last).
 fn short_pool_target() -> Target {
     Target::start(
-        "mdts_bytes = 16384\nin_capsule_data_bytes = 4096\nbuffer_pool_bytes = 16384",
+        // No write data window: the writes waiting for data must all get their R2T.
+        "mdts_bytes = 16384\nin_capsule_data_bytes = 4096\nbuffer_pool_bytes = 16384\nh2c_window_bytes = \"1GiB\"",
         &protocol::simple_subsystem(),
     )
 }
@@ -570,6 +571,61 @@ fn queues_share_a_short_pool_under_load() {
         }
     });
     serves(target.addr);
+}
+
+// ----- the write data window -----
+
+/// With a window of two 128 KiB transfers, four writes by R2T get two R2Ts; each transfer
+/// that arrives lets the oldest waiting write have its R2T, and all four complete intact.
+#[test]
+fn r2ts_past_the_write_data_window_wait_for_data_to_arrive() {
+    let target = Target::start("h2c_window_bytes = \"256KiB\"", &protocol::simple_subsystem());
+    let mut host = Host::connect(target.addr, HostOptions::default());
+    let mut io = host.io_queue(31);
+    let nlb = 256;
+    let slba_of = |cid: u16| u64::from(cid) * u64::from(nlb);
+    for cid in 0..4u16 {
+        let command = Command::write(NSID, slba_of(cid), nlb, pattern_of(slba_of(cid), nlb, 8), false);
+        io.send_raw(&io.encode_capsule(&command.placed(Placement::R2t), cid)).unwrap();
+    }
+    let mut granted = Vec::new();
+    for _ in 0..2 {
+        let received = io.recv_pdu().unwrap();
+        let Pdu::R2t(r2t) = received.pdu else { panic!("expected an R2T, got {:?}", received.pdu) };
+        assert_eq!(r2t.r2tl, nlb * BLOCK as u32);
+        granted.push(r2t);
+    }
+    assert_eq!(granted.iter().map(|r| r.cccid).collect::<Vec<_>>(), [0, 1]);
+    // 256 KiB asked for and none received: the other two wait.
+    still_waiting(&mut io);
+    let send = |io: &mut Connection, r2t: &R2t| {
+        let header = H2cData { cccid: r2t.cccid, ttag: r2t.ttag, datao: 0, datal: r2t.r2tl, last: true };
+        io.send_h2c_data(&header, &pattern_of(slba_of(r2t.cccid), nlb, 8)).unwrap();
+    };
+    send(&mut io, &granted[0]);
+    // Command 0's data is in: its write completes, and command 2 (the oldest waiting) gets
+    // the room its transfer left, in whichever order the two PDUs come.
+    let mut next = None;
+    let mut completed = 0;
+    while next.is_none() || completed == 0 {
+        match io.recv_pdu().unwrap().pdu {
+            Pdu::R2t(r2t) => next = Some(r2t),
+            Pdu::CapsuleResp(resp) => {
+                assert!(Cqe::decode(&resp.cqe).status.is_success());
+                completed += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let next = next.unwrap();
+    assert_eq!(next.cccid, 2);
+    still_waiting(&mut io);
+    send(&mut io, &granted[1]);
+    send(&mut io, &next);
+    answer_r2ts_until_done(&mut io, 3, slba_of, nlb, 8);
+    for cid in 0..4u16 {
+        assert_pattern(&mut io, slba_of(cid), nlb, 8);
+    }
 }
 
 /// A C2HTermReq queued behind data the host is slow to read reaches the host intact, although

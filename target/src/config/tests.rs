@@ -167,6 +167,7 @@ mdts_bytes = "256KiB"
 max_queue_entries = 256
 max_io_queues = 4
 in_capsule_data_bytes = 4096
+h2c_window_bytes = "1MiB"
 keep_alive_default_ms = 5000
 buffer_pool_bytes = "16MiB"
 busy_poll_us = 0
@@ -217,6 +218,7 @@ size = 1048576
             max_queue_entries: 256,
             max_io_queues: 4,
             in_capsule_data_bytes: 4096,
+            h2c_window_bytes: 1 << 20,
             keep_alive_default_ms: 5000,
             buffer_pool_bytes: 16 << 20,
             busy_poll_us: 0,
@@ -311,7 +313,7 @@ fn unknown_field_is_refused() {
         error("[target]\nreactorz = 2\n"),
         "t.toml:2:1: field `target.reactorz`: unknown field `reactorz`, expected one of `reactors`, \
          `mdts_bytes`, `max_queue_entries`, `max_io_queues`, `in_capsule_data_bytes`, \
-         `keep_alive_default_ms`, `buffer_pool_bytes`, `busy_poll_us`, `data_dir`"
+         `h2c_window_bytes`, `keep_alive_default_ms`, `buffer_pool_bytes`, `busy_poll_us`, `data_dir`"
     );
     assert_eq!(
         error("[[listener]]\naddress = \"127.0.0.1:4420\"\n\n[[subsytem]]\n"),
@@ -655,6 +657,12 @@ fn target_numbers_are_checked() {
         error("[target]\nmdts_bytes = 4096\nin_capsule_data_bytes = 8192\n"),
         "t.toml:3:25: field `target.in_capsule_data_bytes`: 8192 is out of range 0..=4096"
     );
+    assert_eq!(
+        error("[target]\nmdts_bytes = \"1MiB\"\nh2c_window_bytes = \"512KiB\"\n"),
+        "t.toml:3:20: field `target.h2c_window_bytes`: 524288 is out of range 1048576..=1073741824"
+    );
+    let listener = "[[listener]]\naddress = \"127.0.0.1:4420\"\n";
+    assert_eq!(parse(&format!("[target]\nmdts_bytes = \"1MiB\"\n{listener}")).target.h2c_window_bytes, 1 << 20);
     assert_eq!(
         error("[target]\nmax_queue_entries = 4096\n"),
         "t.toml:2:21: field `target.max_queue_entries`: 4096 is out of range 2..=1024"

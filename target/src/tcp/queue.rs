@@ -189,6 +189,8 @@ struct Slot {
     r2t_requested: u32,
     r2t_outstanding: u32,
     r2t_queued: bool,
+    /// In `Queue::r2t_wait`, for an R2T the connection's data window has no room for yet.
+    r2t_waiting: bool,
     success_flag: bool,
     hdr: Box<Headers>,
 }
@@ -203,6 +205,7 @@ impl Slot {
             r2t_requested: 0,
             r2t_outstanding: 0,
             r2t_queued: false,
+            r2t_waiting: false,
             success_flag: false,
             hdr: Box::new(Headers {
                 data: [0; pdu::HEADER_BUF_LEN],
@@ -253,6 +256,11 @@ pub struct Queue {
     host_alignment: u32,
     max_r2t: u32,
     maxh2cdata: u32,
+    /// Most H2C data bytes asked for by R2Ts and not yet received (at least one R2T is
+    /// always let out). Past it, R2Ts wait in `r2t_wait`, oldest first.
+    h2c_window: u32,
+    h2c_granted: u32,
+    r2t_wait: VecDeque<u16>,
     staging: Option<Buf>,
     head: usize,
     tail: usize,
@@ -292,6 +300,7 @@ impl Queue {
         pool: &BufferPool,
     ) -> Queue {
         let maxh2cdata = target.limits.mdts_bytes;
+        let h2c_window = target.limits.h2c_window_bytes;
         let max_data = pool.max_buf_bytes();
         Queue {
             core: Core::new(target, peer, None),
@@ -303,6 +312,9 @@ impl Queue {
             host_alignment: 4,
             max_r2t: 1,
             maxh2cdata,
+            h2c_window,
+            h2c_granted: 0,
+            r2t_wait: VecDeque::new(),
             staging: Some(staging),
             head: 0,
             tail: 0,
@@ -649,6 +661,10 @@ impl Queue {
 
     fn data_arrived(&mut self, inc: Incoming, digest_ok: bool, io: &mut Io<'_>) {
         let slot_no = inc.to.slot();
+        if let DataTo::H2c { .. } = inc.to {
+            self.h2c_granted = self.h2c_granted.saturating_sub(inc.len);
+            self.grant_waiting_r2ts();
+        }
         if let DataTo::Drop { slot } = inc.to {
             let status = self.slots[usize::from(slot)].cmd.status;
             return self.complete(slot, status, io);
@@ -727,12 +743,38 @@ impl Queue {
             return;
         }
         let len = (slot.cmd.len - slot.r2t_requested).min(self.maxh2cdata);
+        if self.h2c_granted > 0 && u64::from(self.h2c_granted) + u64::from(len) > u64::from(self.h2c_window) {
+            if !slot.r2t_waiting {
+                slot.r2t_waiting = true;
+                self.r2t_wait.push_back(slot_no);
+            }
+            return;
+        }
+        self.h2c_granted += len;
         let r2t = R2t { cccid: slot.cmd.sqe.cid, ttag: slot_no, r2to: slot.r2t_requested, r2tl: len };
         slot.hdr.r2t_len = r2t.encode(&mut slot.hdr.r2t, self.digests) as u8;
         slot.r2t_requested += len;
         slot.r2t_outstanding += 1;
         slot.r2t_queued = true;
         self.tx.push_back(Tx::R2t(slot_no));
+    }
+
+    /// Lets out the waiting R2Ts the data window has room for again, oldest first.
+    fn grant_waiting_r2ts(&mut self) {
+        while let Some(&slot_no) = self.r2t_wait.front() {
+            let slot = &mut self.slots[usize::from(slot_no)];
+            if slot.r2t_waiting && slot.state == SlotState::WaitData {
+                let len = (slot.cmd.len - slot.r2t_requested).min(self.maxh2cdata);
+                if self.h2c_granted > 0 && u64::from(self.h2c_granted) + u64::from(len) > u64::from(self.h2c_window) {
+                    return;
+                }
+            }
+            self.r2t_wait.pop_front();
+            let slot = &mut self.slots[usize::from(slot_no)];
+            if std::mem::take(&mut slot.r2t_waiting) && slot.state == SlotState::WaitData {
+                self.queue_r2t(slot_no);
+            }
+        }
     }
 
     fn execute(&mut self, slot_no: u16, io: &mut Io<'_>) {

@@ -30,6 +30,7 @@ fn target() -> Arc<Target> {
         max_queue_entries: 32,
         max_io_queues: 2,
         in_capsule_data_bytes: 8192,
+        h2c_window_bytes: 512 * 1024,
         reactors: 1,
         discovery_kato_ms: 0,
     };
