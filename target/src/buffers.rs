@@ -7,6 +7,9 @@
 //! when every class that fits is empty the caller waits (backpressure), it never allocates.
 //! Each class is one region, registered with io_uring as one fixed buffer whose index is the
 //! class number, so block I/O can use `ReadFixed`/`WriteFixed` on any buffer of the class.
+//! Regions of 2 MiB or more are 2 MiB-aligned and backed by transparent huge pages where the
+//! kernel allows (`madvise`), as SPDK's hugepage memory is: a large transfer is then one
+//! segment for the block layer, and the kernel's copies into it take fewer TLB misses.
 //!
 //! Invariants:
 //! - a [`Buf`] is owned by exactly one holder; it goes back with [`BufferPool::put`];
