@@ -113,7 +113,14 @@ impl Region {
         let span = len + HUGE_PAGE_BYTES;
         // SAFETY: as in `map`; nothing is populated yet.
         let raw = unsafe {
-            libc::mmap(std::ptr::null_mut(), span, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                span,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
         };
         if raw == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());

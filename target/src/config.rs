@@ -1123,7 +1123,8 @@ impl Checker<'_> {
 
         let window = raw.h2c_window_bytes.as_ref();
         let window_default = DEFAULT_H2C_WINDOW_BYTES.max(mdts_bytes);
-        let h2c_window_bytes = self.size(window, "target.h2c_window_bytes", mdts_bytes, H2C_WINDOW_BYTES_MAX, window_default)?;
+        let h2c_window_bytes =
+            self.size(window, "target.h2c_window_bytes", mdts_bytes, H2C_WINDOW_BYTES_MAX, window_default)?;
 
         let keep_alive = raw.keep_alive_default_ms.as_ref();
         let keep_alive_default_ms =

@@ -36,6 +36,35 @@ pub fn listening(addr: SocketAddr) -> bool {
     TcpStream::connect(addr).is_ok()
 }
 
+/// Whether process `pid` itself listens on `addr`'s TCP port and accepts there. A port from
+/// [`free_port`] is free only until someone binds it: another test's daemon may take it
+/// first, and then `listening` alone would call the wrong process ready.
+pub fn listens(pid: u32, addr: SocketAddr) -> bool {
+    if !listening(addr) {
+        return false;
+    }
+    // The kernel's tables hold every socket of the machine (thousands in TIME_WAIT after a
+    // busy test): only lines whose local port matches are split.
+    let port = format!(":{:04X} ", addr.port());
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in read_text(Path::new(table)).lines().skip(1).filter(|l| l.contains(&port)) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local_address is HEXIP:HEXPORT; st 0A is LISTEN; the inode is field 9.
+            let local = fields.get(1).is_some_and(|a| a.ends_with(port.trim_end()));
+            if local && fields.get(3) == Some(&"0A") {
+                inodes.extend(fields.get(9).map(|i| format!("socket:[{i}]")));
+            }
+        }
+    }
+    !inodes.is_empty()
+        && std::fs::read_dir(format!("/proc/{pid}/fd")).is_ok_and(|fds| {
+            fds.flatten().any(|fd| {
+                std::fs::read_link(fd.path()).is_ok_and(|to| inodes.iter().any(|i| to.as_os_str() == i.as_str()))
+            })
+        })
+}
+
 /// The whole text of a file; empty when it cannot be read.
 pub fn read_text(path: &Path) -> String {
     let mut s = String::new();
@@ -174,10 +203,11 @@ impl Daemon {
         Daemon { child: None, log, what }
     }
 
-    /// Starts `cmd` (with `RUST_LOG=info` unless it sets another) and waits until `ready` holds. False when the process
-    /// exited first saying its address was in use (a port lost to another test, or still held
-    /// by a killed predecessor); any other early exit panics with the log.
-    pub fn start(&mut self, cmd: &mut Command, ready: impl Fn() -> bool) -> bool {
+    /// Starts `cmd` (with `RUST_LOG=info` unless it sets another) and waits until `ready`
+    /// holds for the child's PID (see [`listens`]). False when the process exited first saying
+    /// its address was in use (a port lost to another test, or still held by a killed
+    /// predecessor); any other early exit panics with the log.
+    pub fn start(&mut self, cmd: &mut Command, ready: impl Fn(u32) -> bool) -> bool {
         assert!(self.child.is_none(), "{} runs already", self.what);
         let before = read_text(&self.log).len();
         let file = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
@@ -185,9 +215,10 @@ impl Daemon {
             cmd.env("RUST_LOG", "info");
         }
         let child = cmd.stdout(Stdio::null()).stderr(file).spawn().unwrap();
+        let pid = child.id();
         self.child = Some(child);
         let deadline = Instant::now() + READY_LIMIT;
-        while !ready() {
+        while !ready(pid) {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 self.child = None;
                 let log = read_text(&self.log);
@@ -360,7 +391,7 @@ impl Node {
         let (api, nvme) = (self.api, self.nvme);
         let mut cmd = Command::new(&self.bin);
         cmd.arg("--config").arg(&self.config);
-        if !self.daemon.start(&mut cmd, || listening(api) && listening(nvme)) {
+        if !self.daemon.start(&mut cmd, |pid| listens(pid, api) && listens(pid, nvme)) {
             return false;
         }
         self.token = std::fs::read_to_string(self.data("api-token")).unwrap().trim().to_owned();
@@ -467,5 +498,21 @@ impl Node {
     /// The body that registers this node with a provisioner as `name`.
     pub fn registration(&self, name: &str, labels: Value) -> Value {
         json!({ "name": name, "url": self.base_url(), "token": self.token, "labels": labels })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listens_tells_whose_listener_a_port_is() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        assert!(listens(std::process::id(), addr));
+        // Accepting, but not in that process (PID 1 is not this test).
+        assert!(!listens(1, addr));
+        drop(listener);
+        assert!(!listens(std::process::id(), addr));
     }
 }

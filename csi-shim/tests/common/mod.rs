@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 
-use fabriq_testkit::{Daemon, json_exchange, listening, workspace_bin};
+use fabriq_testkit::{Daemon, json_exchange, listens, workspace_bin};
 pub use fabriq_testkit::{Node, free_port};
 use serde_json::Value;
 
@@ -49,7 +49,7 @@ impl Provisioner {
             );
             let path = dir.path().join("provisioner.toml");
             std::fs::write(&path, config).unwrap();
-            if daemon.start(Command::new(&bin).arg("--config").arg(&path), || listening(addr)) {
+            if daemon.start(Command::new(&bin).arg("--config").arg(&path), |pid| listens(pid, addr)) {
                 return Provisioner { daemon, dir, addr, agent };
             }
         }
@@ -101,7 +101,7 @@ impl Driver {
             cmd.arg("--token-file").arg(file);
         }
         let mut daemon = Daemon::new("fabriq-csi", dir.path().join("csi.log"));
-        assert!(daemon.start(&mut cmd, || socket.exists()), "fabriq-csi found its socket's path taken");
+        assert!(daemon.start(&mut cmd, |_| socket.exists()), "fabriq-csi found its socket's path taken");
         Driver { daemon, dir, socket }
     }
 }

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fabriq_testkit::{Daemon, agent, expect_error_code, expect_status, listening, read_text, tail};
+use fabriq_testkit::{Daemon, agent, expect_error_code, expect_status, listening, listens, read_text, tail};
 pub use fabriq_testkit::{Node, free_port, json_exchange};
 use serde_json::{Value, json};
 
@@ -119,7 +119,12 @@ impl Provisioner {
                 None => cmd.env_remove("FABRIQ_PROVISIONER_FAILPOINT"),
             };
             let addr = self.addr;
-            if self.daemon.start(&mut cmd, || listening(addr)) {
+            // An armed failpoint may abort the process moments after it binds (finishing
+            // what a kill left): then accepting at its own address, which it held a moment
+            // ago, is ready enough; the slower check that the socket is its own could miss
+            // that moment.
+            let armed = self.options.failpoint.is_some();
+            if self.daemon.start(&mut cmd, |pid| if armed { listening(addr) } else { listens(pid, addr) }) {
                 self.options.failpoint = None;
                 return;
             }

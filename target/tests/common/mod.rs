@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 pub use fabriq_testkit::free_port;
-use fabriq_testkit::{Daemon, listening};
+use fabriq_testkit::{Daemon, listens};
 
 /// The NQN of the subsystem most tests use.
 pub const NQN: &str = "nqn.2026-11.dev.fabriq:it";
@@ -64,7 +64,7 @@ impl Target {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_fabriq-target"));
         cmd.arg("--config").arg(&path).env("RUST_LOG", "debug");
         let (addr, discovery) = (t.addr, t.discovery);
-        t.daemon.start(&mut cmd, || listening(addr) && listening(discovery)).then_some(t)
+        t.daemon.start(&mut cmd, |pid| listens(pid, addr) && listens(pid, discovery)).then_some(t)
     }
 
     /// One subsystem `NQN` open to any host, with a 64 MiB `mem` namespace of 512-byte blocks.
