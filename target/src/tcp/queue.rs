@@ -738,12 +738,14 @@ impl Queue {
 
     /// Queues the next R2T of a command if it needs more data and may have another out.
     fn queue_r2t(&mut self, slot_no: u16) {
-        let slot = &mut self.slots[usize::from(slot_no)];
+        let slot = &self.slots[usize::from(slot_no)];
         if slot.r2t_queued || slot.r2t_requested >= slot.cmd.len || slot.r2t_outstanding >= self.max_r2t {
             return;
         }
-        let len = (slot.cmd.len - slot.r2t_requested).min(self.maxh2cdata);
-        if self.h2c_granted > 0 && u64::from(self.h2c_granted) + u64::from(len) > u64::from(self.h2c_window) {
+        let len = self.next_r2t_len(slot_no);
+        let admitted = self.window_admits(len);
+        let slot = &mut self.slots[usize::from(slot_no)];
+        if !admitted {
             if !slot.r2t_waiting {
                 slot.r2t_waiting = true;
                 self.r2t_wait.push_back(slot_no);
@@ -759,21 +761,28 @@ impl Queue {
         self.tx.push_back(Tx::R2t(slot_no));
     }
 
-    /// Lets out the waiting R2Ts the data window has room for again, oldest first.
+    /// How much the slot's next R2T asks for: the rest of its data, at most MAXH2CDATA.
+    fn next_r2t_len(&self, slot_no: u16) -> u32 {
+        let slot = &self.slots[usize::from(slot_no)];
+        (slot.cmd.len - slot.r2t_requested).min(self.maxh2cdata)
+    }
+
+    /// Whether an R2T for `len` more bytes fits in the connection's write data window; the
+    /// first always does, so that a window smaller than one transfer cannot stall a queue.
+    fn window_admits(&self, len: u32) -> bool {
+        self.h2c_granted == 0 || u64::from(self.h2c_granted) + u64::from(len) <= u64::from(self.h2c_window)
+    }
+
+    /// Lets out the waiting R2Ts the data window has room for again, oldest first. A slot
+    /// leaves `WaitData` only with its data or at teardown, so every entry still wants its R2T.
     fn grant_waiting_r2ts(&mut self) {
         while let Some(&slot_no) = self.r2t_wait.front() {
-            let slot = &mut self.slots[usize::from(slot_no)];
-            if slot.r2t_waiting && slot.state == SlotState::WaitData {
-                let len = (slot.cmd.len - slot.r2t_requested).min(self.maxh2cdata);
-                if self.h2c_granted > 0 && u64::from(self.h2c_granted) + u64::from(len) > u64::from(self.h2c_window) {
-                    return;
-                }
+            if !self.window_admits(self.next_r2t_len(slot_no)) {
+                return;
             }
             self.r2t_wait.pop_front();
-            let slot = &mut self.slots[usize::from(slot_no)];
-            if std::mem::take(&mut slot.r2t_waiting) && slot.state == SlotState::WaitData {
-                self.queue_r2t(slot_no);
-            }
+            self.slots[usize::from(slot_no)].r2t_waiting = false;
+            self.queue_r2t(slot_no);
         }
     }
 
