@@ -90,52 +90,24 @@ impl Region {
         if len >= HUGE_PAGE_BYTES {
             return Region::map_huge(len);
         }
-        // SAFETY: an anonymous private mapping with no address hint touches no existing memory.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr = NonNull::new(ptr.cast::<u8>()).expect("mmap returned a null mapping");
+        let ptr = mmap_anonymous(len, libc::MAP_POPULATE)?;
         Ok(Region { ptr, len })
     }
 
     fn map_huge(len: usize) -> io::Result<Region> {
         let len = len.next_multiple_of(HUGE_PAGE_BYTES);
         let span = len + HUGE_PAGE_BYTES;
-        // SAFETY: as in `map`; nothing is populated yet.
-        let raw = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                span,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if raw == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let raw = raw as usize;
+        // Nothing is populated yet: the span is trimmed to its aligned part first.
+        let raw = mmap_anonymous(span, 0)?.as_ptr() as usize;
         let start = raw.next_multiple_of(HUGE_PAGE_BYTES);
+        let end = start + len;
         // SAFETY: both trimmed pieces lie inside the span just mapped and nothing uses them.
+        // The tail is never empty: `start` is less than a huge page past `raw`.
         unsafe {
             if start > raw {
                 libc::munmap(raw as *mut libc::c_void, start - raw);
             }
-            let end = start + len;
-            if raw + span > end {
-                libc::munmap(end as *mut libc::c_void, raw + span - end);
-            }
+            libc::munmap(end as *mut libc::c_void, raw + span - end);
             // Advice only: without transparent huge pages the region stays on small pages.
             libc::madvise(start as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
         }
@@ -152,6 +124,25 @@ impl Region {
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
+}
+
+/// A private anonymous read-write mapping of `len` bytes, with `flags` added.
+fn mmap_anonymous(len: usize, flags: libc::c_int) -> io::Result<NonNull<u8>> {
+    // SAFETY: an anonymous private mapping with no address hint touches no existing memory.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | flags,
+            -1,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(NonNull::new(ptr.cast::<u8>()).expect("mmap returned a null mapping"))
 }
 
 impl Drop for Region {
