@@ -189,6 +189,17 @@ pub fn expect_error_code((got, value): (u16, Value), what: impl Fn() -> String, 
 // ---------------------------------------------------------------------------------------------
 // Processes.
 
+/// How [`Daemon::launch`] ended.
+#[derive(Debug)]
+pub enum Started {
+    /// The readiness check held.
+    Ready,
+    /// The process exited first, saying its address was taken.
+    AddressInUse,
+    /// The process exited first for another reason; `log` is what it wrote this time.
+    Exited { status: std::process::ExitStatus, log: String },
+}
+
 /// A child process of the test: its stderr appended to `log` (a restart keeps what came
 /// before), stopped by its PID when dropped.
 pub struct Daemon {
@@ -208,6 +219,18 @@ impl Daemon {
     /// its address was in use (a port lost to another test, or still held by a killed
     /// predecessor); any other early exit panics with the log.
     pub fn start(&mut self, cmd: &mut Command, ready: impl Fn(u32) -> bool) -> bool {
+        match self.launch(cmd, ready) {
+            Started::Ready => true,
+            Started::AddressInUse => false,
+            Started::Exited { status, .. } => {
+                panic!("{} exited with {status} before it was ready:\n{}", self.what, self.log_tail())
+            }
+        }
+    }
+
+    /// [`Daemon::start`] for callers that expect an early exit may be right (a process told to
+    /// abort at a failpoint): says how the start ended instead of panicking.
+    pub fn launch(&mut self, cmd: &mut Command, ready: impl Fn(u32) -> bool) -> Started {
         assert!(self.child.is_none(), "{} runs already", self.what);
         let before = read_text(&self.log).len();
         let file = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
@@ -222,16 +245,16 @@ impl Daemon {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 self.child = None;
                 let log = read_text(&self.log);
-                let this_start = log.get(before..).unwrap_or(&log);
-                if this_start.contains("Address already in use") || this_start.contains("address in use") {
-                    return false;
+                let log = log.get(before..).unwrap_or(&log).to_owned();
+                if log.contains("Address already in use") || log.contains("address in use") {
+                    return Started::AddressInUse;
                 }
-                panic!("{} exited with {status} before it was ready:\n{}", self.what, tail(&log, 60));
+                return Started::Exited { status, log };
             }
             assert!(Instant::now() < deadline, "{} not ready after {READY_LIMIT:?}:\n{}", self.what, self.log_tail());
             std::thread::sleep(Duration::from_millis(10));
         }
-        true
+        Started::Ready
     }
 
     /// Whether the process still runs (one that ended is reaped and forgotten).

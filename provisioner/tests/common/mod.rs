@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fabriq_testkit::{Daemon, agent, expect_error_code, expect_status, listening, listens, read_text, tail};
+use fabriq_testkit::{Daemon, Started, agent, expect_error_code, expect_status, listens, read_text, tail};
 pub use fabriq_testkit::{Node, free_port, json_exchange};
 use serde_json::{Value, json};
 
@@ -119,14 +119,24 @@ impl Provisioner {
                 None => cmd.env_remove("FABRIQ_PROVISIONER_FAILPOINT"),
             };
             let addr = self.addr;
-            // An armed failpoint may abort the process moments after it binds (finishing
-            // what a kill left): then accepting at its own address, which it held a moment
-            // ago, is ready enough; the slower check that the socket is its own could miss
-            // that moment.
-            let armed = self.options.failpoint.is_some();
-            if self.daemon.start(&mut cmd, |pid| if armed { listening(addr) } else { listens(pid, addr) }) {
-                self.options.failpoint = None;
-                return;
+            match self.daemon.launch(&mut cmd, |pid| listens(pid, addr)) {
+                Started::Ready => {
+                    self.options.failpoint = None;
+                    return;
+                }
+                // An armed failpoint may abort the process while it starts (finishing what a
+                // kill left): that is the crash the caller asked for, and it finds the
+                // provisioner down, as after any other crash.
+                Started::Exited { log, .. }
+                    if self.options.failpoint.is_some() && log.contains("failpoint reached") =>
+                {
+                    self.options.failpoint = None;
+                    return;
+                }
+                Started::Exited { status, log } => {
+                    panic!("fabriq-provisioner exited with {status} before it was ready:\n{log}")
+                }
+                Started::AddressInUse => {}
             }
             std::thread::sleep(Duration::from_millis(50));
         }
