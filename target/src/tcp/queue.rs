@@ -26,6 +26,9 @@
 //!   uses them (the reactor frees a connection only when nothing of it is in flight);
 //! - the send queue holds at most one R2T, one C2HData and one CapsuleResp per slot, plus
 //!   one control PDU, so it is bounded by the slot count;
+//! - the data R2Ts ask for and that has not arrived stays within the write data window
+//!   (`h2c_window_bytes`; the first R2T always goes out); the others wait in `r2t_wait`,
+//!   oldest first, and go out as data arrives;
 //! - a bad command is completed with an NVMe status and the connection lives on; a protocol
 //!   violation gets a C2HTermReq and the connection closes;
 //! - a command runs against the namespace table it started with (`Tables`): the control plane
