@@ -86,7 +86,8 @@ pub fn limits(c: &config::TargetSection) -> Limits {
 pub fn build_target(config: &Config) -> Result<Target, StartError> {
     let limits = limits(&config.target);
     let target = Target::new(limits);
-    // TCP and RDMA alike: reactor 0 serves them (RDMA through its RDMA engine).
+    // TCP and RDMA alike: reactor 0 accepts on them (RDMA through its RDMA engine) and places
+    // I/O queues on every reactor.
     for l in &config.listeners {
         target
             .add_listener_at_start(l, START_BIND_PATIENCE)

@@ -15,9 +15,12 @@
 //! control plane through [`Target`]); the stop order; the watchdog's pings.
 //!
 //! With the `rdma` feature, reactor 0 also runs an RDMA engine (`crate::rdma::engine`) from
-//! the moment the first RDMA listener reaches it (`Msg::RdmaListen`): its CM event channel
-//! and completion channels are watched with one-shot polls in the same ring, and its queue
-//! pairs' backend I/O goes through the ring too.
+//! the moment the first RDMA listener reaches it (`Msg::RdmaListen`). It admits connection
+//! requests; admin queues stay on reactor 0, I/O queues are placed by [`Load`] like NVMe/TCP
+//! connections (their QID is in the request, so they count as I/O queues at once) and reach
+//! another reactor as `Msg::RdmaConn`, whose engine is made for the first one. An engine's CM
+//! event channel and completion channels are watched with one-shot polls in its reactor's
+//! ring, and its queue pairs' backend I/O goes through that ring too.
 //!
 //! Invariants:
 //! - per connection at most one receive and one send are in flight;
@@ -72,6 +75,11 @@ pub enum Msg {
     /// moves to reactor 0's RDMA engine, which is made for the first one.
     #[cfg(feature = "rdma")]
     RdmaListen { bound: Box<crate::rdma::engine::Bound>, info: ListenerInfo },
+    /// An NVMe/RDMA I/O queue's connection request, admitted by reactor 0 and placed on this
+    /// reactor (its id parked on a channel of its own): this reactor's RDMA engine, made for
+    /// the first one, accepts it.
+    #[cfg(feature = "rdma")]
+    RdmaConn(Box<crate::rdma::engine::Incoming>),
     /// The listener was removed (a TCP socket is already shut down: forget it once its
     /// accept ends; an RDMA CM id is destroyed now).
     Unlisten { port_id: u16 },
@@ -171,6 +179,37 @@ pub struct Load {
 impl Load {
     fn weight(&self) -> u32 {
         self.io.load(Ordering::Relaxed) + self.pending.load(Ordering::Relaxed)
+    }
+}
+
+/// The reactor for a new connection: the one with the fewest I/O queues (counting
+/// connections not yet bound); ties go round-robin, from `next` on.
+fn place(loads: &[Load], next: &mut usize) -> usize {
+    let n = loads.len();
+    let start = *next % n;
+    let to = (0..n).map(|i| (start + i) % n).min_by_key(|&r| loads[r].weight()).unwrap_or(0);
+    *next = to + 1;
+    to
+}
+
+/// One I/O queue counted in a reactor's [`Load`] for as long as this lives (NVMe/RDMA queues,
+/// whose QID is known before they are placed).
+#[derive(Debug)]
+pub struct IoQueueCount {
+    loads: Arc<[Load]>,
+    reactor: usize,
+}
+
+impl IoQueueCount {
+    pub fn new(loads: &Arc<[Load]>, reactor: usize) -> IoQueueCount {
+        loads[reactor].io.fetch_add(1, Ordering::Relaxed);
+        IoQueueCount { loads: Arc::clone(loads), reactor }
+    }
+}
+
+impl Drop for IoQueueCount {
+    fn drop(&mut self) {
+        self.loads[self.reactor].io.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -432,23 +471,13 @@ impl Reactor {
         if closing {
             return;
         }
-        let to = self.place();
+        let to = place(&self.loads, &mut self.next_reactor);
         self.loads[to].pending.fetch_add(1, Ordering::Relaxed);
         if to == self.id {
             self.add_conn(fd, info);
         } else {
             self.inboxes[to].send(Msg::Conn { fd, listener: info });
         }
-    }
-
-    /// The reactor for a new connection: the one with the fewest I/O queues (counting
-    /// connections not yet bound); ties go round-robin.
-    fn place(&mut self) -> usize {
-        let n = self.inboxes.len();
-        let start = self.next_reactor % n;
-        let to = (0..n).map(|i| (start + i) % n).min_by_key(|&r| self.loads[r].weight()).unwrap_or(0);
-        self.next_reactor = to + 1;
-        to
     }
 
     fn on_inbox(&mut self) {
@@ -461,6 +490,8 @@ impl Reactor {
                 Msg::Listen { fd, info } => self.listen(fd, info),
                 #[cfg(feature = "rdma")]
                 Msg::RdmaListen { bound, info } => self.rdma_listen(bound, info),
+                #[cfg(feature = "rdma")]
+                Msg::RdmaConn(incoming) => self.rdma_adopt(incoming),
                 Msg::Unlisten { port_id } => {
                     self.unlisten(port_id);
                     #[cfg(feature = "rdma")]
@@ -798,12 +829,40 @@ impl Reactor {
         }
         match self.rdma.as_mut() {
             Some(engine) => engine.listen(*bound, info),
-            None => {
-                tracing::info!(reactor = self.id, port_id = info.port_id, address = %info.bound, "RDMA engine started");
-                self.rdma = Some(crate::rdma::engine::Engine::new(self.id, Arc::clone(&self.target), *bound, info));
-            }
+            None => match crate::rdma::engine::Engine::new(self.id, Arc::clone(&self.target), *bound, info.clone()) {
+                Ok(engine) => {
+                    tracing::info!(reactor = self.id, port_id = info.port_id, address = %info.bound, "RDMA engine started");
+                    self.rdma = Some(engine);
+                }
+                Err(error) => {
+                    tracing::error!(reactor = self.id, port_id = info.port_id, address = %info.bound, %error, "cannot serve the RDMA listener");
+                }
+            },
         }
         self.rdma_arm();
+    }
+
+    /// Serves an NVMe/RDMA I/O queue placed here by reactor 0; the engine is made for the
+    /// first one. Dropped (stopping, no engine), the request is rejected.
+    #[cfg(feature = "rdma")]
+    #[allow(clippy::boxed_local)] // boxed in the message (it keeps `Msg` small), moved out here
+    fn rdma_adopt(&mut self, incoming: Box<crate::rdma::engine::Incoming>) {
+        if self.stopping {
+            return;
+        }
+        if self.rdma.is_none() {
+            match crate::rdma::engine::Engine::for_connections(self.id, Arc::clone(&self.target)) {
+                Ok(engine) => {
+                    tracing::info!(reactor = self.id, "RDMA engine started");
+                    self.rdma = Some(engine);
+                }
+                Err(error) => {
+                    tracing::error!(reactor = self.id, %error, "no RDMA engine for a placed queue pair");
+                    return;
+                }
+            }
+        }
+        self.with_rdma(|engine, io| engine.adopt(*incoming, io));
     }
 
     /// Runs `f` on the RDMA engine with the reactor's I/O context, then submits the backend
@@ -822,6 +881,18 @@ impl Reactor {
             stopping: self.stopping,
         };
         f(engine, &mut io);
+        // I/O queues admitted here go where TCP connections would: the fewest I/O queues.
+        for mut incoming in engine.take_incoming() {
+            let to = place(&self.loads, &mut self.next_reactor);
+            incoming.place(&self.loads, to);
+            if to == self.id {
+                engine.adopt(incoming, &mut io);
+            } else if let Err(error) = incoming.park() {
+                tracing::error!(reactor = self.id, %error, "cannot hand an RDMA connect request to another reactor");
+            } else {
+                self.inboxes[to].send(Msg::RdmaConn(Box::new(incoming)));
+            }
+        }
         let mut ops = engine.take_ops();
         for (conn, slot, entry) in ops.drain(..) {
             self.push(entry.user_data(token(Kind::RdmaBackend, conn, slot)));

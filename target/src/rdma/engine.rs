@@ -1,4 +1,4 @@
-//! The RDMA engine of one reactor: RDMA CM listeners, one queue pair per connection, the
+//! The RDMA engine of one reactor: one CM event channel, one queue pair per connection, the
 //! reactor's buffer pool registered once per device (protection domain), and the completion
 //! queues, all driven from the reactor's thread. The reactor watches the CM event channel
 //! and each device's completion channel through io_uring (one-shot polls, re-armed by
@@ -7,10 +7,17 @@
 //!
 //! Listeners are bound where they are added (the daemon's start, the node API's thread:
 //! [`Bound::bind`], a CM id listening on an event channel of its own) and reach reactor 0 in a
-//! message; the first makes its engine ([`Engine::new`], whose event channel is that
-//! listener's), later ones move onto that channel ([`Engine::listen`], `rdma_migrate_id`:
+//! message; its engine moves each onto its own channel ([`Engine::listen`], `rdma_migrate_id`:
 //! connection requests already waiting move with them). A removed listener's id is destroyed
 //! by the engine ([`Engine::unlisten`]); its connections stay.
+//!
+//! Connection requests arrive on reactor 0's channel, which checks their private data. An
+//! admin queue's (QID 0) is served there; an I/O queue's becomes an [`Incoming`] that the
+//! reactor places like an NVMe/TCP connection, on the reactor with the fewest I/O queues. One
+//! placed elsewhere waits on an event channel of its own ([`Incoming::park`]) until that
+//! reactor's engine (made for its first one, [`Engine::for_connections`]) moves it onto its
+//! channel and accepts it ([`Engine::adopt`]): from then on its CM events, completions and
+//! backend I/O are that reactor's alone.
 //!
 //! ```text
 //!  a connection (Conn)
@@ -29,7 +36,11 @@
 //!   posted and its backend operations have completed (`Queue::idle`, `ops_inflight`);
 //! - the pool's regions are registered with a device once, at its first connection, and
 //!   deregistered only after every queue pair is gone;
-//! - every listening id is on the engine's one event channel, so one poll watches them all;
+//! - every listening id and every accepted connection's id is on its engine's one event
+//!   channel, so one poll watches them all; an id between two engines is on a channel of its
+//!   own, owned with it by its [`Incoming`], which rejects and destroys it if dropped;
+//! - an I/O queue counts in its reactor's load from placement until its queue pair is freed
+//!   ([`IoQueueCount`]);
 //! - every loop is bounded: events per readiness, completions per queue per turn (the rest is
 //!   polled on the next turn, see [`Engine::turn`]).
 
@@ -43,7 +54,8 @@ use rdma_sys::{ibv_wc, ibv_wc_status, rdma_cm_event_type as ev, rdma_cm_id};
 use crate::buffers::BufferPool;
 use crate::rdma::queue::{Queue, Work};
 use crate::rdma::verbs::{self, Cq, Device, EventChannel, Mr, SendOp};
-use crate::rdma::wire::{CmAccept, CmReject, CmRequest, RECFMT_1_0, RejectStatus, WrId};
+use crate::rdma::wire::{CmAccept, CmReject, CmRequest, QueueShape, RECFMT_1_0, RejectStatus, WrId};
+use crate::reactor::{IoQueueCount, Load};
 use crate::subsys::{ListenerInfo, Target};
 use crate::tcp::queue::Io;
 
@@ -59,19 +71,20 @@ const BACKLOG: i32 = 128;
 /// for nothing more, so two rounds suffice; the bound is for safety).
 const POST_ROUNDS: usize = 4;
 
-/// The RDMA CM listeners reactor 0's engine serves: ids listening on one event channel.
+/// The engine's event channel and the listening ids on it (reactor 0's engine has them).
 #[derive(Debug)]
 struct Listeners {
     channel: EventChannel,
-    ids: Vec<(ListenId, ListenerInfo)>,
+    ids: Vec<(CmId, ListenerInfo)>,
 }
 
 #[derive(Debug)]
-struct ListenId(*mut rdma_cm_id);
+struct CmId(*mut rdma_cm_id);
 
-// SAFETY: a CM id may be used from any thread; it moves once, to reactor 0, which alone uses
-// it from then on.
-unsafe impl Send for ListenId {}
+// SAFETY: a CM id may be used from any thread; it moves between threads whole (a listener to
+// reactor 0, a connection request to the reactor that serves it), and one thread at a time
+// uses it.
+unsafe impl Send for CmId {}
 
 impl Drop for Listeners {
     fn drop(&mut self) {
@@ -81,16 +94,75 @@ impl Drop for Listeners {
     }
 }
 
+/// An I/O queue's connection request, admitted (its private data checked) and not yet
+/// accepted: it has been placed on a reactor and travels there. Dropped before an engine
+/// adopts it (the reactor stops, a resource is missing), it is rejected and its id destroyed.
+#[derive(Debug)]
+pub struct Incoming {
+    /// Taken when accepted or refused.
+    id: Option<CmId>,
+    /// The channel the id waits on between two engines ([`Incoming::park`]); dropped after
+    /// the id (field order).
+    channel: Option<EventChannel>,
+    peer: Option<SocketAddr>,
+    listener: ListenerInfo,
+    shape: QueueShape,
+    /// The host's side of the RDMA READ limits, from its request.
+    initiator_depth: u8,
+    responder_resources: u8,
+    /// The I/O queue in its reactor's load, from placement on.
+    count: Option<IoQueueCount>,
+}
+
+impl Incoming {
+    /// Counts the queue in `reactor`'s load: it is placed there.
+    pub fn place(&mut self, loads: &Arc<[Load]>, reactor: usize) {
+        self.count = Some(IoQueueCount::new(loads, reactor));
+    }
+
+    /// Moves the id onto an event channel of its own, so that it leaves the engine that
+    /// admitted it and whatever that engine does next (it may even end before the request is
+    /// adopted); what the CM reports for the id meanwhile waits on that channel.
+    pub fn park(&mut self) -> std::io::Result<()> {
+        let channel = EventChannel::new()?;
+        verbs::migrate_id(self.raw_id(), &channel)?;
+        self.channel = Some(channel);
+        Ok(())
+    }
+
+    fn raw_id(&self) -> *mut rdma_cm_id {
+        self.id.as_ref().expect("an incoming request has its id until it is taken").0
+    }
+
+    /// Rejects the request (the host sees `status`) and destroys its id.
+    fn refuse(mut self, status: RejectStatus, why: &str) {
+        self.reject(status, why);
+    }
+
+    fn reject(&mut self, status: RejectStatus, why: &str) {
+        if let Some(id) = self.id.take() {
+            tracing::warn!(peer = ?self.peer, qid = self.shape.qid, %status, why, "RDMA connect request rejected");
+            verbs::reject(id.0, &CmReject::new(status).encode());
+            verbs::destroy_id(id.0);
+        }
+    }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        self.reject(RejectStatus::NoResources, "no reactor took the request");
+    }
+}
+
 /// One RDMA listener, bound and listening on an event channel of its own, on its way to the
 /// engine of reactor 0 ([`Engine::listen`] moves the id onto the engine's channel). Until
-/// then connection requests wait in the kernel (the listen backlog); dropped, it stops
-/// listening.
+/// then connection requests wait on its channel; dropped, it stops listening.
 #[derive(Debug)]
 pub struct Bound {
     /// Taken by the engine; destroyed on drop otherwise (before the channel).
-    id: Option<ListenId>,
-    /// Taken by the engine when this is its first listener.
-    channel: Option<EventChannel>,
+    id: Option<CmId>,
+    /// Where the id's connection requests wait until the engine moves it onto its own.
+    _channel: EventChannel,
     /// The address as bound (port 0 resolved).
     pub addr: SocketAddr,
 }
@@ -106,7 +178,7 @@ impl Bound {
         let (id, port) = verbs::listen(&channel, addr, BACKLOG)?;
         let mut addr = addr;
         addr.set_port(port);
-        Ok(Bound { id: Some(ListenId(id)), channel: Some(channel), addr })
+        Ok(Bound { id: Some(CmId(id)), _channel: channel, addr })
     }
 }
 
@@ -129,6 +201,8 @@ struct Conn {
     response_mr: Option<Mr>,
     ops_inflight: u32,
     draining: bool,
+    /// An I/O queue counts in the reactor's load while this lives.
+    _count: Option<IoQueueCount>,
 }
 
 /// A device with the reactor's pool registered in its protection domain.
@@ -140,7 +214,10 @@ struct DeviceEntry {
 pub struct Engine {
     reactor: usize,
     target: Arc<Target>,
-    listeners: Option<Listeners>,
+    /// I/O queue requests admitted here, for the reactor to place ([`Engine::take_incoming`]);
+    /// before `listeners`, whose channel their ids are on, so that they go first.
+    incoming: Vec<Incoming>,
+    listeners: Listeners,
     devices: Vec<DeviceEntry>,
     conns: Vec<Option<Conn>>,
     free: Vec<u32>,
@@ -164,13 +241,19 @@ fn key_of(index: u32, generation: u32) -> u64 {
 impl Engine {
     /// The engine of reactor 0, made when the first RDMA listener reaches it (so that a
     /// target without RDMA listeners opens no RDMA device files at all).
-    pub fn new(reactor: usize, target: Arc<Target>, mut first: Bound, info: ListenerInfo) -> Engine {
-        let channel = first.channel.take().expect("a bound listener has its channel");
-        let id = first.id.take().expect("a bound listener has its id");
-        Engine {
+    pub fn new(reactor: usize, target: Arc<Target>, first: Bound, info: ListenerInfo) -> std::io::Result<Engine> {
+        let mut engine = Engine::for_connections(reactor, target)?;
+        engine.listen(first, info);
+        Ok(engine)
+    }
+
+    /// An engine without listeners, for the connections other reactors place here.
+    pub fn for_connections(reactor: usize, target: Arc<Target>) -> std::io::Result<Engine> {
+        Ok(Engine {
             reactor,
             target,
-            listeners: Some(Listeners { channel, ids: vec![(id, info)] }),
+            incoming: Vec::new(),
+            listeners: Listeners { channel: EventChannel::new()?, ids: Vec::new() },
             devices: Vec::new(),
             conns: Vec::new(),
             free: Vec::new(),
@@ -183,30 +266,30 @@ impl Engine {
             failed: Vec::new(),
             wcs: (0..WC_BATCH).map(|_| verbs::empty_wc()).collect(),
             stopping: false,
-        }
+        })
     }
 
     /// Serves one more listener: its id moves onto the engine's event channel (with any
     /// connection request already waiting on its own), and its channel is closed.
     pub fn listen(&mut self, mut bound: Bound, info: ListenerInfo) {
-        let Some(listeners) = self.listeners.as_mut().filter(|_| !self.stopping) else {
+        if self.stopping {
             tracing::info!(port_id = info.port_id, "stopping: the RDMA listener is closed at once");
             return;
-        };
+        }
         let id = bound.id.take().expect("a bound listener has its id");
-        if let Err(error) = verbs::migrate_id(id.0, &listeners.channel) {
+        if let Err(error) = verbs::migrate_id(id.0, &self.listeners.channel) {
             tracing::error!(port_id = info.port_id, address = %info.bound, %error, "cannot serve the RDMA listener");
             verbs::destroy_id(id.0);
             return;
         }
         tracing::info!(reactor = self.reactor, port_id = info.port_id, address = %info.bound, "serving the RDMA listener");
-        listeners.ids.push((id, info));
+        self.listeners.ids.push((id, info));
     }
 
     /// Stops listening on `port_id`: later connection requests to it are refused by the RDMA
     /// CM; connections made through it stay.
     pub fn unlisten(&mut self, port_id: u16) {
-        let Some(listeners) = self.listeners.as_mut() else { return };
+        let listeners = &mut self.listeners;
         if let Some(i) = listeners.ids.iter().position(|(_, info)| info.port_id == port_id) {
             let (id, info) = listeners.ids.remove(i);
             verbs::destroy_id(id.0);
@@ -226,14 +309,8 @@ impl Engine {
             if *armed {
                 continue;
             }
-            let fd = if source == 0 {
-                match &self.listeners {
-                    Some(l) => l.channel.fd(),
-                    None => continue,
-                }
-            } else {
-                self.devices[source - 1].device.channel_fd()
-            };
+            let fd =
+                if source == 0 { self.listeners.channel.fd() } else { self.devices[source - 1].device.channel_fd() };
             *armed = true;
             out.push((fd, source as u16));
         }
@@ -269,7 +346,7 @@ impl Engine {
         }
         if source == 0 {
             for _ in 0..EVENT_BUDGET {
-                let Some(event) = self.listeners.as_ref().and_then(|l| l.channel.next()) else { break };
+                let Some(event) = self.listeners.channel.next() else { break };
                 self.on_cm_event(event, io);
             }
         } else {
@@ -310,11 +387,10 @@ impl Engine {
     /// Stop: no new connections; queues finish what is in flight, then close.
     pub fn stop(&mut self, io: &mut Io<'_>) {
         self.stopping = true;
-        if let Some(l) = self.listeners.as_mut() {
-            for (id, _) in l.ids.drain(..) {
-                verbs::destroy_id(id.0);
-            }
+        for (id, _) in self.listeners.ids.drain(..) {
+            verbs::destroy_id(id.0);
         }
+        self.incoming.clear();
         self.poll(io);
     }
 
@@ -358,14 +434,12 @@ impl Engine {
         }
     }
 
+    /// A connection request on a listener: its private data is checked here; an admin
+    /// queue is served by this engine, an I/O queue waits for the reactor to place it.
     fn on_connect_request(&mut self, event: verbs::CmEvent, io: &mut Io<'_>) {
         let id = event.id;
         let peer = verbs::peer_addr(id);
-        let listener = self
-            .listeners
-            .as_ref()
-            .and_then(|l| l.ids.iter().find(|(l, _)| l.0 == event.listen_id))
-            .map(|(_, info)| info.clone());
+        let listener = self.listeners.ids.iter().find(|(l, _)| l.0 == event.listen_id).map(|(_, info)| info.clone());
         let refuse = |status: RejectStatus, why: &str| {
             tracing::warn!(?peer, %status, why, "RDMA connect request rejected");
             verbs::reject(id, &CmReject::new(status).encode());
@@ -381,17 +455,56 @@ impl Engine {
             Ok(shape) => shape,
             Err(status) => return refuse(status, "private data"),
         };
+        let incoming = Incoming {
+            id: Some(CmId(id)),
+            channel: None,
+            peer,
+            listener,
+            shape,
+            initiator_depth: event.initiator_depth,
+            responder_resources: event.responder_resources,
+            count: None,
+        };
+        if shape.qid == 0 {
+            self.adopt(incoming, io);
+        } else {
+            self.incoming.push(incoming);
+        }
+    }
+
+    /// The I/O queue requests admitted since the last call, for the reactor to place; each
+    /// comes back to [`Engine::adopt`] here or on another reactor.
+    pub fn take_incoming(&mut self) -> Vec<Incoming> {
+        std::mem::take(&mut self.incoming)
+    }
+
+    /// Serves an admitted connection request: its id moves onto this engine's channel (if it
+    /// is parked), the device is opened (and the pool registered) on first use, the queue
+    /// pair is made and the request accepted. Refused with NoResources when something is
+    /// missing, InvalidHsqsize when the queue is larger than the device allows.
+    pub fn adopt(&mut self, mut incoming: Incoming, io: &mut Io<'_>) {
+        if self.stopping {
+            return incoming.refuse(RejectStatus::NoResources, "stopping");
+        }
+        let id = incoming.raw_id();
+        if incoming.channel.is_some() {
+            if let Err(e) = verbs::migrate_id(id, &self.listeners.channel) {
+                return incoming.refuse(RejectStatus::NoResources, &e.to_string());
+            }
+            incoming.channel = None;
+        }
         let device = match self.device_for(verbs::verbs_of(id), io.pool) {
             Ok(d) => d,
-            Err(e) => return refuse(RejectStatus::NoResources, &e.to_string()),
+            Err(e) => return incoming.refuse(RejectStatus::NoResources, &e.to_string()),
         };
+        let shape = incoming.shape;
         let entries = u32::from(shape.entries);
         let dev = &self.devices[device].device;
         if 2 * entries > dev.max_qp_wr || 3 * entries > dev.max_cqe {
-            return refuse(RejectStatus::InvalidHsqsize, "queue larger than the device allows");
+            return incoming.refuse(RejectStatus::InvalidHsqsize, "queue larger than the device allows");
         }
-        let initiator_depth = event.responder_resources.min(dev.max_qp_init_rd_atom).max(1);
-        let responder_resources = event.initiator_depth.min(dev.max_qp_rd_atom);
+        let initiator_depth = incoming.responder_resources.min(dev.max_qp_init_rd_atom).max(1);
+        let responder_resources = incoming.initiator_depth.min(dev.max_qp_rd_atom);
 
         let index = match self.free.pop() {
             Some(i) => i,
@@ -402,12 +515,13 @@ impl Engine {
         };
         self.generation = self.generation.wrapping_add(1).max(1);
         let key = key_of(index, self.generation);
-        let mut queue = Queue::new(Arc::clone(&self.target), self.reactor, listener, peer, shape);
+        let peer = incoming.peer;
+        let mut queue = Queue::new(Arc::clone(&self.target), self.reactor, incoming.listener.clone(), peer, shape);
         let cq = match Cq::new(dev, 3 * entries, key) {
             Ok(cq) => cq,
             Err(e) => {
                 self.free.push(index);
-                return refuse(RejectStatus::NoResources, &e.to_string());
+                return incoming.refuse(RejectStatus::NoResources, &e.to_string());
             }
         };
         let registered = verbs::create_qp(id, dev, &cq, 2 * entries, entries).and_then(|()| {
@@ -422,9 +536,11 @@ impl Engine {
                 verbs::destroy_qp(id);
                 drop(cq);
                 self.free.push(index);
-                return refuse(RejectStatus::NoResources, &e.to_string());
+                return incoming.refuse(RejectStatus::NoResources, &e.to_string());
             }
         };
+        // Accepted or closed from here on: the connection owns the id.
+        incoming.id = None;
         verbs::set_context(id, key);
         queue.start();
         self.conns[index as usize] = Some(Conn {
@@ -437,6 +553,7 @@ impl Engine {
             response_mr: Some(response_mr),
             ops_inflight: 0,
             draining: false,
+            _count: incoming.count.take(),
         });
         self.live += 1;
         self.post(index, io);
@@ -629,6 +746,6 @@ impl Engine {
             }
         }
         self.devices.clear();
-        self.listeners = None;
+        self.incoming.clear();
     }
 }

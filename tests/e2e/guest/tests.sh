@@ -111,6 +111,16 @@ test_queues() {
     done
     read_blocks "$dev" 65536 4 4 /tmp/back
     cmp /tmp/data /tmp/back || fail "data written through queue 2 differs"
+    if [ "$TRANSPORT" = rdma ]; then
+        # fabriq in the guest runs two reactors: the two I/O queue pairs are on one each
+        # (the writes above went through both, and what one wrote the other read).
+        # shellcheck source=/dev/null
+        . /e2e/fabriq-guest.sh
+        grep 'RDMA queue pair accepted' "$FABRIQ_LOG" | tail -n 2 | tee /tmp/accepted.txt
+        expect_eq "I/O queue pairs accepted" "$(grep -c 'qid=[12] ' /tmp/accepted.txt)" 2
+        expect_eq "reactors of the two I/O queue pairs" \
+            "$(grep -o 'reactor=[0-9]*' /tmp/accepted.txt | sort -u | wc -l)" 2
+    fi
 }
 
 # id_ctrl: Identify Controller matches the connection and what NVMe over Fabrics requires.
