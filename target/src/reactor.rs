@@ -34,7 +34,9 @@
 //! - `now` is read once per turn, after the wait, so what the turn handles is stamped with
 //!   the time it was reaped (to within the turn);
 //! - an idle reactor sleeps in `io_uring_enter`; after activity it busy-polls for a bounded
-//!   window (`busy_poll`), then sleeps again.
+//!   window (`busy_poll`), then sleeps again; while it polls with backend operations out, it
+//!   yields its core every `YIELD_EVERY` empty looks, so that io-wq workers running the
+//!   operations the kernel could not start inline (they share the reactor's CPUs) get it.
 
 use std::collections::VecDeque;
 use std::io;
@@ -58,6 +60,9 @@ pub const SEND_IOVECS: usize = 256;
 const TICK: Duration = Duration::from_millis(250);
 /// Completions handled per turn before the loop looks at submissions again.
 const COMPLETION_BUDGET: usize = 512;
+/// A busy-polling reactor waiting for backend operations yields its core every this many
+/// looks at an empty completion queue (about every microsecond or two).
+const YIELD_EVERY: u32 = 32;
 /// Bytes of the per-connection receive staging buffer.
 pub const STAGING_BYTES: usize = 64 * 1024;
 
@@ -265,6 +270,8 @@ pub struct Reactor {
     poke_all: bool,
     /// Connections touched this turn, driven at its end.
     dirty: Vec<u32>,
+    /// Backend operations (either transport's) submitted and not completed.
+    backend_inflight: u32,
     #[cfg(feature = "rdma")]
     rdma: Option<crate::rdma::engine::Engine>,
 }
@@ -308,6 +315,7 @@ impl Reactor {
             ops: Vec::with_capacity(256),
             poke_all: false,
             dirty: Vec::with_capacity(64),
+            backend_inflight: 0,
             #[cfg(feature = "rdma")]
             rdma: None,
         })
@@ -317,6 +325,7 @@ impl Reactor {
     pub fn run(mut self) -> io::Result<()> {
         self.arm_inbox();
         self.rdma_arm();
+        let mut idle_spins: u32 = 0;
         loop {
             if self.stopping && self.live() == 0 {
                 break;
@@ -328,7 +337,16 @@ impl Reactor {
             } else if self.nothing_for_the_kernel() {
                 // Busy polling with nothing to submit and no completion work pending: look at
                 // the completion ring again without a system call.
-                std::hint::spin_loop();
+                // While backend operations are out, now and then give the core away: an
+                // operation the kernel could not start without blocking (tmpfs, a buffered
+                // read that misses the page cache, a filesystem without NOWAIT) runs on an
+                // io-wq worker, which inherits this thread's CPUs and waits for them.
+                idle_spins = idle_spins.wrapping_add(1);
+                if self.backend_inflight > 0 && idle_spins.is_multiple_of(YIELD_EVERY) {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
                 Ok(0)
             } else {
                 self.ring.submit()
@@ -371,14 +389,20 @@ impl Reactor {
         match kind {
             k if k == Kind::Recv as u64 => self.on_recv(conn, res),
             k if k == Kind::Send as u64 => self.on_sent(conn, res),
-            k if k == Kind::Backend as u64 => self.on_backend(conn, low, res),
+            k if k == Kind::Backend as u64 => {
+                self.backend_inflight = self.backend_inflight.saturating_sub(1);
+                self.on_backend(conn, low, res)
+            }
             k if k == Kind::Accept as u64 => self.on_accept(usize::from(low), res, flags),
             k if k == Kind::Inbox as u64 => self.on_inbox(),
             k if k == Kind::Tick as u64 => self.on_tick(),
             #[cfg(feature = "rdma")]
             k if k == Kind::Rdma as u64 => self.with_rdma(|e, io| e.on_ready(low, res, io)),
             #[cfg(feature = "rdma")]
-            k if k == Kind::RdmaBackend as u64 => self.with_rdma(|e, io| e.on_backend(conn, low, res, io)),
+            k if k == Kind::RdmaBackend as u64 => {
+                self.backend_inflight = self.backend_inflight.saturating_sub(1);
+                self.with_rdma(|e, io| e.on_backend(conn, low, res, io))
+            }
             _ => unreachable!("unknown completion token {data:#x}"),
         }
     }
@@ -618,6 +642,7 @@ impl Reactor {
         }
         for (slot, entry) in ops.drain(..) {
             self.push(entry.user_data(token(Kind::Backend, index, slot)));
+            self.backend_inflight += 1;
             if let Some(conn) = self.conns[index as usize].as_mut() {
                 conn.ops_inflight += 1;
             }
@@ -896,6 +921,7 @@ impl Reactor {
         let mut ops = engine.take_ops();
         for (conn, slot, entry) in ops.drain(..) {
             self.push(entry.user_data(token(Kind::RdmaBackend, conn, slot)));
+            self.backend_inflight += 1;
         }
         if let Some(engine) = self.rdma.as_mut() {
             engine.give_back_ops(ops);
