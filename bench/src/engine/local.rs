@@ -137,6 +137,8 @@ impl LocalQueue {
 }
 
 impl Driver for LocalQueue {
+    const WORKERS: bool = true;
+
     fn complete(&mut self, _kind: u8, cid: u16, res: i32, ctx: &mut Ctx<'_>) -> Result<(), EngineError> {
         let slot = self.slots[usize::from(cid)];
         assert!(slot.busy, "a completion for idle slot {cid}");

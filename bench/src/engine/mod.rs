@@ -52,6 +52,9 @@ pub const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// Longest sleep in the kernel, so that the end time and the stop flag are
 /// noticed even when nothing completes.
 const MAX_WAIT: Duration = Duration::from_millis(100);
+/// With `--busy-poll` in local mode, the job yields its core after this many empty looks at
+/// the ring (each one a system call, so about every 5–10 µs).
+const YIELD_EVERY: u32 = 16;
 
 /// What a completion belongs to: the kind of operation, in `user_data`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,6 +197,11 @@ pub trait Driver {
     /// Makes its in-flight operations finish soon (shuts its socket down);
     /// afterwards it queues nothing more.
     fn shutdown(&mut self);
+    /// Whether its operations may run on io-wq workers (file I/O the kernel cannot start
+    /// without blocking), which share the job's CPUs: a busy-polling job then yields now
+    /// and then. Socket operations complete inline or from a poll, so a network queue
+    /// never needs it.
+    const WORKERS: bool = false;
 }
 
 /// Progress a job publishes for the main thread, on its own cache lines.
@@ -277,6 +285,7 @@ fn job_loop<D: Driver>(drivers: &mut [D], ring: &mut Ring, plan: &JobPlan) -> Re
     let mut cpu_to: Option<(Duration, Instant)> = None;
     let (mut completed, mut bytes) = (0u64, 0u64);
     let mut now = start;
+    let mut empty_polls: u32 = 0;
     loop {
         let stopped = plan.stop.load(Ordering::Relaxed);
         let before_end = clock.end.is_none_or(|end| now < end);
@@ -359,12 +368,23 @@ fn job_loop<D: Driver>(drivers: &mut [D], ring: &mut Ring, plan: &JobPlan) -> Re
         // while we handle these shows up in the next batch.
         let mut cq = ring.ring.completion();
         cq.sync();
+        let mut reaped = 0;
         for cqe in &mut cq {
+            reaped += 1;
             let (queue, kind, slot) = untoken(cqe.user_data());
             drivers[queue as usize].complete(kind, slot, cqe.result(), &mut ctx)?;
         }
         completed = ctx.completed;
         bytes = ctx.bytes;
+        // Busy polling local I/O: now and then give the core away while nothing completes, so
+        // that the io-wq workers running what the kernel could not start inline (tmpfs, a
+        // page-cache miss), which share this thread's CPUs, are not kept waiting.
+        if D::WORKERS && plan.busy_poll && reaped == 0 && outstanding > 0 {
+            empty_polls = empty_polls.wrapping_add(1);
+            if empty_polls.is_multiple_of(YIELD_EVERY) {
+                std::thread::yield_now();
+            }
+        }
     }
     let end = Instant::now();
     let (cpu0, t0) = cpu_from.unwrap_or((cpu::thread_cpu(), end));
