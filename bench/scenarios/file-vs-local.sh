@@ -5,14 +5,16 @@
 # virtual disk drifts by half its speed within minutes. Target pinned to core 0,
 # generator to core 1. POLL=1 (the default) makes the generator busy-poll in both
 # modes, as SPDK's perf initiator does (the issue's reference figures come from it);
-# POLL=0 lets it sleep in io_uring_enter between completions.
+# POLL=0 lets it sleep in io_uring_enter between completions. FILE puts the 2 GiB
+# file elsewhere (FILE=/dev/shm/fabriq-bench.img: a memory-speed backend, tmpfs,
+# O_DIRECT since Linux 6.6, where what limits is the target's CPU and not a disk).
 #
 #   cargo build --release -p fabriq-bench -p fabriq-target
 #   bash bench/scenarios/file-vs-local.sh [OUT]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:-bench-results/file-vs-local}
-FILE=/var/tmp/fabriq-bench-local.img
+FILE=${FILE:-/var/tmp/fabriq-bench-local.img}
 BIN=build/release
 ROUNDS=${ROUNDS:-5}
 RUNTIME=${RUNTIME:-3s}
@@ -20,7 +22,9 @@ mkdir -p "$OUT"
 if [ ! -f "$FILE" ] || [ "$(stat -c %s "$FILE")" -lt $((2 << 30)) ]; then
   taskset -c 1 "$BIN/fabriq-bench" local --file "$FILE" --file-size 2g --rw write --bs 1m --iodepth 8 --size 2g --no-progress >/dev/null
 fi
-taskset -c 0 "$BIN/fabriq-target" --config bench/scenarios/file-target.toml >"$OUT/target.log" 2>&1 &
+# The scenario's target configuration, with the namespace on FILE.
+sed "s#/var/tmp/fabriq-bench-local.img#$FILE#" bench/scenarios/file-target.toml >"$OUT/target.toml"
+taskset -c 0 "$BIN/fabriq-target" --config "$OUT/target.toml" >"$OUT/target.log" 2>&1 &
 TARGET=$!
 trap 'kill $TARGET 2>/dev/null; wait $TARGET 2>/dev/null || true' EXIT
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/4420) 2>/dev/null && break; sleep 0.1; done
