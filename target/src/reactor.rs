@@ -132,7 +132,7 @@ pub struct Setup {
     pub inboxes: Arc<[Arc<Inbox>]>,
     /// Where each reactor answers the main thread's pings (the systemd watchdog).
     pub heartbeats: Arc<[AtomicU64]>,
-    /// Each reactor's NVMe/TCP queues, for placing new connections.
+    /// Each reactor's I/O queues, for placing new connections.
     pub loads: Arc<[Load]>,
     pub pool: Layout,
     pub busy_poll: Duration,
@@ -171,10 +171,11 @@ struct Listening {
     closing: bool,
 }
 
-/// One reactor's NVMe/TCP connections as placement sees them: I/O queues, and connections
-/// not yet bound by a Connect command (they may become I/O queues). Written by the reactor
-/// owning them (and `pending` by reactor 0 when it hands one over); read by reactor 0 at
-/// accept. Relaxed: placement needs a good guess, not a snapshot.
+/// One reactor's connections as placement sees them: I/O queues (NVMe/TCP and NVMe/RDMA), and
+/// NVMe/TCP connections not yet bound by a Connect command (they may become I/O queues).
+/// Written by the reactor owning them (and by reactor 0 when it places one there: `pending`
+/// for a TCP connection, `io` for an RDMA I/O queue through [`IoQueueCount`]); read by
+/// reactor 0 at accept. Relaxed: placement needs a good guess, not a snapshot.
 #[derive(Debug, Default)]
 pub struct Load {
     io: AtomicU32,
