@@ -34,8 +34,8 @@
 //! Invariants:
 //! - a queue's memory and its pool buffers are released only when its queue pair has nothing
 //!   posted and its backend operations have completed (`Queue::idle`, `ops_inflight`);
-//! - the pool's regions are registered with a device once, at its first connection, and
-//!   deregistered only after every queue pair is gone;
+//! - an engine registers its reactor's pool regions with a device once, at its first
+//!   connection on that device, and deregisters them only after every queue pair is gone;
 //! - every listening id and every accepted connection's id is on its engine's one event
 //!   channel, so one poll watches them all; an id between two engines is on a channel of its
 //!   own, owned with it by its [`Incoming`], which rejects and destroys it if dropped;
