@@ -997,3 +997,43 @@ fn peer_addr(fd: RawFd) -> Option<SocketAddr> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loads(n: usize) -> Arc<[Load]> {
+        (0..n).map(|_| Load::default()).collect()
+    }
+
+    #[test]
+    fn placement_takes_the_fewest_io_queues_and_breaks_ties_in_turn() {
+        let loads = loads(3);
+        let mut next = 0;
+        // All equal: 0, 1, 2, then 0 again.
+        let turns: Vec<usize> = (0..4).map(|_| place(&loads, &mut next)).collect();
+        assert_eq!(turns, [0, 1, 2, 0]);
+        // Reactor 1 carries two I/O queues, reactor 2 one, reactor 0 none: 0 wins wherever
+        // the turn stands.
+        let counts = [IoQueueCount::new(&loads, 1), IoQueueCount::new(&loads, 1), IoQueueCount::new(&loads, 2)];
+        for _ in 0..3 {
+            assert_eq!(place(&loads, &mut next), 0);
+        }
+        // A TCP connection not yet bound counts too.
+        loads[0].pending.fetch_add(2, Ordering::Relaxed);
+        assert_eq!(place(&loads, &mut next), 2);
+        drop(counts);
+        assert_eq!(loads.iter().map(|l| l.io.load(Ordering::Relaxed)).collect::<Vec<_>>(), [0, 0, 0]);
+    }
+
+    #[test]
+    fn an_rdma_io_queue_counts_from_placement_until_dropped() {
+        let loads = loads(2);
+        let count = IoQueueCount::new(&loads, 1);
+        assert_eq!(loads[1].weight(), 1);
+        let mut next = 1;
+        assert_eq!(place(&loads, &mut next), 0, "the other reactor has no I/O queue");
+        drop(count);
+        assert_eq!(loads[1].weight(), 0);
+    }
+}
