@@ -910,7 +910,7 @@ impl Reactor {
         // I/O queues admitted here go where TCP connections would: the fewest I/O queues.
         for mut incoming in engine.take_incoming() {
             let to = place(&self.loads, &mut self.next_reactor);
-            incoming.place(&self.loads, to);
+            incoming.count_on(&self.loads, to);
             if to == self.id {
                 engine.adopt(incoming, &mut io);
             } else if let Err(error) = incoming.park() {

@@ -116,7 +116,7 @@ pub struct Incoming {
 
 impl Incoming {
     /// Counts the queue in `reactor`'s load: it is placed there.
-    pub fn place(&mut self, loads: &Arc<[Load]>, reactor: usize) {
+    pub fn count_on(&mut self, loads: &Arc<[Load]>, reactor: usize) {
         self.count = Some(IoQueueCount::new(loads, reactor));
     }
 
@@ -141,11 +141,17 @@ impl Incoming {
 
     fn reject(&mut self, status: RejectStatus, why: &str) {
         if let Some(id) = self.id.take() {
-            tracing::warn!(peer = ?self.peer, qid = self.shape.qid, %status, why, "RDMA connect request rejected");
-            verbs::reject(id.0, &CmReject::new(status).encode());
-            verbs::destroy_id(id.0);
+            reject_request(id.0, self.peer, Some(self.shape.qid), status, why);
         }
     }
+}
+
+/// Rejects a connection request (the host sees `status`) and destroys its id; `qid` once the
+/// private data has been read.
+fn reject_request(id: *mut rdma_cm_id, peer: Option<SocketAddr>, qid: Option<u16>, status: RejectStatus, why: &str) {
+    tracing::warn!(?peer, ?qid, %status, why, "RDMA connect request rejected");
+    verbs::reject(id, &CmReject::new(status).encode());
+    verbs::destroy_id(id);
 }
 
 impl Drop for Incoming {
@@ -440,11 +446,7 @@ impl Engine {
         let id = event.id;
         let peer = verbs::peer_addr(id);
         let listener = self.listeners.ids.iter().find(|(l, _)| l.0 == event.listen_id).map(|(_, info)| info.clone());
-        let refuse = |status: RejectStatus, why: &str| {
-            tracing::warn!(?peer, %status, why, "RDMA connect request rejected");
-            verbs::reject(id, &CmReject::new(status).encode());
-            verbs::destroy_id(id);
-        };
+        let refuse = |status: RejectStatus, why: &str| reject_request(id, peer, None, status, why);
         let Some(listener) = listener.filter(|_| !self.stopping) else {
             return refuse(RejectStatus::NoResources, "not listening");
         };
