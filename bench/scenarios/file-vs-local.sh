@@ -8,6 +8,9 @@
 # POLL=0 lets it sleep in io_uring_enter between completions. FILE puts the 2 GiB
 # file elsewhere (FILE=/dev/shm/fabriq-bench.img: a memory-speed backend, tmpfs,
 # O_DIRECT since Linux 6.6, where what limits is the target's CPU and not a disk).
+# When FILE is on a block device, both sides report what that device served (`--disk`:
+# requests per second, their size after the block layer merged them, busy time): the
+# same commands can reach it as different requests.
 #
 #   cargo build --release -p fabriq-bench -p fabriq-target
 #   bash bench/scenarios/file-vs-local.sh [OUT]
@@ -30,6 +33,7 @@ trap 'kill $TARGET 2>/dev/null; wait $TARGET 2>/dev/null || true' EXIT
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/4420) 2>/dev/null && break; sleep 0.1; done
 COMMON="--runtime $RUNTIME --ramp 1s"
 [ "${POLL:-1}" = 1 ] && COMMON="$COMMON --busy-poll"
+[ "$(stat -f -c %T "$FILE")" = tmpfs ] || COMMON="$COMMON --disk $FILE"
 for w in "randread 4k 1" "randread 4k 32" "randread 4k 128" "read 128k 16" "write 128k 16"; do
   set -- $w
   name="$1-$2-qd$3"
@@ -37,5 +41,5 @@ for w in "randread 4k 1" "randread 4k 32" "randread 4k 128" "read 128k 16" "writ
   taskset -c 1 "$BIN/fabriq-bench" compare --rounds "$ROUNDS" --json "$OUT/$name.json" \
     --a "local --file $FILE --rw $1 --bs $2 --iodepth $3 $COMMON" \
     --b "run --target tcp://127.0.0.1:4420 --nqn nqn.2026-11.dev.fabriq:bench --target-pid $TARGET --rw $1 --bs $2 --iodepth $3 $COMMON" \
-    | tail -9 | tee "$OUT/$name.txt"
+    | tail -11 | tee "$OUT/$name.txt"
 done

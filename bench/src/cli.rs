@@ -12,7 +12,7 @@
 //! WORKLOAD: --rw read|write|randread|randwrite|randrw [--rwmixread PCT] --bs SIZE
 //!           --iodepth N --queues N --jobs N (--runtime DUR | --size SIZE) [--ramp DUR]
 //!           [--rate-iops N] [--offset SIZE] [--range SIZE] [--verify [--assume-written]]
-//!           [--seed N] [--busy-poll] [--target-pid PID] [--sweep KEY=V1,V2,...]
+//!           [--seed N] [--busy-poll] [--target-pid PID] [--disk DEV] [--sweep KEY=V1,V2,...]
 //! OUTPUT:   [--json FILE] [--output-format human|json] [--plot DIR] [--label TEXT] [--no-progress]
 //! ```
 //!
@@ -187,6 +187,11 @@ pub struct WorkloadArgs {
     /// reported.
     #[arg(long, value_name = "PID")]
     pub target_pid: Option<u32>,
+    /// A block device (`vda`, `/dev/vda`, or a file on it): what it served over
+    /// the measured window is reported (requests, their size after merging,
+    /// busy time).
+    #[arg(long, value_name = "DEV")]
+    pub disk: Option<String>,
     /// Run once per value and plot the scaling: iodepth, bs, queues, jobs,
     /// rwmixread or rate-iops, e.g. iodepth=1,4,16,32,128.
     #[arg(long, value_name = "KEY=V1,V2,...", value_parser = parse_sweep)]
@@ -361,9 +366,9 @@ impl WorkloadArgs {
         })
     }
 
-    /// What the main thread watches.
+    /// What the main thread watches; `--disk` is resolved by the caller (it reads /sys).
     pub fn monitor(&self, output: &OutputArgs) -> Monitor {
-        Monitor { target_pid: self.target_pid, progress: !output.no_progress }
+        Monitor { target_pid: self.target_pid, progress: !output.no_progress, disk: None }
     }
 }
 

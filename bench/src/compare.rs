@@ -128,8 +128,12 @@ impl Scenario {
     }
 }
 
-/// The figures compared, and whether more is better.
-pub const FIGURES: [(&str, bool); 7] = [
+/// How many figures a run gives.
+pub const FIGURE_COUNT: usize = 9;
+
+/// The figures compared, and whether more is better (the disk's are neither: they say
+/// what the device was handed, with `--disk`).
+pub const FIGURES: [(&str, bool); FIGURE_COUNT] = [
     ("IOPS", true),
     ("MB/s", true),
     ("lat avg µs", false),
@@ -137,10 +141,12 @@ pub const FIGURES: [(&str, bool); 7] = [
     ("lat p99 µs", false),
     ("lat p99.9 µs", false),
     ("IOPS/target CPU-s", true),
+    ("disk KiB/request", true),
+    ("disk busy %", false),
 ];
 
 /// One run's figures, in the order of [`FIGURES`] (`NaN` when absent).
-pub fn figures(report: &serde_json::Value) -> [f64; 7] {
+pub fn figures(report: &serde_json::Value) -> [f64; FIGURE_COUNT] {
     let get = |path: &[&str]| {
         let mut v = report;
         for key in path {
@@ -156,7 +162,18 @@ pub fn figures(report: &serde_json::Value) -> [f64; 7] {
         get(&["results", "lat", "p99_us"]),
         get(&["results", "lat", "p999_us"]),
         get(&["cpu", "target", "iops_per_cpu_s"]),
+        disk_kib_per_request(&report["disk"]),
+        get(&["disk", "busy_pct"]),
     ]
+}
+
+/// Mean size of the device's requests, reads and writes together (`NaN` without `--disk`
+/// or with no request).
+fn disk_kib_per_request(disk: &serde_json::Value) -> f64 {
+    let f = |key: &str| disk[key].as_f64().unwrap_or(f64::NAN);
+    let (reads, writes) = (f("reads_per_s"), f("writes_per_s"));
+    let kib = reads * f("read_kib_per_request") + writes * f("write_kib_per_request");
+    if reads + writes > 0.0 { kib / (reads + writes) } else { f64::NAN }
 }
 
 /// Median of the finite values (`NaN` when there are none).
@@ -185,9 +202,9 @@ pub struct Comparison {
     /// Figure names.
     pub figures: Vec<&'static str>,
     /// A's figures per round.
-    pub a_rounds: Vec<[f64; 7]>,
+    pub a_rounds: Vec<[f64; FIGURE_COUNT]>,
     /// B's figures per round.
-    pub b_rounds: Vec<[f64; 7]>,
+    pub b_rounds: Vec<[f64; FIGURE_COUNT]>,
 }
 
 impl Comparison {
@@ -364,8 +381,8 @@ mod tests {
             a: ("A".into(), vec![]),
             b: ("B".into(), vec![]),
             figures: FIGURES.iter().map(|f| f.0).collect(),
-            a_rounds: vec![[100.0; 7], [200.0; 7]],
-            b_rounds: vec![[110.0; 7], [180.0; 7]],
+            a_rounds: vec![[100.0; FIGURE_COUNT], [200.0; FIGURE_COUNT]],
+            b_rounds: vec![[110.0; FIGURE_COUNT], [180.0; FIGURE_COUNT]],
         };
         assert_eq!(c.ratios(0), vec![1.1, 0.9]);
         let table = c.table();
@@ -381,6 +398,17 @@ mod tests {
         });
         let f = figures(&v);
         assert_eq!(f[..6], [1000.0, 4.1, 10.0, 9.0, 20.0, 30.0]);
-        assert!(f[6].is_nan());
+        assert!(f[6].is_nan() && f[7].is_nan() && f[8].is_nan(), "{f:?}");
+        let v: serde_json::Value = serde_json::json!({
+            "results": {"iops": 1000.0},
+            "cpu": {"target": {"iops_per_cpu_s": 5000.0}},
+            "disk": {"reads_per_s": 300.0, "read_kib_per_request": 128.0, "writes_per_s": 100.0,
+                     "write_kib_per_request": 512.0, "busy_pct": 67.5}
+        });
+        let f = figures(&v);
+        assert_eq!(f[6..], [5000.0, 224.0, 67.5]);
+        // A disk that served nothing has no request size.
+        let v = serde_json::json!({"disk": {"reads_per_s": 0.0, "writes_per_s": 0.0, "busy_pct": 0.0}});
+        assert!(figures(&v)[7].is_nan());
     }
 }

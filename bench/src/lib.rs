@@ -9,13 +9,14 @@
 //! - [`engine`]: the load generator's hot path (one io_uring per job thread,
 //!   NVMe/TCP queues and local files) and the orchestration of a run.
 //! - [`workload`], [`rng`], [`rate`]: what a run does and at what pace.
-//! - [`stats`], [`cpu`]: what it measures.
+//! - [`stats`], [`cpu`], [`disk`]: what it measures.
 //! - [`cli`], [`report`], [`plot`], [`compare`]: the command line, the
 //!   summaries, SVG plots, and A/B comparisons and sweeps.
 
 pub mod cli;
 pub mod compare;
 pub mod cpu;
+pub mod disk;
 pub mod engine;
 pub mod host;
 pub mod pattern;

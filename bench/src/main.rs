@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::Parser;
 use fabriq_bench::cli::{Cli, Command, OutputArgs, OutputFormat, WorkloadArgs};
 use fabriq_bench::compare::{self, Scenario};
+use fabriq_bench::disk::Disk;
 use fabriq_bench::engine::run::{Device, run};
 use fabriq_bench::plot::{self, ScalingPoint};
 use fabriq_bench::report::Report;
@@ -36,7 +37,8 @@ fn main() -> ExitCode {
 
 fn bench(device: &Device, workload_args: &WorkloadArgs, output: &OutputArgs) -> anyhow::Result<()> {
     let workload = workload_args.to_workload()?;
-    let monitor = workload_args.monitor(output);
+    let mut monitor = workload_args.monitor(output);
+    monitor.disk = workload_args.disk.as_deref().map(Disk::resolve).transpose()?;
     if let Some(sweep) = &workload_args.sweep {
         let reports = compare::sweep(device, &workload, sweep, &monitor, output.label.as_deref())?;
         let json = serde_json::json!({ "sweep": sweep.key.name(), "points": reports.iter().map(|(v, r)| serde_json::json!({"value": v, "report": r})).collect::<Vec<_>>() });

@@ -13,6 +13,7 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use crate::disk::DiskUse;
 use crate::engine::run::Outcome;
 use crate::engine::setup::NamespaceInfo;
 use crate::units::format_size;
@@ -171,6 +172,8 @@ pub struct Report {
     pub results: Results,
     /// CPU use.
     pub cpu: Cpu,
+    /// What `--disk` served.
+    pub disk: Option<DiskUse>,
     /// Per second.
     pub series: Vec<SeriesRow>,
     /// Latency distribution.
@@ -234,6 +237,7 @@ impl Report {
             params: outcome.workload.clone(),
             results,
             cpu,
+            disk: outcome.disk.clone(),
             series,
             latency_cdf: cdf(&stats.all),
         }
@@ -293,6 +297,28 @@ impl Report {
                 "  target CPU {:.1}% of a core, {} IOPS per target CPU-second",
                 t.cpu_pct,
                 thousands(t.iops_per_cpu_s)
+            );
+        }
+        if let Some(d) = &self.disk {
+            let mut served = Vec::new();
+            for (name, per_s, kib) in
+                [("reads", d.reads_per_s, d.read_kib_per_request), ("writes", d.writes_per_s, d.write_kib_per_request)]
+            {
+                if per_s > 0.0 {
+                    served.push(format!("{} {name}/s of {kib:.0} KiB", thousands(per_s)));
+                }
+            }
+            if served.is_empty() {
+                served.push(String::from("no requests"));
+            }
+            let _ = writeln!(
+                out,
+                "  disk {:<5} {}, {} merged, busy {:.0}%, {:.1} in flight",
+                d.device,
+                served.join(", "),
+                thousands(d.merged as f64),
+                d.busy_pct,
+                d.queue_depth
             );
         }
         if p.verify {

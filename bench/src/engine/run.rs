@@ -22,6 +22,7 @@ use super::setup::{Controller, Endpoint, NamespaceInfo, SetupError, discover};
 use super::tcp::{self, TcpQueue};
 use super::{Clock, Driver, EngineError, JobPlan, JobResult, Progress, Ring, run_job};
 use crate::cpu::{self, CpuError};
+use crate::disk::{Counters, Disk, DiskError, DiskUse};
 use crate::host::HostOptions;
 use crate::stats::Stats;
 use crate::workload::{Generator, VerifyMap, Workload, WorkloadError};
@@ -98,6 +99,9 @@ pub enum RunError {
     /// `--target-pid` could not be read.
     #[error(transparent)]
     Cpu(#[from] CpuError),
+    /// `--disk`'s counters could not be read.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
     /// A job thread panicked.
     #[error("job {0} panicked")]
     Panicked(usize),
@@ -110,6 +114,8 @@ pub struct Monitor {
     pub target_pid: Option<u32>,
     /// Print a progress line on stderr (when it is a terminal).
     pub progress: bool,
+    /// The block device whose counters are sampled with the CPU times.
+    pub disk: Option<Disk>,
 }
 
 /// What a run produced.
@@ -133,6 +139,8 @@ pub struct Outcome {
     pub bench_cpu: Duration,
     /// The target's CPU time in the window.
     pub target_cpu: Option<Duration>,
+    /// What `--disk` served in the window.
+    pub disk: Option<DiskUse>,
     /// Each job thread's CPU time and window.
     pub jobs: Vec<(Duration, Duration)>,
 }
@@ -358,6 +366,7 @@ where
         cpu_window: watched.window,
         bench_cpu: watched.bench_cpu,
         target_cpu: watched.target_cpu,
+        disk: watched.disk,
         jobs: jobs.iter().map(|j| (j.cpu, j.window)).collect(),
     })
 }
@@ -366,7 +375,11 @@ struct Watched {
     window: Duration,
     bench_cpu: Duration,
     target_cpu: Option<Duration>,
+    disk: Option<DiskUse>,
 }
+
+/// A sample at an edge of the window: when, this process's CPU, the target's, the disk's.
+type Sample = (Instant, Duration, Option<Duration>, Option<Counters>);
 
 /// The main thread during a run: samples CPU at the window's edges, sends
 /// Keep Alive, prints progress, until every job is done.
@@ -378,9 +391,10 @@ fn watch(
     stop: &AtomicBool,
     show_progress: bool,
 ) -> Result<Watched, RunError> {
-    let sample = |pid: Option<u32>| -> Result<(Instant, Duration, Option<Duration>), RunError> {
+    let sample = |pid: Option<u32>| -> Result<Sample, RunError> {
         let target = pid.map(cpu::process_cpu).transpose()?;
-        Ok((Instant::now(), cpu::self_cpu(), target))
+        let disk = monitor.disk.as_ref().map(Disk::sample).transpose()?;
+        Ok((Instant::now(), cpu::self_cpu(), target, disk))
     };
     let mut from = None;
     let mut to = None;
@@ -452,6 +466,12 @@ fn watch(
         bench_cpu: to.1.saturating_sub(from.1),
         target_cpu: match (from.2, to.2) {
             (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+            _ => None,
+        },
+        disk: match (&monitor.disk, from.3, to.3) {
+            (Some(disk), Some(a), Some(b)) => {
+                Some(DiskUse::between(&disk.name, &a, &b, to.0.saturating_duration_since(from.0).as_secs_f64()))
+            }
             _ => None,
         },
     })
