@@ -46,7 +46,7 @@ fn device(target: &Target, host: HostOptions) -> Device {
 }
 
 fn check_run(target: &Target, host: HostOptions, w: Workload) {
-    let monitor = Monitor { target_pid: Some(target.pid()), progress: false };
+    let monitor = Monitor { target_pid: Some(target.pid()), progress: false, disk: None };
     let outcome =
         run(&device(target, host), w, &monitor).unwrap_or_else(|e| panic!("run failed: {e}\n{}", target.log_text()));
     let stats = &outcome.stats;
@@ -78,7 +78,7 @@ fn randrw_verify_by_r2t_with_digests_and_success_flag() {
 #[test]
 fn size_mode_writes_then_verifies_everything() {
     let target = Target::simple();
-    let monitor = Monitor { target_pid: None, progress: false };
+    let monitor = Monitor { target_pid: None, progress: false, disk: None };
     let mut w = workload(128 * 1024, 4, 2, 1);
     w.rw = Pattern::Write;
     w.read_pct = 0;
