@@ -152,10 +152,18 @@ impl Default for ApiSection {
 /// default is given on each field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetSection {
-    /// Data-plane threads, each owning one io_uring. Default 1, so that an idle
-    /// target costs one thread; `1..=4 ×` the CPUs this process may run on (more
-    /// than that only adds busy-polling threads fighting for the same cores).
+    /// Data-plane threads, each owning one io_uring. Default 1 (or one per CPU in
+    /// `cpus`), so that an idle target costs one thread; `1..=4 ×` the CPUs this
+    /// process may run on (more than that only adds busy-polling threads fighting for
+    /// the same cores).
     pub reactors: usize,
+    /// The CPU each reactor runs on: reactor `i` is pinned to `cpus[i]`, and the kernel
+    /// workers its io_uring starts inherit that CPU. Empty (the default): reactors go
+    /// wherever the scheduler puts them, within the process's own CPU affinity (systemd's
+    /// `CPUAffinity=`, `taskset`). Given as a list (`[2, 3]`) or a Linux CPU list
+    /// (`"2-3"`, `"0,4-5"`); each CPU at most once and one this process may run on;
+    /// with `reactors` set too, one CPU per reactor.
+    pub cpus: Vec<usize>,
     /// Largest data transfer of one command, in bytes (Identify Controller MDTS).
     /// Default 128 KiB, what Linux's nvmet advertises and fio's usual block sizes fit
     /// in; a power of two in `4096..=1 MiB` because MDTS is a power of two of the
@@ -206,6 +214,7 @@ impl Default for TargetSection {
     fn default() -> TargetSection {
         TargetSection {
             reactors: DEFAULT_REACTORS,
+            cpus: Vec::new(),
             mdts_bytes: DEFAULT_MDTS_BYTES,
             max_queue_entries: DEFAULT_MAX_QUEUE_ENTRIES,
             max_io_queues: DEFAULT_MAX_IO_QUEUES,
@@ -424,6 +433,17 @@ pub enum Problem {
     SizeOutOfRange { value: u64, min: u64, max: u64 },
     #[error("{value} reactors for {cpus} CPUs: at most {per_cpu} per CPU", per_cpu = REACTORS_PER_CPU_MAX)]
     TooManyReactors { value: i64, cpus: usize },
+    #[error(
+        "{reactors} reactors but target.cpus names {}: give one CPU per reactor, or leave reactors out",
+        count_of(*cpus, "CPU")
+    )]
+    ReactorsAndCpus { reactors: usize, cpus: usize },
+    #[error("\"{0}\" is not a CPU number or range (a CPU list looks like \"0,4-5\")")]
+    BadCpu(String),
+    #[error("CPU {0} is listed twice: each reactor needs a CPU of its own")]
+    CpuTwice(usize),
+    #[error("CPU {cpu} is not one this process may run on (it may run on {allowed})")]
+    CpuNotAllowed { cpu: usize, allowed: String },
     #[error("{0} is not a power of two")]
     NotPowerOfTwo(u64),
     #[error("{value} is not a multiple of {of} ({why})")]
@@ -574,6 +594,9 @@ impl Config {
         let t = &self.target;
         let mut target = Table::new();
         target.insert("reactors".into(), int(t.reactors));
+        if !t.cpus.is_empty() {
+            target.insert("cpus".into(), Value::Array(t.cpus.iter().map(|&c| int(c)).collect()));
+        }
         target.insert("mdts_bytes".into(), int(t.mdts_bytes));
         target.insert("max_queue_entries".into(), int(t.max_queue_entries));
         target.insert("max_io_queues".into(), int(t.max_io_queues));
@@ -733,6 +756,7 @@ struct RawApi {
 #[serde(deny_unknown_fields)]
 struct RawTarget {
     reactors: Option<Spanned<Int>>,
+    cpus: Option<Spanned<RawCpus>>,
     mdts_bytes: Option<Spanned<Size>>,
     max_queue_entries: Option<Spanned<Int>>,
     max_io_queues: Option<Spanned<Int>>,
@@ -742,6 +766,14 @@ struct RawTarget {
     buffer_pool_bytes: Option<Spanned<Size>>,
     busy_poll_us: Option<Spanned<Int>>,
     data_dir: Option<Spanned<String>>,
+}
+
+/// `target.cpus`: a list of CPU numbers, or a Linux CPU list such as `"0,4-5"`.
+#[derive(Deserialize)]
+#[serde(untagged, expecting = "a list of CPU numbers, or a CPU list such as \"0,4-5\"")]
+enum RawCpus {
+    List(Vec<i64>),
+    Text(String),
 }
 
 #[derive(Deserialize)]
@@ -854,6 +886,62 @@ enum SizeError {
     Ambiguous(String),
     #[error("unknown unit \"{0}\": expected B, kB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024)")]
     UnknownUnit(String),
+}
+
+/// `1 CPU`, `2 CPUs`.
+fn count_of(n: usize, what: &str) -> String {
+    if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") }
+}
+
+/// A Linux CPU list (`"3"`, `"0-3"`, `"0,4-5"`; spaces around items allowed) as the
+/// CPUs it names, in the order written.
+pub fn parse_cpu_list(text: &str) -> Result<Vec<usize>, Problem> {
+    let mut cpus = Vec::new();
+    for item in text.split(',') {
+        let item = item.trim();
+        let number = |s: &str| s.trim().parse::<usize>().map_err(|_| Problem::BadCpu(item.to_owned()));
+        match item.split_once('-') {
+            None => cpus.push(number(item)?),
+            Some((first, last)) => {
+                let (first, last) = (number(first)?, number(last)?);
+                if first > last || last - first >= CPU_SET_BITS {
+                    return Err(Problem::BadCpu(item.to_owned()));
+                }
+                cpus.extend(first..=last);
+            }
+        }
+    }
+    Ok(cpus)
+}
+
+/// CPUs a `cpu_set_t` can name.
+const CPU_SET_BITS: usize = libc::CPU_SETSIZE as usize;
+
+/// The CPUs this process may run on (its affinity mask), ascending.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is a plain bit array for which all-zero is valid.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the kernel writes at most the size passed, which is the set's own.
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
+        return Vec::new();
+    }
+    // SAFETY: CPU_ISSET reads the set within its bounds (cpu < CPU_SETSIZE).
+    (0..CPU_SET_BITS).filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) }).collect()
+}
+
+/// `[0, 1, 2, 5]` as `"0-2,5"`.
+pub fn cpu_list_text(cpus: &[usize]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let mut j = i;
+        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
+            j += 1;
+        }
+        parts.push(if j > i { format!("{}-{}", cpus[i], cpus[j]) } else { cpus[i].to_string() });
+        i = j + 1;
+    }
+    if parts.is_empty() { String::from("none") } else { parts.join(",") }
 }
 
 /// `"4096"`, `"4096B"`, `"100GB"` (10^9), `"1GiB"` (2^30), `"1 GiB"`; units are
@@ -1099,7 +1187,16 @@ impl Checker<'_> {
     }
 
     fn target(&self, raw: &RawTarget) -> Result<TargetSection, ConfigError> {
-        let reactors = self.reactors(raw.reactors.as_ref())?;
+        let cpus = self.cpus(raw.cpus.as_ref())?;
+        let mut reactors = self.reactors(raw.reactors.as_ref())?;
+        match &raw.reactors {
+            None if !cpus.is_empty() => reactors = cpus.len(),
+            Some(value) if !cpus.is_empty() && reactors != cpus.len() => {
+                let problem = Problem::ReactorsAndCpus { reactors, cpus: cpus.len() };
+                return Err(self.invalid(value.span(), "target.reactors".into(), problem));
+            }
+            _ => {}
+        }
 
         let field = "target.mdts_bytes";
         let mdts = raw.mdts_bytes.as_ref();
@@ -1154,6 +1251,7 @@ impl Checker<'_> {
 
         Ok(TargetSection {
             reactors,
+            cpus,
             mdts_bytes,
             max_queue_entries,
             max_io_queues,
@@ -1180,6 +1278,34 @@ impl Checker<'_> {
             _ => Problem::OutOfRange { value: n, min: 1, max: i64::try_from(max).unwrap_or(i64::MAX) },
         };
         Err(self.invalid(value.span(), "target.reactors".into(), problem))
+    }
+
+    /// The CPUs of `target.cpus`, in order: each once, each one this process may run on.
+    fn cpus(&self, value: Option<&Spanned<RawCpus>>) -> Result<Vec<usize>, ConfigError> {
+        let Some(value) = value else {
+            return Ok(Vec::new());
+        };
+        let invalid = |problem| self.invalid(value.span(), "target.cpus".into(), problem);
+        let cpus = match value.get_ref() {
+            RawCpus::List(list) => list
+                .iter()
+                .map(|&n| usize::try_from(n).map_err(|_| invalid(Problem::BadCpu(n.to_string()))))
+                .collect::<Result<Vec<usize>, _>>()?,
+            RawCpus::Text(text) => parse_cpu_list(text).map_err(invalid)?,
+        };
+        if cpus.is_empty() {
+            return Err(invalid(Problem::Empty));
+        }
+        let allowed = allowed_cpus();
+        for (i, &cpu) in cpus.iter().enumerate() {
+            if cpus[..i].contains(&cpu) {
+                return Err(invalid(Problem::CpuTwice(cpu)));
+            }
+            if !allowed.contains(&cpu) {
+                return Err(invalid(Problem::CpuNotAllowed { cpu, allowed: cpu_list_text(&allowed) }));
+            }
+        }
+        Ok(cpus)
     }
 
     fn listeners(&self, raw: &[Spanned<RawListener>], have_subsystems: bool) -> Result<Vec<Listener>, ConfigError> {

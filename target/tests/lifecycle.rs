@@ -3,7 +3,8 @@
 //! association works) and keep-alives that keep it; SIGTERM with I/O in flight (exit 0, and
 //! what completed reads back after a restart); configuration errors (non-zero exit before
 //! listening, FILE:LINE:COL and the field on stderr); `--check-config`; the embedded default
-//! configuration; two reactors with I/O queues spread over both.
+//! configuration; two reactors with I/O queues spread over both; reactors pinned to the
+//! CPUs the configuration names.
 
 mod common;
 
@@ -430,4 +431,36 @@ fn two_reactors_spread_io_queues_over_both() {
     let smart = SmartLog::decode(&c.data).unwrap();
     assert_eq!((smart.host_write_commands, smart.host_read_commands), (80, 80));
     assert_eq!(smart.data_units_written, (80 * 64 * 512u128).div_ceil(512_000));
+}
+
+#[test]
+fn reactors_run_on_the_cpus_the_configuration_names() {
+    // The last CPU this process may use first, so that reactor 0 is not simply on CPU 0:
+    // the order of the list is the reactors' order.
+    let allowed = fabriq_target::config::allowed_cpus();
+    let cpus: Vec<usize> = allowed.iter().rev().take(2).copied().collect();
+    let list = cpus.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    // No `reactors`: one per CPU listed.
+    let target = Target::start(&format!("cpus = [{list}]"), &mem_subsystem());
+    let opts = HostOptions::default();
+    let (_admin, _, mut queues) = associate(target.addr, &opts, 0, cpus.len() as u16);
+    for (i, io) in queues.iter_mut().enumerate() {
+        write_ok(io, i as u64 * 64, 64, 11);
+        check_pattern(io, i as u64 * 64, 64, 11);
+    }
+    // Each reactor thread's affinity, from /proc: its own CPU and no other.
+    let mut pinned = BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{}/task", target.pid())).unwrap() {
+        let task = task.unwrap().path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap();
+        let Some(id) = comm.trim().strip_prefix("fabriq-r") else { continue };
+        let status = std::fs::read_to_string(task.join("status")).unwrap();
+        let allowed =
+            status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).map(|v| v.trim().to_owned()).unwrap();
+        pinned.insert(id.parse::<usize>().unwrap(), allowed);
+    }
+    let expected: BTreeMap<usize, String> = cpus.iter().enumerate().map(|(i, c)| (i, c.to_string())).collect();
+    assert_eq!(pinned, expected, "reactor threads and their CPUs");
+    let log = plain(&target.log_text());
+    assert_eq!(log.matches("reactor pinned").count(), cpus.len(), "{log}");
 }

@@ -214,6 +214,7 @@ size = 1048576
         config.target,
         TargetSection {
             reactors: 1,
+            cpus: Vec::new(),
             mdts_bytes: 256 * 1024,
             max_queue_entries: 256,
             max_io_queues: 4,
@@ -312,7 +313,7 @@ fn unknown_field_is_refused() {
     assert_eq!(
         error("[target]\nreactorz = 2\n"),
         "t.toml:2:1: field `target.reactorz`: unknown field `reactorz`, expected one of `reactors`, \
-         `mdts_bytes`, `max_queue_entries`, `max_io_queues`, `in_capsule_data_bytes`, \
+         `cpus`, `mdts_bytes`, `max_queue_entries`, `max_io_queues`, `in_capsule_data_bytes`, \
          `h2c_window_bytes`, `keep_alive_default_ms`, `buffer_pool_bytes`, `busy_poll_us`, `data_dir`"
     );
     assert_eq!(
@@ -884,4 +885,73 @@ fn rdma_listeners_with_the_feature() {
         )
         .contains("listener[1].address")
     );
+}
+
+#[test]
+fn cpu_lists() {
+    assert_eq!(parse_cpu_list("3"), Ok(vec![3]));
+    assert_eq!(parse_cpu_list("0-3"), Ok(vec![0, 1, 2, 3]));
+    assert_eq!(parse_cpu_list(" 5, 0-1 ,8 "), Ok(vec![5, 0, 1, 8]));
+    for bad in ["", "x", "1-", "-1", "3-1", "1,,2", "0-99999", "1.5"] {
+        assert!(parse_cpu_list(bad).is_err(), "{bad:?} parsed");
+    }
+    assert_eq!(cpu_list_text(&[0, 1, 2, 5, 7, 8]), "0-2,5,7-8");
+    assert_eq!(cpu_list_text(&[4]), "4");
+    assert_eq!(cpu_list_text(&[]), "none");
+    let allowed = allowed_cpus();
+    assert!(!allowed.is_empty() && allowed.windows(2).all(|w| w[0] < w[1]), "{allowed:?}");
+    assert_eq!(parse_cpu_list(&cpu_list_text(&allowed)), Ok(allowed));
+}
+
+#[test]
+fn cpus_pin_reactors_and_set_their_number() {
+    let allowed = allowed_cpus();
+    let first = allowed[0];
+    let last = *allowed.last().unwrap();
+    let with_target = |body: &str| parse(&format!("[target]\n{body}\n{}", with_listener("")));
+    // A list, in the order given; reactors follow its length.
+    let config = with_target(&format!("cpus = [{last}, {first}]"));
+    let expected = if last == first { vec![first, first] } else { vec![last, first] };
+    if last != first {
+        assert_eq!((config.target.reactors, config.target.cpus.clone()), (2, expected));
+    }
+    // A CPU list string; with reactors given, they agree.
+    let config = with_target(&format!("reactors = 1\ncpus = \"{last}\""));
+    assert_eq!((config.target.reactors, config.target.cpus.clone()), (1, vec![last]));
+    // Round trip, and nothing written when unset.
+    assert_eq!(parse(&config.to_toml()), config);
+    assert!(!with_target("reactors = 1").to_toml().contains("cpus"));
+}
+
+#[test]
+fn bad_cpus_name_the_field() {
+    let first = allowed_cpus()[0];
+    let e = |body: &str| error(&format!("[target]\n{body}\n{}", with_listener("")));
+    assert_eq!(
+        e(&format!("reactors = 2\ncpus = [{first}]")),
+        "t.toml:2:12: field `target.reactors`: 2 reactors but target.cpus names 1 CPU: \
+         give one CPU per reactor, or leave reactors out"
+    );
+    assert_eq!(
+        e(&format!("cpus = [{first}, {first}]")),
+        format!("t.toml:2:8: field `target.cpus`: CPU {first} is listed twice: each reactor needs a CPU of its own")
+    );
+    assert_eq!(
+        e("cpus = [4095]"),
+        format!(
+            "t.toml:2:8: field `target.cpus`: CPU 4095 is not one this process may run on (it may run on {})",
+            cpu_list_text(&allowed_cpus())
+        )
+    );
+    assert_eq!(
+        e("cpus = \"2-x\""),
+        "t.toml:2:8: field `target.cpus`: \"2-x\" is not a CPU number or range (a CPU list looks like \"0,4-5\")"
+    );
+    assert_eq!(
+        e("cpus = [-1]"),
+        "t.toml:2:8: field `target.cpus`: \"-1\" is not a CPU number or range (a CPU list looks like \"0,4-5\")"
+    );
+    assert_eq!(e("cpus = []"), "t.toml:2:8: field `target.cpus`: must not be empty");
+    let wrong_type = e("cpus = 1.5");
+    assert!(wrong_type.contains("target.cpus") && wrong_type.contains("a list of CPU numbers"), "{wrong_type}");
 }
