@@ -131,18 +131,17 @@ impl Scenario {
 /// How many figures a run gives.
 pub const FIGURE_COUNT: usize = 9;
 
-/// The figures compared, and whether more is better (the disk's are neither: they say
-/// what the device was handed, with `--disk`).
-pub const FIGURES: [(&str, bool); FIGURE_COUNT] = [
-    ("IOPS", true),
-    ("MB/s", true),
-    ("lat avg µs", false),
-    ("lat p50 µs", false),
-    ("lat p99 µs", false),
-    ("lat p99.9 µs", false),
-    ("IOPS/target CPU-s", true),
-    ("disk KiB/request", true),
-    ("disk busy %", false),
+/// The figures compared, in table order.
+pub const FIGURES: [&str; FIGURE_COUNT] = [
+    "IOPS",
+    "MB/s",
+    "lat avg µs",
+    "lat p50 µs",
+    "lat p99 µs",
+    "lat p99.9 µs",
+    "IOPS/target CPU-s",
+    "disk KiB/request",
+    "disk busy %",
 ];
 
 /// One run's figures, in the order of [`FIGURES`] (`NaN` when absent).
@@ -162,18 +161,9 @@ pub fn figures(report: &serde_json::Value) -> [f64; FIGURE_COUNT] {
         get(&["results", "lat", "p99_us"]),
         get(&["results", "lat", "p999_us"]),
         get(&["cpu", "target", "iops_per_cpu_s"]),
-        disk_kib_per_request(&report["disk"]),
+        get(&["disk", "kib_per_request"]),
         get(&["disk", "busy_pct"]),
     ]
-}
-
-/// Mean size of the device's requests, reads and writes together (`NaN` without `--disk`
-/// or with no request).
-fn disk_kib_per_request(disk: &serde_json::Value) -> f64 {
-    let f = |key: &str| disk[key].as_f64().unwrap_or(f64::NAN);
-    let (reads, writes) = (f("reads_per_s"), f("writes_per_s"));
-    let kib = reads * f("read_kib_per_request") + writes * f("write_kib_per_request");
-    if reads + writes > 0.0 { kib / (reads + writes) } else { f64::NAN }
 }
 
 /// Median of the finite values (`NaN` when there are none).
@@ -235,7 +225,7 @@ impl Comparison {
                 format!("{x:.1}")
             }
         };
-        for (f, (name, _)) in FIGURES.iter().enumerate() {
+        for (f, name) in FIGURES.iter().enumerate() {
             let a: Vec<f64> = self.a_rounds.iter().map(|r| r[f]).collect();
             let b: Vec<f64> = self.b_rounds.iter().map(|r| r[f]).collect();
             if a.iter().chain(&b).all(|x| !x.is_finite()) {
@@ -264,7 +254,7 @@ pub fn compare(scenario: &Scenario, exe: &Path, log: &mut dyn Write) -> Result<C
     let mut comparison = Comparison {
         a: (scenario.a.label.clone(), scenario.a.args.clone()),
         b: (scenario.b.label.clone(), scenario.b.args.clone()),
-        figures: FIGURES.iter().map(|f| f.0).collect(),
+        figures: FIGURES.to_vec(),
         a_rounds: Vec::new(),
         b_rounds: Vec::new(),
     };
@@ -380,7 +370,7 @@ mod tests {
         let c = Comparison {
             a: ("A".into(), vec![]),
             b: ("B".into(), vec![]),
-            figures: FIGURES.iter().map(|f| f.0).collect(),
+            figures: FIGURES.to_vec(),
             a_rounds: vec![[100.0; FIGURE_COUNT], [200.0; FIGURE_COUNT]],
             b_rounds: vec![[110.0; FIGURE_COUNT], [180.0; FIGURE_COUNT]],
         };
@@ -402,13 +392,12 @@ mod tests {
         let v: serde_json::Value = serde_json::json!({
             "results": {"iops": 1000.0},
             "cpu": {"target": {"iops_per_cpu_s": 5000.0}},
-            "disk": {"reads_per_s": 300.0, "read_kib_per_request": 128.0, "writes_per_s": 100.0,
-                     "write_kib_per_request": 512.0, "busy_pct": 67.5}
+            "disk": {"kib_per_request": 224.0, "busy_pct": 67.5}
         });
         let f = figures(&v);
         assert_eq!(f[6..], [5000.0, 224.0, 67.5]);
-        // A disk that served nothing has no request size.
-        let v = serde_json::json!({"disk": {"reads_per_s": 0.0, "writes_per_s": 0.0, "busy_pct": 0.0}});
+        // A disk that served nothing has no request size (null in the report).
+        let v = serde_json::json!({"disk": {"kib_per_request": null, "busy_pct": 0.0}});
         assert!(figures(&v)[7].is_nan());
     }
 }

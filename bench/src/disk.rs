@@ -149,6 +149,8 @@ pub struct DiskUse {
     pub read_kib_per_request: f64,
     /// Mean size of a write request, KiB.
     pub write_kib_per_request: f64,
+    /// Mean size of any request, KiB; none without requests.
+    pub kib_per_request: Option<f64>,
     /// Commands merged into other requests (reads and writes).
     pub merged: u64,
     /// Percent of the window with a request in flight.
@@ -162,6 +164,7 @@ impl DiskUse {
     pub fn between(device: &str, a: &Counters, b: &Counters, seconds: f64) -> DiskUse {
         let d = |x: u64, y: u64| y.saturating_sub(x);
         let (reads, writes) = (d(a.reads, b.reads), d(a.writes, b.writes));
+        let (read_sectors, write_sectors) = (d(a.read_sectors, b.read_sectors), d(a.write_sectors, b.write_sectors));
         let per_s = |n: u64| if seconds > 0.0 { n as f64 / seconds } else { 0.0 };
         let kib = |sectors: u64, n: u64| if n > 0 { sectors as f64 / 2.0 / n as f64 } else { 0.0 };
         let ms = seconds * 1000.0;
@@ -170,8 +173,9 @@ impl DiskUse {
             device: device.to_string(),
             reads_per_s: per_s(reads),
             writes_per_s: per_s(writes),
-            read_kib_per_request: kib(d(a.read_sectors, b.read_sectors), reads),
-            write_kib_per_request: kib(d(a.write_sectors, b.write_sectors), writes),
+            read_kib_per_request: kib(read_sectors, reads),
+            write_kib_per_request: kib(write_sectors, writes),
+            kib_per_request: (reads + writes > 0).then(|| kib(read_sectors + write_sectors, reads + writes)),
             merged: d(a.read_merges, b.read_merges) + d(a.write_merges, b.write_merges),
             // io_ticks advance in jiffies: a window of a few seconds may read a hair over 100%.
             busy_pct: (100.0 * share(d(a.busy_ms, b.busy_ms))).min(100.0),
@@ -227,12 +231,16 @@ mod tests {
         assert!((u.writes_per_s - 1.0).abs() < 1e-9);
         assert!((u.read_kib_per_request - 2048.0).abs() < 1e-9);
         assert!((u.write_kib_per_request - 4.0).abs() < 1e-9);
+        // 5618 reads of 2048 KiB and 4 writes of 4 KiB.
+        let all = (5618.0 * 2048.0 + 4.0 * 4.0) / 5622.0;
+        assert!((u.kib_per_request.unwrap() - all).abs() < 1e-9);
         assert_eq!(u.merged, 84270);
         assert!((u.busy_pct - 67.5).abs() < 1e-9);
         assert!((u.queue_depth - 2.0).abs() < 1e-9);
         // No requests: sizes are zero, not NaN; a counter that went backwards is no negative.
         let idle = DiskUse::between("vda", &b, &a, 1.0);
         assert_eq!((idle.reads_per_s, idle.read_kib_per_request, idle.merged, idle.busy_pct), (0.0, 0.0, 0, 0.0));
+        assert_eq!(idle.kib_per_request, None);
         assert_eq!(DiskUse::between("vda", &a, &a, 0.0).busy_pct, 0.0);
         // Rounding of io_ticks never reports more than the whole window.
         let over = Counters { busy_ms: a.busy_ms + 1010, ..a };
