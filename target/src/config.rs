@@ -41,6 +41,8 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 use uuid::Uuid;
 
+use crate::affinity;
+
 /// NVMe base specification 2.0, §4.5: an NQN is at most 223 bytes.
 const NQN_MAX_BYTES: usize = 223;
 /// The well-known discovery subsystem NQN (NVMe over Fabrics 1.1, §5.3), served by
@@ -893,57 +895,6 @@ fn count_of(n: usize, what: &str) -> String {
     if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") }
 }
 
-/// A Linux CPU list (`"3"`, `"0-3"`, `"0,4-5"`; spaces around items allowed) as the
-/// CPUs it names, in the order written.
-pub fn parse_cpu_list(text: &str) -> Result<Vec<usize>, Problem> {
-    let mut cpus = Vec::new();
-    for item in text.split(',') {
-        let item = item.trim();
-        let number = |s: &str| s.trim().parse::<usize>().map_err(|_| Problem::BadCpu(item.to_owned()));
-        match item.split_once('-') {
-            None => cpus.push(number(item)?),
-            Some((first, last)) => {
-                let (first, last) = (number(first)?, number(last)?);
-                if first > last || last - first >= CPU_SET_BITS {
-                    return Err(Problem::BadCpu(item.to_owned()));
-                }
-                cpus.extend(first..=last);
-            }
-        }
-    }
-    Ok(cpus)
-}
-
-/// CPUs a `cpu_set_t` can name.
-const CPU_SET_BITS: usize = libc::CPU_SETSIZE as usize;
-
-/// The CPUs this process may run on (its affinity mask), ascending.
-pub fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: cpu_set_t is a plain bit array for which all-zero is valid.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: the kernel writes at most the size passed, which is the set's own.
-    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
-        return Vec::new();
-    }
-    // SAFETY: CPU_ISSET reads the set within its bounds (cpu < CPU_SETSIZE).
-    (0..CPU_SET_BITS).filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) }).collect()
-}
-
-/// `[0, 1, 2, 5]` as `"0-2,5"`.
-pub fn cpu_list_text(cpus: &[usize]) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < cpus.len() {
-        let mut j = i;
-        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
-            j += 1;
-        }
-        parts.push(if j > i { format!("{}-{}", cpus[i], cpus[j]) } else { cpus[i].to_string() });
-        i = j + 1;
-    }
-    if parts.is_empty() { String::from("none") } else { parts.join(",") }
-}
-
 /// `"4096"`, `"4096B"`, `"100GB"` (10^9), `"1GiB"` (2^30), `"1 GiB"`; units are
 /// case-insensitive. A lone `k`, `M`, `G` or `T` is refused: tools disagree on
 /// whether it means 1000 or 1024, and a size off by 7 % is a namespace of the wrong
@@ -1291,18 +1242,18 @@ impl Checker<'_> {
                 .iter()
                 .map(|&n| usize::try_from(n).map_err(|_| invalid(Problem::BadCpu(n.to_string()))))
                 .collect::<Result<Vec<usize>, _>>()?,
-            RawCpus::Text(text) => parse_cpu_list(text).map_err(invalid)?,
+            RawCpus::Text(text) => affinity::parse_list(text).map_err(|item| invalid(Problem::BadCpu(item)))?,
         };
         if cpus.is_empty() {
             return Err(invalid(Problem::Empty));
         }
-        let allowed = allowed_cpus();
+        let allowed = affinity::allowed();
         for (i, &cpu) in cpus.iter().enumerate() {
             if cpus[..i].contains(&cpu) {
                 return Err(invalid(Problem::CpuTwice(cpu)));
             }
             if !allowed.contains(&cpu) {
-                return Err(invalid(Problem::CpuNotAllowed { cpu, allowed: cpu_list_text(&allowed) }));
+                return Err(invalid(Problem::CpuNotAllowed { cpu, allowed: affinity::list_text(&allowed) }));
             }
         }
         Ok(cpus)

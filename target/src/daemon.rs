@@ -182,24 +182,6 @@ pub struct DataPlane {
     threads: Vec<JoinHandle<io::Result<()>>>,
 }
 
-/// Pins the calling thread to `cpu`: the reactor, and the io_uring workers it starts later,
-/// which inherit its affinity.
-fn pin_to(cpu: usize) -> io::Result<()> {
-    if cpu >= libc::CPU_SETSIZE as usize {
-        return Err(io::Error::other(format!("CPU {cpu} is beyond what a CPU set can name")));
-    }
-    // SAFETY: cpu_set_t is a plain bit array for which all-zero is valid.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: CPU_SET writes within the set: cpu < CPU_SETSIZE, checked above.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: the kernel reads at most the size passed, which is the set's own.
-    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
-        let error = io::Error::last_os_error();
-        return Err(io::Error::new(error.kind(), format!("pinning to CPU {cpu}: {error}")));
-    }
-    Ok(())
-}
-
 impl DataPlane {
     /// Starts `section.reactors` reactors for `target` and attaches them to it: reactor 0
     /// accepts on every listener the target has (and on those added later), and run-time
@@ -234,17 +216,19 @@ impl DataPlane {
             let cpu = section.cpus.get(id).copied();
             let thread = std::thread::Builder::new()
                 .name(format!("fabriq-r{id}"))
-                .spawn(move || match cpu.map_or(Ok(()), pin_to).and_then(|()| Reactor::new(setup)) {
-                    Ok(reactor) => {
-                        if let Some(cpu) = cpu {
-                            tracing::info!(reactor = id, cpu, "reactor pinned");
+                .spawn(move || {
+                    match cpu.map_or(Ok(()), crate::affinity::pin_current_thread).and_then(|()| Reactor::new(setup)) {
+                        Ok(reactor) => {
+                            if let Some(cpu) = cpu {
+                                tracing::info!(reactor = id, cpu, "reactor pinned");
+                            }
+                            let _ = started.send(Ok(id));
+                            reactor.run()
                         }
-                        let _ = started.send(Ok(id));
-                        reactor.run()
-                    }
-                    Err(e) => {
-                        let _ = started.send(Err((id, io::Error::new(e.kind(), e.to_string()))));
-                        Err(e)
+                        Err(e) => {
+                            let _ = started.send(Err((id, io::Error::new(e.kind(), e.to_string()))));
+                            Err(e)
+                        }
                     }
                 })
                 .map_err(|source| StartError::Reactor { id, source })?;

@@ -11,11 +11,13 @@
 //! - [`subsys`]: the target's object model (subsystems, namespaces, hosts, listeners), changed
 //!   at run time; [`stats`]: the per-namespace counters it exports.
 //! - [`daemon`]: the daemon's life, and the data plane ([`daemon::DataPlane`]) for a target.
-//! - [`notify`]: systemd's readiness and watchdog notifications.
+//! - [`notify`]: systemd's readiness and watchdog notifications; [`affinity`]: CPU lists and
+//!   pinning reactors to CPUs.
 //! - [`storage`]: pools and volumes, with crash-safe metadata on the pool's device.
 //! - [`node`]: the node manager: pools, volumes and their exports, kept in step with the target.
 //! - [`api`]: the node REST API over the node manager.
 
+pub mod affinity;
 pub mod api;
 pub mod backend;
 pub mod buffers;

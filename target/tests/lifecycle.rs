@@ -437,7 +437,7 @@ fn two_reactors_spread_io_queues_over_both() {
 fn reactors_run_on_the_cpus_the_configuration_names() {
     // The last CPU this process may use first, so that reactor 0 is not simply on CPU 0:
     // the order of the list is the reactors' order.
-    let allowed = fabriq_target::config::allowed_cpus();
+    let allowed = fabriq_target::affinity::allowed();
     let cpus: Vec<usize> = allowed.iter().rev().take(2).copied().collect();
     let list = cpus.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
     // No `reactors`: one per CPU listed.

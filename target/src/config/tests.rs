@@ -888,24 +888,8 @@ fn rdma_listeners_with_the_feature() {
 }
 
 #[test]
-fn cpu_lists() {
-    assert_eq!(parse_cpu_list("3"), Ok(vec![3]));
-    assert_eq!(parse_cpu_list("0-3"), Ok(vec![0, 1, 2, 3]));
-    assert_eq!(parse_cpu_list(" 5, 0-1 ,8 "), Ok(vec![5, 0, 1, 8]));
-    for bad in ["", "x", "1-", "-1", "3-1", "1,,2", "0-99999", "1.5"] {
-        assert!(parse_cpu_list(bad).is_err(), "{bad:?} parsed");
-    }
-    assert_eq!(cpu_list_text(&[0, 1, 2, 5, 7, 8]), "0-2,5,7-8");
-    assert_eq!(cpu_list_text(&[4]), "4");
-    assert_eq!(cpu_list_text(&[]), "none");
-    let allowed = allowed_cpus();
-    assert!(!allowed.is_empty() && allowed.windows(2).all(|w| w[0] < w[1]), "{allowed:?}");
-    assert_eq!(parse_cpu_list(&cpu_list_text(&allowed)), Ok(allowed));
-}
-
-#[test]
 fn cpus_pin_reactors_and_set_their_number() {
-    let allowed = allowed_cpus();
+    let allowed = affinity::allowed();
     let first = allowed[0];
     let last = *allowed.last().unwrap();
     let with_target = |body: &str| parse(&format!("[target]\n{body}\n{}", with_listener("")));
@@ -925,7 +909,7 @@ fn cpus_pin_reactors_and_set_their_number() {
 
 #[test]
 fn bad_cpus_name_the_field() {
-    let first = allowed_cpus()[0];
+    let first = affinity::allowed()[0];
     let e = |body: &str| error(&format!("[target]\n{body}\n{}", with_listener("")));
     assert_eq!(
         e(&format!("reactors = 2\ncpus = [{first}]")),
@@ -940,7 +924,7 @@ fn bad_cpus_name_the_field() {
         e("cpus = [4095]"),
         format!(
             "t.toml:2:8: field `target.cpus`: CPU 4095 is not one this process may run on (it may run on {})",
-            cpu_list_text(&allowed_cpus())
+            affinity::list_text(&affinity::allowed())
         )
     );
     assert_eq!(
