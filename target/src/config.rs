@@ -68,6 +68,9 @@ const DEFAULT_MAX_IO_QUEUES: u16 = 8;
 const DEFAULT_IN_CAPSULE_DATA_BYTES: u32 = 8192;
 const DEFAULT_H2C_WINDOW_BYTES: u32 = 512 * 1024;
 const H2C_WINDOW_BYTES_MAX: u32 = 1 << 30;
+const DEFAULT_C2H_SLICE_BYTES: u32 = 256 * 1024;
+const C2H_SLICE_BYTES_MIN: u32 = 4096;
+const C2H_SLICE_BYTES_MAX: u32 = 1 << 30;
 const DEFAULT_KEEP_ALIVE_MS: u32 = 120_000;
 const DEFAULT_BUFFER_POOL_BYTES: u64 = 64 * MIB;
 const DEFAULT_BUSY_POLL_US: u32 = 50;
@@ -194,6 +197,15 @@ pub struct TargetSection {
     /// socket's receive buffer, which on loopback made TCP drop, reorder and
     /// retransmit segments (ms-long stalls). At least `mdts_bytes`, at most 1 GiB.
     pub h2c_window_bytes: u32,
+    /// NVMe/TCP: while a queue's reads wait long for their data (over 200 µs on
+    /// average: a disk busy with large reads), its read data goes out in sends of
+    /// at most this many bytes. Between two sends the reactor takes in the commands
+    /// the host sent back for the data it already has, so the disk gets them while
+    /// the rest of the burst is still on its way, instead of sitting idle through
+    /// one large send. Reads that are answered quickly (a null namespace, a file in
+    /// memory) are never sliced, so a target limited by its CPU pays nothing.
+    /// Default 256 KiB; 0 never slices; otherwise `4096..=1GiB`.
+    pub c2h_slice_bytes: u32,
     /// Keep-alive timeout given to a discovery controller whose host's Connect
     /// carries KATO = 0; I/O controllers use the host's KATO. Default 120 s, Linux
     /// nvmet's discovery default; `1000..=3_600_000`.
@@ -222,6 +234,7 @@ impl Default for TargetSection {
             max_io_queues: DEFAULT_MAX_IO_QUEUES,
             in_capsule_data_bytes: DEFAULT_IN_CAPSULE_DATA_BYTES,
             h2c_window_bytes: DEFAULT_H2C_WINDOW_BYTES,
+            c2h_slice_bytes: DEFAULT_C2H_SLICE_BYTES,
             keep_alive_default_ms: DEFAULT_KEEP_ALIVE_MS,
             buffer_pool_bytes: DEFAULT_BUFFER_POOL_BYTES,
             busy_poll_us: DEFAULT_BUSY_POLL_US,
@@ -604,6 +617,7 @@ impl Config {
         target.insert("max_io_queues".into(), int(t.max_io_queues));
         target.insert("in_capsule_data_bytes".into(), int(t.in_capsule_data_bytes));
         target.insert("h2c_window_bytes".into(), int(t.h2c_window_bytes));
+        target.insert("c2h_slice_bytes".into(), int(t.c2h_slice_bytes));
         target.insert("keep_alive_default_ms".into(), int(t.keep_alive_default_ms));
         target.insert("buffer_pool_bytes".into(), int(t.buffer_pool_bytes));
         target.insert("busy_poll_us".into(), int(t.busy_poll_us));
@@ -764,6 +778,7 @@ struct RawTarget {
     max_io_queues: Option<Spanned<Int>>,
     in_capsule_data_bytes: Option<Spanned<Size>>,
     h2c_window_bytes: Option<Spanned<Size>>,
+    c2h_slice_bytes: Option<Spanned<Size>>,
     keep_alive_default_ms: Option<Spanned<Int>>,
     buffer_pool_bytes: Option<Spanned<Size>>,
     busy_poll_us: Option<Spanned<Int>>,
@@ -1174,6 +1189,17 @@ impl Checker<'_> {
         let h2c_window_bytes =
             self.size(window, "target.h2c_window_bytes", mdts_bytes, H2C_WINDOW_BYTES_MAX, window_default)?;
 
+        let field = "target.c2h_slice_bytes";
+        let slice = raw.c2h_slice_bytes.as_ref();
+        let c2h_slice_bytes = self.size(slice, field, 0u32, C2H_SLICE_BYTES_MAX, DEFAULT_C2H_SLICE_BYTES)?;
+        self.ensure(slice, field, c2h_slice_bytes == 0 || c2h_slice_bytes >= C2H_SLICE_BYTES_MIN, || {
+            Problem::TooSmall {
+                value: c2h_slice_bytes.into(),
+                min: C2H_SLICE_BYTES_MIN.into(),
+                why: "or 0, which never slices",
+            }
+        })?;
+
         let keep_alive = raw.keep_alive_default_ms.as_ref();
         let keep_alive_default_ms =
             self.int(keep_alive, "target.keep_alive_default_ms", 1000u32, 3_600_000, DEFAULT_KEEP_ALIVE_MS)?;
@@ -1208,6 +1234,7 @@ impl Checker<'_> {
             max_io_queues,
             in_capsule_data_bytes,
             h2c_window_bytes,
+            c2h_slice_bytes,
             keep_alive_default_ms,
             buffer_pool_bytes,
             busy_poll_us,

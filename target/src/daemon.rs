@@ -76,6 +76,8 @@ pub fn limits(c: &config::TargetSection) -> Limits {
         max_io_queues: c.max_io_queues,
         in_capsule_data_bytes: c.in_capsule_data_bytes,
         h2c_window_bytes: c.h2c_window_bytes,
+        c2h_slice_bytes: c.c2h_slice_bytes,
+        slow_read_us: Limits::SLOW_READ_US,
         reactors: c.reactors,
         discovery_kato_ms: c.keep_alive_default_ms,
     }

@@ -168,6 +168,7 @@ max_queue_entries = 256
 max_io_queues = 4
 in_capsule_data_bytes = 4096
 h2c_window_bytes = "1MiB"
+c2h_slice_bytes = "64KiB"
 keep_alive_default_ms = 5000
 buffer_pool_bytes = "16MiB"
 busy_poll_us = 0
@@ -220,6 +221,7 @@ size = 1048576
             max_io_queues: 4,
             in_capsule_data_bytes: 4096,
             h2c_window_bytes: 1 << 20,
+            c2h_slice_bytes: 64 << 10,
             keep_alive_default_ms: 5000,
             buffer_pool_bytes: 16 << 20,
             busy_poll_us: 0,
@@ -314,7 +316,8 @@ fn unknown_field_is_refused() {
         error("[target]\nreactorz = 2\n"),
         "t.toml:2:1: field `target.reactorz`: unknown field `reactorz`, expected one of `reactors`, \
          `cpus`, `mdts_bytes`, `max_queue_entries`, `max_io_queues`, `in_capsule_data_bytes`, \
-         `h2c_window_bytes`, `keep_alive_default_ms`, `buffer_pool_bytes`, `busy_poll_us`, `data_dir`"
+         `h2c_window_bytes`, `c2h_slice_bytes`, `keep_alive_default_ms`, `buffer_pool_bytes`, `busy_poll_us`, \
+         `data_dir`"
     );
     assert_eq!(
         error("[[listener]]\naddress = \"127.0.0.1:4420\"\n\n[[subsytem]]\n"),
@@ -657,6 +660,18 @@ fn target_numbers_are_checked() {
     assert_eq!(
         error("[target]\nmdts_bytes = 4096\nin_capsule_data_bytes = 8192\n"),
         "t.toml:3:25: field `target.in_capsule_data_bytes`: 8192 is out of range 0..=4096"
+    );
+    assert_eq!(
+        error("[target]\nc2h_slice_bytes = 1000\n"),
+        "t.toml:2:19: field `target.c2h_slice_bytes`: 1000 is less than 4096 (or 0, which never slices)"
+    );
+    assert_eq!(
+        error("[target]\nc2h_slice_bytes = \"2GiB\"\n"),
+        "t.toml:2:19: field `target.c2h_slice_bytes`: 2147483648 is out of range 0..=1073741824"
+    );
+    assert_eq!(
+        parse("[target]\nc2h_slice_bytes = 0\n[[listener]]\naddress = \"127.0.0.1:4420\"\n").target.c2h_slice_bytes,
+        0
     );
     assert_eq!(
         error("[target]\nmdts_bytes = \"1MiB\"\nh2c_window_bytes = \"512KiB\"\n"),

@@ -29,6 +29,10 @@
 //! - the data R2Ts ask for and that has not arrived stays within the write data window
 //!   (`h2c_window_bytes`; the first R2T always goes out); the others wait in `r2t_wait`,
 //!   oldest first, and go out as data arrives;
+//! - while the queue's reads wait long for their data (`read_wait_us` at least
+//!   `slow_read_us`), one send carries at most `c2h_slice_bytes`, so that the commands the
+//!   host sends back for the first data are taken in (and reach the backend) before the
+//!   rest of a burst has gone out;
 //! - a bad command is completed with an NVMe status and the connection lives on; a protocol
 //!   violation gets a C2HTermReq and the connection closes;
 //! - a command runs against the namespace table it started with (`Tables`): the control plane
@@ -291,6 +295,9 @@ pub struct Queue {
     control: Box<[u8; pdu::HEADER_BUF_LEN]>,
     control_len: usize,
     in_flight: u32,
+    /// Moving mean (weight 1/8) of how long a read waited for its data, from its capsule's
+    /// turn to the turn its data was ready, microseconds.
+    read_wait_us: u32,
 }
 
 impl Queue {
@@ -327,6 +334,7 @@ impl Queue {
             rx_blocked: false,
             sink: pool.sink(max_data),
             zeroes: pool.zeroes(max_data).0,
+            read_wait_us: 0,
             sqsize: 1,
             sqhd: 0,
             sq_flow_disabled: false,
@@ -882,29 +890,13 @@ impl Queue {
     }
 
     /// Fills `iov` with what to send next; returns how many entries (0: nothing to send).
+    /// While reads wait on a slow backend, that is at most one slice (`c2h_slice_bytes`).
     pub fn gather(&self, iov: &mut [libc::iovec]) -> usize {
         if self.close == Close::Now {
             return 0;
         }
-        let mut n = 0;
-        let mut skip = self.tx_sent;
-        for &item in &self.tx {
-            let (parts, count) = self.tx_parts(item);
-            if n + count > iov.len() {
-                break;
-            }
-            for &(ptr, len) in &parts[..count] {
-                if skip >= len {
-                    skip -= len;
-                    continue;
-                }
-                // SAFETY: ptr is valid for len bytes and skip < len.
-                iov[n] = libc::iovec { iov_base: unsafe { ptr.add(skip) } as *mut libc::c_void, iov_len: len - skip };
-                skip = 0;
-                n += 1;
-            }
-        }
-        n
+        let budget = send_budget(&self.core.target.limits, self.read_wait_us);
+        gather_parts(self.tx.iter().map(|&item| self.tx_parts(item)), self.tx_sent, budget, iov)
     }
 
     /// `n` bytes of what `gather` offered went out.
@@ -1023,6 +1015,7 @@ impl Transport for Queue {
         slot.go(SlotState::Sending);
         let sends_data = status.is_success() && slot.cmd.dir == DataDir::C2h && slot.cmd.out_len > 0;
         if sends_data {
+            self.read_wait_us = next_read_wait(self.read_wait_us, io.now.saturating_duration_since(slot.cmd.arrived));
             slot.success_flag = sq_flow_disabled;
             let c2h = C2hData {
                 cccid: slot.cmd.sqe.cid,
@@ -1127,9 +1120,155 @@ fn check_sgl(sqe: &Sqe, p: &Prepared, icd: u32) -> Result<(), Status> {
     }
 }
 
+/// The moving mean of reads' wait for their data (weight 1/8, microseconds, a wait counted
+/// up to 1 s) after one more read waited `waited`.
+fn next_read_wait(mean_us: u32, waited: std::time::Duration) -> u32 {
+    let waited = u32::try_from(waited.as_micros()).unwrap_or(u32::MAX).min(1_000_000);
+    mean_us - mean_us / 8 + waited / 8
+}
+
+/// Most bytes the next send of a queue may carry: one slice while its reads wait on a slow
+/// backend, everything queued otherwise.
+fn send_budget(limits: &Limits, read_wait_us: u32) -> usize {
+    if limits.c2h_slice_bytes > 0 && read_wait_us >= limits.slow_read_us {
+        limits.c2h_slice_bytes as usize
+    } else {
+        usize::MAX
+    }
+}
+
+/// Fills `iov` from the PDUs queued to send (each up to three parts: header, data, digest),
+/// skipping the `skip` bytes already sent and offering at most `budget` bytes; a PDU whose
+/// parts do not all fit in the entries left waits for the next send. Returns the entries used.
+fn gather_parts(
+    items: impl Iterator<Item = ([(*const u8, usize); 3], usize)>,
+    mut skip: usize,
+    mut budget: usize,
+    iov: &mut [libc::iovec],
+) -> usize {
+    let mut n = 0;
+    'items: for (parts, count) in items {
+        if n + count > iov.len() {
+            break;
+        }
+        for &(ptr, len) in &parts[..count] {
+            if skip >= len {
+                skip -= len;
+                continue;
+            }
+            if budget == 0 {
+                break 'items;
+            }
+            let take = (len - skip).min(budget);
+            budget -= take;
+            // SAFETY: ptr is valid for len bytes, skip < len and take <= len - skip.
+            iov[n] = libc::iovec { iov_base: unsafe { ptr.add(skip) } as *mut libc::c_void, iov_len: take };
+            skip = 0;
+            n += 1;
+        }
+    }
+    n
+}
+
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::SlotState as S;
+    use super::{gather_parts, next_read_wait, send_budget};
+    use crate::subsys::Limits;
+
+    /// What `gather_parts` offered, as (offset in `base`, length) pairs.
+    fn offered(iov: &[libc::iovec], n: usize, base: *const u8) -> Vec<(usize, usize)> {
+        iov[..n].iter().map(|v| (v.iov_base as usize - base as usize, v.iov_len)).collect()
+    }
+
+    fn gather(
+        items: &[&[(usize, usize)]],
+        base: *const u8,
+        skip: usize,
+        budget: usize,
+        slots: usize,
+    ) -> Vec<(usize, usize)> {
+        let empty = (std::ptr::null(), 0);
+        let items = items.iter().map(|parts| {
+            let mut a = [empty; 3];
+            for (i, &(at, len)) in parts.iter().enumerate() {
+                // SAFETY: every offset is within the test's buffer.
+                a[i] = (unsafe { base.add(at) }, len);
+            }
+            (a, parts.len())
+        });
+        let mut iov = vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; slots];
+        let n = gather_parts(items, skip, budget, &mut iov);
+        offered(&iov, n, base)
+    }
+
+    /// Two C2HData PDUs (header, data, digest) and a CapsuleResp, laid out in one buffer.
+    const PDUS: [&[(usize, usize)]; 3] =
+        [&[(0, 24), (100, 5000), (6000, 4)], &[(24, 24), (7000, 3000), (6004, 4)], &[(48, 24)]];
+
+    #[test]
+    fn everything_queued_goes_out_without_a_budget() {
+        let buf = [0u8; 10_000];
+        let all = gather(&PDUS, buf.as_ptr(), 0, usize::MAX, 16);
+        assert_eq!(all, [(0, 24), (100, 5000), (6000, 4), (24, 24), (7000, 3000), (6004, 4), (48, 24)]);
+    }
+
+    #[test]
+    fn a_budget_cuts_the_send_inside_a_part_and_the_next_send_resumes_there() {
+        let buf = [0u8; 10_000];
+        let first = gather(&PDUS, buf.as_ptr(), 0, 4096, 16);
+        assert_eq!(first, [(0, 24), (100, 4072)]);
+        // 4096 bytes went out: the next send starts 4072 bytes into the first data part.
+        let second = gather(&PDUS, buf.as_ptr(), 4096, 4096, 16);
+        assert_eq!(second, [(4172, 928), (6000, 4), (24, 24), (7000, 3000), (6004, 4), (48, 24)]);
+        assert_eq!(second.iter().map(|p| p.1).sum::<usize>(), 8080 - 4096, "the rest of the queue");
+        // A budget that ends exactly at a part's end offers nothing of the next part.
+        assert_eq!(gather(&PDUS, buf.as_ptr(), 0, 5028, 16), [(0, 24), (100, 5000), (6000, 4)]);
+        assert_eq!(gather(&PDUS, buf.as_ptr(), 0, 5024, 16), [(0, 24), (100, 5000)]);
+    }
+
+    #[test]
+    fn a_pdu_whose_parts_do_not_fit_the_entries_waits_for_the_next_send() {
+        let buf = [0u8; 10_000];
+        assert_eq!(gather(&PDUS, buf.as_ptr(), 0, usize::MAX, 5), [(0, 24), (100, 5000), (6000, 4)]);
+        assert_eq!(gather(&PDUS, buf.as_ptr(), 0, usize::MAX, 2), []);
+    }
+
+    #[test]
+    fn slices_only_while_reads_wait_on_a_slow_backend() {
+        let limits = Limits::default();
+        assert_eq!((limits.c2h_slice_bytes, limits.slow_read_us), (256 * 1024, Limits::SLOW_READ_US));
+        assert_eq!(send_budget(&limits, 0), usize::MAX);
+        assert_eq!(send_budget(&limits, Limits::SLOW_READ_US - 1), usize::MAX);
+        assert_eq!(send_budget(&limits, Limits::SLOW_READ_US), 256 * 1024);
+        let never = Limits { c2h_slice_bytes: 0, ..Limits::default() };
+        assert_eq!(send_budget(&never, 1_000_000), usize::MAX);
+    }
+
+    #[test]
+    fn the_read_wait_follows_the_backend_both_ways() {
+        // Reads of a disk answering in 600 µs reach the slicing threshold within a few
+        // dozen reads, and a backend that then answers at once brings it back down.
+        let mut mean = 0;
+        let mut reads = 0;
+        while mean < Limits::SLOW_READ_US {
+            mean = next_read_wait(mean, Duration::from_micros(600));
+            reads += 1;
+        }
+        assert!(reads <= 8, "{reads} reads to notice a slow backend");
+        for _ in 0..40 {
+            mean = next_read_wait(mean, Duration::ZERO);
+        }
+        assert!(mean < 10, "{mean}");
+        // A wait of hours counts as one second: the mean settles there, and never overflows.
+        let mut mean = 0;
+        for _ in 0..1000 {
+            mean = next_read_wait(mean, Duration::from_secs(7200));
+        }
+        assert!((999_000..=1_000_007).contains(&mean), "{mean}");
+    }
 
     const ALL: [S; 7] = [S::Free, S::ReceivingIcd, S::WaitBuffer, S::WaitData, S::Executing, S::AwaitEvent, S::Sending];
 

@@ -12,7 +12,7 @@ use fabriq_target::backend::{Backend, Extent};
 use fabriq_target::config::{Listener, TargetSection, Transport};
 use fabriq_target::daemon::{self, DataPlane};
 use fabriq_target::nvme::{Nqn, Nsid};
-use fabriq_target::subsys::{Namespace, Subsystem, SubsystemKind, Target};
+use fabriq_target::subsys::{Limits, Namespace, Subsystem, SubsystemKind, Target};
 
 pub struct InProc {
     pub target: Arc<Target>,
@@ -38,12 +38,24 @@ impl InProc {
     /// Builds the target with `build` (given the target and a temporary directory), binds
     /// the listener, starts `reactors` reactors.
     pub fn start(reactors: usize, build: impl FnOnce(&Target, &std::path::Path)) -> InProc {
+        InProc::start_with(reactors, |_| {}, build)
+    }
+
+    /// As [`InProc::start`], with the limits the configuration gives changed by `limits`
+    /// first (some are not configurable: the tests reach them here).
+    pub fn start_with(
+        reactors: usize,
+        limits: impl FnOnce(&mut Limits),
+        build: impl FnOnce(&Target, &std::path::Path),
+    ) -> InProc {
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
             .try_init();
         let section = section(reactors);
-        let target = Arc::new(Target::new(daemon::limits(&section)));
+        let mut target_limits = daemon::limits(&section);
+        limits(&mut target_limits);
+        let target = Arc::new(Target::new(target_limits));
         let dir = tempfile::tempdir().unwrap();
         build(&target, dir.path());
         let addr = target.add_listener(&loopback(false)).unwrap().bound;

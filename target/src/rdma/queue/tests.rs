@@ -33,6 +33,7 @@ fn target() -> Arc<Target> {
         h2c_window_bytes: 512 * 1024,
         reactors: 1,
         discovery_kato_ms: 0,
+        ..Limits::default()
     };
     let target = Target::new(limits);
     let registered = target.register_listener(|_| listener()).unwrap();
