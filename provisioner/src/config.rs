@@ -120,7 +120,7 @@ fn size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     match Raw::deserialize(d)? {
         Raw::Number(n) => Ok(n),
         Raw::Text(t) => {
-            crate::size::parse(&t).map_err(|e| serde::de::Error::custom(format!("invalid size {t:?}: {e}")))
+            fabriq_units::parse_size(&t).map_err(|e| serde::de::Error::custom(format!("invalid size {t:?}: {e}")))
         }
     }
 }

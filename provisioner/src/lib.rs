@@ -15,7 +15,7 @@
 //! - [`nodeapi`]: the client of a node's REST API; [`status`]: what was last seen of nodes;
 //! - [`api`]: the REST API (axum, utoipa, tower); [`client`]: its client, for `fabriqctl`;
 //! - [`config`], [`daemon`], [`notify`]: the process under systemd;
-//! - [`locks`], [`failpoint`], [`size`]: small helpers.
+//! - [`locks`], [`failpoint`]: small helpers (sizes come from `fabriq-units`).
 //!
 //! docs/provisioner-design.md is the design; each module's documentation holds the detail.
 
@@ -34,6 +34,5 @@ pub mod notify;
 pub mod placement;
 pub mod reconcile;
 pub mod service;
-pub mod size;
 pub mod status;
 pub mod store;

@@ -863,7 +863,7 @@ impl<'de> Deserialize<'de> for Int {
 }
 
 /// A byte count written as an integer or a string: `4096`, `"4096"`, `"512MiB"`,
-/// `"1GiB"`, `"100GB"`. See [`parse_size`].
+/// `"1GiB"`, `"100GB"`. See [`fabriq_units::parse_size`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Size(u64);
 
@@ -884,59 +884,18 @@ impl<'de> Deserialize<'de> for Size {
                 Ok(Size(value))
             }
             fn visit_str<E: de::Error>(self, value: &str) -> Result<Size, E> {
-                parse_size(value).map(Size).map_err(|e| E::custom(format!("invalid size \"{value}\": {e}")))
+                fabriq_units::parse_size(value)
+                    .map(Size)
+                    .map_err(|e| E::custom(format!("invalid size \"{value}\": {e}")))
             }
         }
         deserializer.deserialize_any(SizeVisitor)
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-enum SizeError {
-    #[error("expected a whole number of bytes, optionally followed by a unit")]
-    NoNumber,
-    #[error("does not fit in 64 bits")]
-    Overflow,
-    #[error(
-        "unit \"{0}\" is ambiguous: write \"KiB\", \"MiB\", ... (powers of 1024) or \"kB\", \"MB\", ... (powers of 1000)"
-    )]
-    Ambiguous(String),
-    #[error("unknown unit \"{0}\": expected B, kB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024)")]
-    UnknownUnit(String),
-}
-
 /// `1 CPU`, `2 CPUs`.
 fn count_of(n: usize, what: &str) -> String {
     if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") }
-}
-
-/// `"4096"`, `"4096B"`, `"100GB"` (10^9), `"1GiB"` (2^30), `"1 GiB"`; units are
-/// case-insensitive. A lone `k`, `M`, `G` or `T` is refused: tools disagree on
-/// whether it means 1000 or 1024, and a size off by 7 % is a namespace of the wrong
-/// size. Only whole numbers.
-fn parse_size(text: &str) -> Result<u64, SizeError> {
-    let text = text.trim();
-    let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (digits, unit) = text.split_at(digits_end);
-    if digits.is_empty() {
-        return Err(SizeError::NoNumber);
-    }
-    let number: u64 = digits.parse().map_err(|_| SizeError::Overflow)?;
-    let unit = unit.trim_start();
-    let multiplier: u64 = match unit.to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kb" => 1000,
-        "mb" => 1000u64.pow(2),
-        "gb" => 1000u64.pow(3),
-        "tb" => 1000u64.pow(4),
-        "kib" => KIB,
-        "mib" => MIB,
-        "gib" => GIB,
-        "tib" => GIB * KIB,
-        "k" | "m" | "g" | "t" => return Err(SizeError::Ambiguous(unit.to_owned())),
-        _ => return Err(SizeError::UnknownUnit(unit.to_owned())),
-    };
-    number.checked_mul(multiplier).ok_or(SizeError::Overflow)
 }
 
 // ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use fabriq_provisioner::client::{Client, ClientError};
-use fabriq_provisioner::size;
+use fabriq_units::human_size;
 use serde_json::{Value, json};
 
 #[derive(Parser)]
@@ -211,7 +211,7 @@ fn pairs(items: &[String], what: &str) -> Result<BTreeMap<String, String>, Usage
 }
 
 fn parse_size(text: &str) -> Result<u64, Usage> {
-    size::parse(text).map_err(|e| Usage(format!("size {text:?}: {e}")))
+    fabriq_units::parse_size(text).map_err(|e| Usage(format!("size {text:?}: {e}")))
 }
 
 fn run(cli: &Cli) -> Result<(), Failure> {
@@ -472,7 +472,7 @@ fn arr(v: &Value) -> &[Value] {
 }
 
 fn bytes(v: &Value) -> String {
-    v.as_u64().map_or_else(|| String::from("-"), size::human)
+    v.as_u64().map_or_else(|| String::from("-"), human_size)
 }
 
 fn labels(v: &Value) -> String {
