@@ -71,6 +71,9 @@ def parse(lines, device):
             result = RESULT.search(rest)
             ring_events.append((t, ring[1], submit, data, int(result[1]) if result else 0))
     ring_events = [e for e in ring_events if e[1] in reactor_rings]
+    # In time order whatever order the recording's CPUs were written out in.
+    block.sort(key=lambda e: e[0])
+    ring_events.sort(key=lambda e: e[0])
     return block, ring_events
 
 
