@@ -19,6 +19,7 @@ cd "$(dirname "$0")/../.."
 OUT=${1:-bench-results/file-vs-local}
 FILE=${FILE:-/var/tmp/fabriq-bench-local.img}
 BIN=build/release
+. bench/scenarios/lib.sh
 ROUNDS=${ROUNDS:-5}
 RUNTIME=${RUNTIME:-3s}
 mkdir -p "$OUT"
@@ -27,10 +28,7 @@ if [ ! -f "$FILE" ] || [ "$(stat -c %s "$FILE")" -lt $((2 << 30)) ]; then
 fi
 # The scenario's target configuration, with the namespace on FILE.
 sed "s#/var/tmp/fabriq-bench-local.img#$FILE#" bench/scenarios/file-target.toml >"$OUT/target.toml"
-taskset -c 0 "$BIN/fabriq-target" --config "$OUT/target.toml" >"$OUT/target.log" 2>&1 &
-TARGET=$!
-trap 'kill $TARGET 2>/dev/null; wait $TARGET 2>/dev/null || true' EXIT
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/4420) 2>/dev/null && break; sleep 0.1; done
+start_target "$OUT/target.toml" "$OUT/target.log" 0
 COMMON="--runtime $RUNTIME --ramp 1s"
 [ "${POLL:-1}" = 1 ] && COMMON="$COMMON --busy-poll"
 [ "$(stat -f -c %T "$FILE")" = tmpfs ] || COMMON="$COMMON --disk $FILE"

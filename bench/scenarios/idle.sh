@@ -9,11 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:-bench-results/idle}
 BIN=build/release
+. bench/scenarios/lib.sh
 mkdir -p "$OUT"
-"$BIN/fabriq-target" --config bench/scenarios/null-target.toml >"$OUT/target.log" 2>&1 &
-TARGET=$!
-trap 'kill $TARGET 2>/dev/null; wait $TARGET 2>/dev/null || true' EXIT
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/4420) 2>/dev/null && break; sleep 0.1; done
+start_target bench/scenarios/null-target.toml "$OUT/target.log"
 "$BIN/fabriq-bench" run --target tcp://127.0.0.1:4420 --nqn nqn.2026-11.dev.fabriq:bench \
   --target-pid $TARGET --queues 16 --iodepth 1 --rw randread --bs 4k --rate-iops 1 \
   --runtime ${RUNTIME:-30s} --kato 10s --no-progress --json "$OUT/idle-16-queues.json" | tee "$OUT/idle-16-queues.txt"

@@ -13,15 +13,13 @@ cd "$(dirname "$0")/../.."
 OUT=${1:-bench-results}
 FILE=${2:-/var/tmp/fabriq-bench-local.img}
 BIN=build/release
+. bench/scenarios/lib.sh
 RUNTIME=${RUNTIME:-10s}
 RAMP=${RAMP:-2s}
 ROUNDS=${ROUNDS:-1}
 mkdir -p "$OUT"
 
-taskset -c 0 "$BIN/fabriq-target" --config bench/scenarios/null-target.toml >"$OUT/target.log" 2>&1 &
-TARGET=$!
-trap 'kill $TARGET 2>/dev/null; wait $TARGET 2>/dev/null || true' EXIT
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/4420) 2>/dev/null && break; sleep 0.1; done
+start_target bench/scenarios/null-target.toml "$OUT/target.log" 0
 
 TCP="run --target tcp://127.0.0.1:4420 --nqn nqn.2026-11.dev.fabriq:bench --target-pid $TARGET"
 COMMON="--runtime $RUNTIME --ramp $RAMP --no-progress"

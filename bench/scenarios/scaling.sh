@@ -10,15 +10,14 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:-bench-results/scaling}
 BIN=build/release
+. bench/scenarios/lib.sh
 mkdir -p "$OUT"
 for reactors in 1 2; do
   sed "s/^reactors = 1$/reactors = $reactors/" bench/scenarios/null-target.toml >"$OUT/target-$reactors.toml"
-  "$BIN/fabriq-target" --config "$OUT/target-$reactors.toml" >"$OUT/target-$reactors.log" 2>&1 &
-  TARGET=$!
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/4420) 2>/dev/null && break; sleep 0.1; done
+  start_target "$OUT/target-$reactors.toml" "$OUT/target-$reactors.log"
   "$BIN/fabriq-bench" run --target tcp://127.0.0.1:4420 --nqn nqn.2026-11.dev.fabriq:bench --target-pid $TARGET \
     --rw randread --bs 4k --iodepth 32 --runtime ${RUNTIME:-5s} --ramp 1s --no-progress \
     --sweep queues=1,2,4 --label "reactors=$reactors" --json "$OUT/reactors-$reactors.json" --plot "$OUT/reactors-$reactors" \
     | tee "$OUT/reactors-$reactors.txt"
-  kill $TARGET; wait $TARGET || true
+  stop_target
 done

@@ -12,13 +12,11 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:-bench-results/tenants}
 BIN=build/release
+. bench/scenarios/lib.sh
 QD=${QD:-4}
 RUNTIME=${RUNTIME:-10s}
 mkdir -p "$OUT"
-taskset -c 0 "$BIN/fabriq-target" --config bench/scenarios/tenants-target.toml >"$OUT/target.log" 2>&1 &
-TARGET=$!
-trap 'kill $TARGET 2>/dev/null; wait $TARGET 2>/dev/null || true' EXIT
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/4420) 2>/dev/null && break; sleep 0.1; done
+start_target bench/scenarios/tenants-target.toml "$OUT/target.log" 0
 for n in 1 2 4 8; do
   pids=()
   for k in $(seq "$n"); do

@@ -16,6 +16,7 @@ RW=${RW:-read}
 BS=${BS:-128k}
 QD=${QD:-16}
 BIN=build/release
+. bench/scenarios/lib.sh
 command -v perf >/dev/null || { echo "trace-cycle.sh: needs perf (apt-get install linux-perf)" >&2; exit 1; }
 [ "$(stat -f -c %T "$FILE" 2>/dev/null || echo none)" != tmpfs ] || { echo "trace-cycle.sh: $FILE is on tmpfs: no block device to trace" >&2; exit 1; }
 mkdir -p "$OUT"
@@ -26,10 +27,7 @@ fi
 DEV=$(stat -c '%d' "$FILE")
 DEV="$((DEV >> 8 & 0xfff)):$((DEV & 0xff | (DEV >> 12 & 0xfff00)))"
 sed "s#/var/tmp/fabriq-bench-local.img#$FILE#" bench/scenarios/file-target.toml >"$OUT/target.toml"
-taskset -c 0 "$BIN/fabriq-target" --config "$OUT/target.toml" >"$OUT/target.log" 2>&1 &
-TARGET=$!
-trap 'kill $TARGET 2>/dev/null; wait $TARGET 2>/dev/null || true' EXIT
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/4420) 2>/dev/null && break; sleep 0.1; done
+start_target "$OUT/target.toml" "$OUT/target.log" 0
 name="$RW-$BS-qd$QD"
 taskset -c 1 "$BIN/fabriq-bench" run --target tcp://127.0.0.1:4420 --nqn nqn.2026-11.dev.fabriq:bench \
   --target-pid $TARGET --rw "$RW" --bs "$BS" --iodepth "$QD" --runtime 5s --ramp 1s --busy-poll \
