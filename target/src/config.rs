@@ -214,10 +214,13 @@ pub struct TargetSection {
     /// (512 maximal 128 KiB transfers in flight per reactor); a multiple of 4096,
     /// at least `mdts_bytes` so that one maximal transfer fits.
     pub buffer_pool_bytes: u64,
-    /// How long a reactor keeps busy-polling its ring after the last activity
+    /// The longest a reactor keeps busy-polling its ring after the last activity
     /// before it sleeps in the kernel, in microseconds. Default 50: under load the
     /// next completion arrives sooner than a sleep and wake-up would take, while an
-    /// idle target costs next to no CPU. `0..=1_000_000`; 0 never busy-polls.
+    /// idle target costs next to no CPU. Within it, each reactor adapts its window:
+    /// it stops polling while events come too far apart for polling to catch them
+    /// (a lightly loaded target, a slow disk) and polls again when they come close.
+    /// `0..=1_000_000`; 0 never busy-polls.
     pub busy_poll_us: u32,
     /// Where the target keeps files it creates (the default namespace image).
     /// Default `./fabriq-data`; a relative path is taken from the working directory.

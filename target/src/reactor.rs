@@ -33,8 +33,9 @@
 //!   completion came without the MORE flag);
 //! - `now` is read once per turn, after the wait, so what the turn handles is stamped with
 //!   the time it was reaped (to within the turn);
-//! - an idle reactor sleeps in `io_uring_enter`; after activity it busy-polls for a bounded
-//!   window (`busy_poll`), then sleeps again; while it polls with backend operations out, it
+//! - an idle reactor sleeps in `io_uring_enter`; after activity it busy-polls for a window of
+//!   at most `busy_poll`, adapted to how far apart events come ([`PollWindow`]), then sleeps
+//!   again; while it polls with backend operations out, it
 //!   yields its core every `YIELD_EVERY` empty looks, so that io-wq workers running the
 //!   operations the kernel could not start inline (they share the reactor's CPUs) get it.
 
@@ -260,7 +261,7 @@ pub struct Reactor {
     eventfd_buf: Box<u64>,
     tick_spec: Box<types::Timespec>,
     tick_armed: bool,
-    busy_poll: Duration,
+    poll: PollWindow,
     last_activity: Instant,
     /// The time at the top of the current loop turn: one clock read per turn, not per event.
     now: Instant,
@@ -309,7 +310,7 @@ impl Reactor {
             eventfd_buf: Box::new(0),
             tick_spec: Box::new(types::Timespec::from(TICK)),
             tick_armed: false,
-            busy_poll: setup.busy_poll,
+            poll: PollWindow::new(setup.busy_poll),
             last_activity: Instant::now(),
             now: Instant::now(),
             stopping: false,
@@ -332,8 +333,9 @@ impl Reactor {
                 break;
             }
             // `now` is the previous turn's: close enough to decide whether to keep polling.
-            let busy = self.now.duration_since(self.last_activity) < self.busy_poll;
+            let busy = self.now.duration_since(self.last_activity) < self.poll.window();
             let waited = if !busy {
+                self.poll.sleeping();
                 self.ring.submit_and_wait(1)
             } else if self.nothing_for_the_kernel() {
                 // Busy polling with nothing to submit and no completion work pending: look at
@@ -362,6 +364,7 @@ impl Reactor {
             let handled = self.reap() + self.rdma_turn();
             self.drive_dirty();
             if handled > 0 {
+                self.poll.activity(self.now.duration_since(self.last_activity));
                 self.last_activity = self.now;
             }
         }
@@ -953,6 +956,54 @@ impl Drop for Reactor {
     }
 }
 
+/// How long a reactor busy-polls after activity before it sleeps in the kernel: between 0
+/// and `busy_poll_us`, adapted as Linux's guest halt-polling adapts its own. A sleeping
+/// reactor learns of the next event late (tens of microseconds on a VM, where the wake-up
+/// goes through the hypervisor), while polling costs a core. Polling pays when the next
+/// event comes soon after the window closed; it is wasted when events come far apart (a
+/// lightly loaded target, a disk that takes a millisecond). So each time the reactor went
+/// to sleep and was woken, the time since the last activity decides: within twice the
+/// longest window (room for the wake-up itself), a longer window would have caught the
+/// event, and the window doubles (up to `busy_poll_us`); later than that, the window
+/// halves, and below an eighth of `busy_poll_us` it is 0 (sleep at once). An event that
+/// arrives while polling changes nothing.
+#[derive(Debug, Clone, Copy)]
+struct PollWindow {
+    max: Duration,
+    window: Duration,
+    slept: bool,
+}
+
+impl PollWindow {
+    fn new(max: Duration) -> PollWindow {
+        PollWindow { max, window: max, slept: false }
+    }
+
+    fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// The window closed with nothing to do: the reactor sleeps until an event.
+    fn sleeping(&mut self) {
+        self.slept = true;
+    }
+
+    /// Something happened, `idle` after the previous activity.
+    fn activity(&mut self, idle: Duration) {
+        if !std::mem::take(&mut self.slept) {
+            return;
+        }
+        let floor = self.max / 8;
+        self.window = if idle <= self.max * 2 {
+            (self.window * 2).max(floor).min(self.max)
+        } else if self.window / 2 < floor {
+            Duration::ZERO
+        } else {
+            self.window / 2
+        };
+    }
+}
+
 /// One ring per reactor, only ever entered by its own thread. Completion work runs when the
 /// reactor asks for completions (DEFER_TASKRUN: no interrupting the reactor mid-turn), and the
 /// TASKRUN flag in the shared ring says when there is some, so a busy-polling reactor knows
@@ -1001,6 +1052,45 @@ fn peer_addr(fd: RawFd) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const US: Duration = Duration::from_micros(1);
+
+    /// Goes to sleep with the current window and is woken `idle` after the last activity.
+    fn woken(p: &mut PollWindow, idle: Duration) -> Duration {
+        p.sleeping();
+        p.activity(idle);
+        p.window()
+    }
+
+    #[test]
+    fn polling_stops_where_it_does_not_pay_and_comes_back_where_it_does() {
+        let mut p = PollWindow::new(50 * US);
+        assert_eq!(p.window(), 50 * US);
+        // Events caught while polling change nothing, however late in the window.
+        for idle in [1, 20, 49] {
+            p.activity(idle * US);
+            assert_eq!(p.window(), 50 * US);
+        }
+        // Events far apart (a lightly loaded target): the window halves down to an eighth of
+        // the longest, then the reactor sleeps at once.
+        let shrinking: Vec<_> = (0..5).map(|_| woken(&mut p, 400 * US)).collect();
+        assert_eq!(shrinking, [25 * US, 12_500 * US / 1000, 6_250 * US / 1000, Duration::ZERO, Duration::ZERO]);
+        // Events soon after a sleep began (within twice the longest window, wake-up
+        // included): polling comes back, from an eighth, doubling, up to the longest.
+        let growing: Vec<_> = (0..5).map(|_| woken(&mut p, 90 * US)).collect();
+        assert_eq!(growing, [6_250 * US / 1000, 12_500 * US / 1000, 25 * US, 50 * US, 50 * US]);
+        // At exactly twice the longest window it still grows; past it, it shrinks.
+        assert_eq!(woken(&mut p, 100 * US), 50 * US);
+        assert_eq!(woken(&mut p, 101 * US), 25 * US);
+    }
+
+    #[test]
+    fn no_busy_polling_configured_means_none_ever() {
+        let mut p = PollWindow::new(Duration::ZERO);
+        for idle in [0, 1, 1000] {
+            assert_eq!(woken(&mut p, idle * US), Duration::ZERO);
+        }
+    }
 
     fn loads(n: usize) -> Arc<[Load]> {
         (0..n).map(|_| Load::default()).collect()
