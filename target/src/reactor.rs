@@ -34,10 +34,10 @@
 //! - `now` is read once per turn, after the wait, so what the turn handles is stamped with
 //!   the time it was reaped (to within the turn);
 //! - an idle reactor sleeps in `io_uring_enter`; after activity it busy-polls for a window of
-//!   at most `busy_poll`, adapted to how far apart events come ([`PollWindow`]), then sleeps
-//!   again; while it polls with backend operations out, it
-//!   yields its core every `YIELD_EVERY` empty looks, so that io-wq workers running the
-//!   operations the kernel could not start inline (they share the reactor's CPUs) get it.
+//!   at most `busy_poll`, adapted to how far apart events come (`PollWindow`), then sleeps
+//!   again; while it polls with backend operations out, it yields its core every
+//!   `YIELD_EVERY` empty looks, so that io-wq workers running the operations the kernel
+//!   could not start inline (they share the reactor's CPUs) get it.
 
 use std::collections::VecDeque;
 use std::io;
