@@ -23,11 +23,8 @@ BIN=build/release
 ROUNDS=${ROUNDS:-5}
 RUNTIME=${RUNTIME:-3s}
 mkdir -p "$OUT"
-if [ ! -f "$FILE" ] || [ "$(stat -c %s "$FILE")" -lt $((2 << 30)) ]; then
-  taskset -c 1 "$BIN/fabriq-bench" local --file "$FILE" --file-size 2g --rw write --bs 1m --iodepth 8 --size 2g --no-progress >/dev/null
-fi
-# The scenario's target configuration, with the namespace on FILE.
-sed "s#/var/tmp/fabriq-bench-local.img#$FILE#" bench/scenarios/file-target.toml >"$OUT/target.toml"
+bench_file "$FILE"
+file_target_config "$FILE" "$OUT/target.toml"
 start_target "$OUT/target.toml" "$OUT/target.log" 0
 COMMON="--runtime $RUNTIME --ramp 1s"
 [ "${POLL:-1}" = 1 ] && COMMON="$COMMON --busy-poll"

@@ -8,6 +8,10 @@
 #                                   would measure somebody else's target) or the target
 #                                   exits or does not listen within 10 s.
 #   stop_target                     SIGTERM and wait; also done at exit.
+#   bench_file FILE                 writes FILE in full (2 GiB, sequential 1 MiB writes)
+#                                   unless it is already that large: every block is
+#                                   allocated, so reads measure the device, not holes.
+#   file_target_config FILE OUT     file-target.toml with its namespace on FILE, as OUT.
 
 start_target() {
   local config=$1 log=$2 cpu=${3:-}
@@ -42,4 +46,17 @@ stop_target() {
   kill "$TARGET" 2>/dev/null
   wait "$TARGET" 2>/dev/null || true
   TARGET=
+}
+
+bench_file() {
+  local file=$1
+  if [ ! -f "$file" ] || [ "$(stat -c %s "$file")" -lt $((2 << 30)) ]; then
+    echo "== writing $file (2 GiB, sequential 1 MiB writes)" >&2
+    taskset -c 1 "$BIN/fabriq-bench" local --file "$file" --file-size 2g --rw write --bs 1m --iodepth 8 \
+      --size 2g --no-progress >/dev/null
+  fi
+}
+
+file_target_config() {
+  sed "s#/var/tmp/fabriq-bench-local.img#$1#" bench/scenarios/file-target.toml >"$2"
 }

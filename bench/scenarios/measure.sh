@@ -40,10 +40,7 @@ run tcp-write-128k-qd16        $TCP --rw write --bs 128k --iodepth 16
 done
 
 LOCAL="local --file $FILE"
-if [ ! -f "$FILE" ] || [ "$(stat -c %s "$FILE")" -lt $((2 << 30)) ]; then
-  echo "== prefill $FILE (2 GiB, sequential writes)"
-  taskset -c 1 "$BIN/fabriq-bench" local --file "$FILE" --file-size 2g --rw write --bs 1m --iodepth 8 --size 2g --no-progress >/dev/null
-fi
+bench_file "$FILE"
 for ROUND in $(seq "$ROUNDS"); do
 run local-randread-4k-qd1      $LOCAL --rw randread --bs 4k --iodepth 1
 run local-randread-4k-qd32     $LOCAL --rw randread --bs 4k --iodepth 32

@@ -20,13 +20,10 @@ BIN=build/release
 command -v perf >/dev/null || { echo "trace-cycle.sh: needs perf (apt-get install linux-perf)" >&2; exit 1; }
 [ "$(stat -f -c %T "$FILE" 2>/dev/null || echo none)" != tmpfs ] || { echo "trace-cycle.sh: $FILE is on tmpfs: no block device to trace" >&2; exit 1; }
 mkdir -p "$OUT"
-if [ ! -f "$FILE" ] || [ "$(stat -c %s "$FILE")" -lt $((2 << 30)) ]; then
-  taskset -c 1 "$BIN/fabriq-bench" local --file "$FILE" --file-size 2g --rw write --bs 1m --iodepth 8 --size 2g --no-progress >/dev/null
-fi
-# The block device under FILE, as MAJOR:MINOR (stat prints them in hex).
-DEV=$(stat -c '%d' "$FILE")
-DEV="$((DEV >> 8 & 0xfff)):$((DEV & 0xff | (DEV >> 12 & 0xfff00)))"
-sed "s#/var/tmp/fabriq-bench-local.img#$FILE#" bench/scenarios/file-target.toml >"$OUT/target.toml"
+bench_file "$FILE"
+# The block device under FILE, as MAJOR:MINOR.
+DEV=$(stat -c '%Hd:%Ld' "$FILE")
+file_target_config "$FILE" "$OUT/target.toml"
 start_target "$OUT/target.toml" "$OUT/target.log" 0
 name="$RW-$BS-qd$QD"
 taskset -c 1 "$BIN/fabriq-bench" run --target tcp://127.0.0.1:4420 --nqn nqn.2026-11.dev.fabriq:bench \
