@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Between idle and saturation: what fabriq-target's core costs at a given load. 4 KiB
 # random reads at QD4 against a null namespace, at fixed rates (evenly spaced commands,
-# `--rate-iops`), the generator sleeping between completions as an application would. For
-# each rate: the target's CPU (% of a core), IOPS per target CPU-second and the latency.
-# Target pinned to core 0, generator to core 1.
+# a `--sweep` of `--rate-iops`), the generator sleeping between completions as an
+# application would. Per rate: the target's CPU (% of a core), IOPS per target
+# CPU-second and the latency. Target pinned to core 0, generator to core 1.
 #
 #   cargo build --release -p fabriq-bench -p fabriq-target
-#   bash bench/scenarios/light-load.sh [OUT]        (RATES="2000 5000 ...", RUNTIME=3s)
+#   bash bench/scenarios/light-load.sh [OUT]        (RATES=2000,5000,..., RUNTIME=3s)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:-bench-results/light-load}
@@ -14,15 +14,7 @@ BIN=build/release
 . bench/scenarios/lib.sh
 mkdir -p "$OUT"
 start_target bench/scenarios/null-target.toml "$OUT/target.log" 0
-for rate in ${RATES:-2000 5000 10000 20000 50000}; do
-  taskset -c 1 "$BIN/fabriq-bench" run --target tcp://127.0.0.1:4420 --nqn nqn.2026-11.dev.fabriq:bench \
-    --target-pid "$TARGET" --rw randread --bs 4k --iodepth 4 --rate-iops "$rate" \
-    --runtime "${RUNTIME:-3s}" --ramp 1s --no-progress --json "$OUT/rate-$rate.json" >/dev/null
-  python3 - "$OUT/rate-$rate.json" "$rate" <<'PY'
-import json, sys
-d = json.load(open(sys.argv[1]))
-r, t = d["results"], d["cpu"]["target"]
-print(f"rate {int(sys.argv[2]):>6,}: {r['iops']:>8,.0f} IOPS  target CPU {t['cpu_pct']:5.1f}%  "
-      f"{t['iops_per_cpu_s']:>9,.0f} IOPS per CPU-s  p50 {r['lat']['p50_us']:6.1f} µs  p99 {r['lat']['p99_us']:6.1f} µs")
-PY
-done | tee "$OUT/light-load.txt"
+taskset -c 1 "$BIN/fabriq-bench" run --target tcp://127.0.0.1:4420 --nqn nqn.2026-11.dev.fabriq:bench \
+  --target-pid "$TARGET" --rw randread --bs 4k --iodepth 4 --runtime "${RUNTIME:-3s}" --ramp 1s \
+  --no-progress --sweep "rate-iops=${RATES:-2000,5000,10000,20000,50000}" --json "$OUT/light-load.json" \
+  | tee "$OUT/light-load.txt"

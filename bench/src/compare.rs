@@ -320,14 +320,17 @@ pub fn sweep(
 /// The table of a sweep.
 pub fn sweep_table(key: &str, reports: &[(u64, Report)]) -> String {
     let mut out = format!(
-        "{key:>10} {:>12} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10}\n",
-        "IOPS", "MB/s", "avg µs", "p50 µs", "p99 µs", "p99.9 µs", "bench %", "target %"
+        "{key:>10} {:>12} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>15}\n",
+        "IOPS", "MB/s", "avg µs", "p50 µs", "p99 µs", "p99.9 µs", "bench %", "target %", "IOPS/tgt CPU-s"
     );
     for (value, r) in reports {
         let l = &r.results.lat;
-        let target = r.cpu.target.map_or("-".to_string(), |t| format!("{:.1}", t.cpu_pct));
+        let (target, per_cpu) = r
+            .cpu
+            .target
+            .map_or(("-".to_string(), "-".to_string()), |t| (format!("{:.1}", t.cpu_pct), thousands(t.iops_per_cpu_s)));
         out.push_str(&format!(
-            "{value:>10} {:>12} {:>10.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>10}\n",
+            "{value:>10} {:>12} {:>10.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>10} {:>15}\n",
             thousands(r.results.iops),
             r.results.mb_per_s,
             l.mean_us,
@@ -335,7 +338,8 @@ pub fn sweep_table(key: &str, reports: &[(u64, Report)]) -> String {
             l.p99_us,
             l.p999_us,
             r.cpu.bench.cpu_pct,
-            target
+            target,
+            per_cpu
         ));
     }
     out

@@ -93,9 +93,20 @@ fn local_sweep_and_compare() {
         "--plot",
         path(&plots),
         "--no-progress",
+        // Any process stands for a target: this test's, which is alive throughout.
+        "--target-pid",
+        &std::process::id().to_string(),
     ]);
     let table = String::from_utf8(out.stdout).unwrap();
     assert_eq!(table.lines().count(), 3, "{table}");
+    // Each point has the target's CPU and IOPS per target CPU-second.
+    let mut lines = table.lines();
+    assert!(lines.next().unwrap().trim_end().ends_with("target %  IOPS/tgt CPU-s"), "{table}");
+    for row in lines {
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells.len(), 10, "{row}");
+        assert!(cells[8].parse::<f64>().is_ok() && cells[9].replace(',', "").parse::<u64>().is_ok(), "{row}");
+    }
     assert!(std::fs::read_to_string(plots.join("scaling.svg")).unwrap().starts_with("<svg"));
     let args = format!("local --file {} {mode} --runtime 300ms --qd 2", path(&file));
     let out = bench(&["compare", "--rounds", "2", "--a", &args, "--b", &args]);
