@@ -13,11 +13,15 @@
 #                                   allocated, so reads measure the device, not holes.
 #   file_target_config FILE OUT     file-target.toml with its namespace on FILE, as OUT.
 
+# port_open, shared with the end-to-end tests.
+# shellcheck source=../../tests/e2e/lib/ports.sh
+. tests/e2e/lib/ports.sh
+
 start_target() {
   local config=$1 log=$2 cpu=${3:-}
   # A target stopped a moment ago may take a few seconds to let its port go.
   local tries=0
-  while (exec 3<>/dev/tcp/127.0.0.1/4420) 2>/dev/null; do
+  while port_open 4420; do
     if ((++tries > 50)); then
       echo "$0: 127.0.0.1:4420 is already taken (another target still running?)" >&2
       exit 1
@@ -32,7 +36,7 @@ start_target() {
   TARGET=$!
   trap stop_target EXIT
   for _ in $(seq 100); do
-    (exec 3<>/dev/tcp/127.0.0.1/4420) 2>/dev/null && return 0
+    port_open 4420 && return 0
     kill -0 "$TARGET" 2>/dev/null || break
     sleep 0.1
   done
