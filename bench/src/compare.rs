@@ -128,11 +128,8 @@ impl Scenario {
     }
 }
 
-/// How many figures a run gives.
-pub const FIGURE_COUNT: usize = 9;
-
 /// The figures compared, in table order.
-pub const FIGURES: [&str; FIGURE_COUNT] = [
+pub const FIGURES: &[&str] = &[
     "IOPS",
     "MB/s",
     "lat avg µs",
@@ -143,6 +140,9 @@ pub const FIGURES: [&str; FIGURE_COUNT] = [
     "disk KiB/request",
     "disk busy %",
 ];
+
+/// How many figures a run gives.
+pub const FIGURE_COUNT: usize = FIGURES.len();
 
 /// One run's figures, in the order of [`FIGURES`] (`NaN` when absent).
 pub fn figures(report: &serde_json::Value) -> [f64; FIGURE_COUNT] {
