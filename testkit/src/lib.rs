@@ -12,10 +12,12 @@
 //! Dev-only (`publish = false`): nothing here runs outside the tests.
 #![forbid(unsafe_code)]
 
+use std::collections::BTreeSet;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -26,9 +28,19 @@ const READY_LIMIT: Duration = Duration::from_secs(60);
 const STOP_LIMIT: Duration = Duration::from_secs(20);
 
 /// A port nobody listens on right now (the kernel's choice, released at once: another test
-/// may take it before the daemon binds it, which [`Daemon::start`] reports).
+/// may take it before the daemon binds it, which [`Daemon::start`] reports), and never one
+/// this process was given before: a test that asks for several ports (two listeners, a
+/// client and a peer) gets distinct ones, although each is released before the next is
+/// chosen and the kernel may hand the same one out again.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// Whether something accepts connections at `addr`.
@@ -385,7 +397,7 @@ impl Node {
         let data = node.dir.path().join("data");
         for _ in 0..20 {
             node.nvme.set_port(free_port());
-            node.api.set_port(std::iter::repeat_with(free_port).find(|&p| p != node.nvme.port()).unwrap());
+            node.api.set_port(free_port());
             let mut config = format!(
                 "[target]\ndata_dir = \"{data}\"\nbuffer_pool_bytes = \"8MiB\"\n\n\
                  [api]\naddress = \"{api}\"\n{api_extra}\n\n\
@@ -527,6 +539,16 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_ports_are_never_given_twice() {
+        // Far more than the kernel needs to hand some port out again once it is released.
+        let ports: Vec<u16> = (0..2000).map(|_| free_port()).collect();
+        let distinct: BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len());
+        // Each is free: it can be bound.
+        TcpListener::bind(("127.0.0.1", *ports.last().unwrap())).unwrap();
+    }
 
     #[test]
     fn listens_tells_whose_listener_a_port_is() {

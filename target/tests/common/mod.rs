@@ -45,7 +45,7 @@ impl Target {
     fn try_start(target: &str, subsystems: &str) -> Option<Target> {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let dport = std::iter::repeat_with(free_port).find(|&p| p != port).unwrap();
+        let dport = free_port();
         // The node API listens on 127.0.0.1:8800 by default; tests that want it say so.
         let api = if subsystems.contains("[api]") { "" } else { "[api]\nenabled = false\n\n" };
         let config = format!(
