@@ -12,7 +12,8 @@ Reads the text of `perf script` over a recording of
 - the device: requests per second and their mean size as the driver got them
   (after merging), service time (issue to completion of the same request),
   the share of the window with no request at the driver and those idle gaps,
-  the mean number of requests at the driver;
+  the mean number of requests at the driver, and how many issues and
+  completions found no partner (events perf dropped, or cut off at the ends);
 - the reactor's backend operations: how long after the block layer completed
   a request the reactor got the operation's completion (a reactor asleep on
   another CPU than the device's interrupt must be woken first);
@@ -86,33 +87,43 @@ def report(block, ring_events, device):
     print(f"window {window / 1e6:.3f} s")
 
     # The device, as its driver saw it: requests paired by (sector, length), issue to
-    # completion. A recording starts on each CPU at a slightly different moment, so
-    # an issue or a completion near either end may have lost its partner: only the
-    # pairs count, over the span from the first paired issue to the last completion.
-    issued, pairs = {}, []
+    # completion. A recording starts on each CPU at a slightly different moment, and
+    # perf drops events when its buffers fill, so an issue or a completion may have
+    # lost its partner: only the pairs count, over the span from the first paired
+    # issue to the last completion. A sequential run comes back to the same sectors
+    # within the recording, so an issue that lost its completion must not wait for
+    # the next completion of its sectors (that pair would span a whole lap of the
+    # file and hide every gap in it): a second issue of the same request while the
+    # first is outstanding means the first's completion was lost.
+    issued, pairs, lost_issues, lost_completions = {}, [], 0, 0
     for t, is_issue, key in block:
         if is_issue:
-            issued.setdefault(key, []).append(t)
-        elif issued.get(key):
-            pairs.append((issued[key].pop(0), t))
+            if key in issued:
+                lost_issues += 1
+            issued[key] = t
+        elif key in issued:
+            pairs.append((issued.pop(key), t, key[1] * 512))
+        else:
+            lost_completions += 1
+    lost_issues += len(issued)
     if not pairs:
         sys.exit(f"trace-cycle: no request of device {device} both issued and completed in the trace")
     pairs.sort()
-    span = max(c for _, c in pairs) - pairs[0][0]
+    span = max(c for _, c, _ in pairs) - pairs[0][0]
     gaps, reach = [], pairs[0][1]
-    for began, done in pairs[1:]:
+    for began, done, _ in pairs[1:]:
         if began > reach:
             gaps.append(began - reach)
         reach = max(reach, done)
-    service = [c - i for i, c in pairs]
-    completions = sorted(c for _, c in pairs)
-    sizes = [key[1] * 512 for t, is_issue, key in block if is_issue]
-    mean_kib = sum(sizes) / len(sizes) / 1024
+    service = [c - i for i, c, _ in pairs]
+    completions = sorted(c for _, c, _ in pairs)
+    mean_kib = sum(n for _, _, n in pairs) / len(pairs) / 1024
     print(f"device {device}: {len(pairs) / span * 1e6:,.0f} requests/s, mean {mean_kib:,.0f} KiB as issued")
     print(f"  service, issue to completion (us): {quantiles(service)}")
     idle = sum(gaps)
     print(f"  no request at the driver: {100 * idle / span:.1f}% of the time, {len(gaps)} gaps (us): {quantiles(gaps)}")
     print(f"  mean requests at the driver: {sum(service) / span:.2f}")
+    print(f"  left unpaired: {lost_issues} issues, {lost_completions} completions")
 
     # The reactors' operations.
     pending, sends, send_bytes, deliveries, ops = {}, [], [], [], 0

@@ -43,5 +43,7 @@ rm -f "$OUT/$name.perf.data"
   echo "== $name: trace-cycle.py (device $DEV)"
   python3 bench/scenarios/trace-cycle.py "$OUT/$name.perf.txt" "$DEV"
 } | tee "$OUT/$name.txt"
-# The recording's text is tens of MB: kept only when asked (KEEP=1).
+# The bench's own output is in $name.txt now. The recording's text is tens of MB: kept
+# only when asked (KEEP=1).
+rm -f "$OUT/$name.bench.txt"
 [ "${KEEP:-0}" = 1 ] || rm -f "$OUT/$name.perf.txt"
