@@ -31,6 +31,9 @@
 //!   that linked chains stay whole);
 //! - a listener's socket is dropped only once its multishot accept has ended (its last
 //!   completion came without the MORE flag);
+//! - a send of `LARGE_SEND` bytes or more never goes to the kernel in the same submission as
+//!   backend operations queued before it: those are submitted first (`send_late`), so the
+//!   send's inline copy does not hold their block requests back;
 //! - `now` is read once per turn, after the wait, so what the turn handles is stamped with
 //!   the time it was reaped (to within the turn);
 //! - an idle reactor sleeps in `io_uring_enter`; after activity it busy-polls for a window of
@@ -66,6 +69,9 @@ const COMPLETION_BUDGET: usize = 512;
 const YIELD_EVERY: u32 = 32;
 /// Bytes of the per-connection receive staging buffer.
 pub const STAGING_BYTES: usize = 64 * 1024;
+/// A send of at least this many bytes goes to the kernel after the turn's backend operations
+/// and receives, not with them (see `send_late`).
+const LARGE_SEND: usize = 64 * 1024;
 
 /// Messages other threads send a reactor.
 #[derive(Debug)]
@@ -274,6 +280,10 @@ pub struct Reactor {
     dirty: Vec<u32>,
     /// Backend operations (either transport's) submitted and not completed.
     backend_inflight: u32,
+    /// Backend operations are in the submission queue, not yet submitted.
+    backend_queued: bool,
+    /// Large sends held back until the end of the turn (`send_late`).
+    late_sends: Vec<squeue::Entry>,
     #[cfg(feature = "rdma")]
     rdma: Option<crate::rdma::engine::Engine>,
 }
@@ -318,6 +328,8 @@ impl Reactor {
             poke_all: false,
             dirty: Vec::with_capacity(64),
             backend_inflight: 0,
+            backend_queued: false,
+            late_sends: Vec::new(),
             #[cfg(feature = "rdma")]
             rdma: None,
         })
@@ -334,6 +346,8 @@ impl Reactor {
             }
             // `now` is the previous turn's: close enough to decide whether to keep polling.
             let busy = self.now.duration_since(self.last_activity) < self.poll.window();
+            // Whatever is queued goes to the kernel below.
+            self.backend_queued = false;
             let waited = if !busy {
                 self.poll.sleeping();
                 self.ring.submit_and_wait(1)
@@ -363,6 +377,7 @@ impl Reactor {
             self.now = Instant::now();
             let handled = self.reap() + self.rdma_turn();
             self.drive_dirty();
+            self.send_late();
             if handled > 0 {
                 self.poll.activity(self.now.duration_since(self.last_activity));
                 self.last_activity = self.now;
@@ -646,6 +661,7 @@ impl Reactor {
         }
         for (slot, entry) in ops.drain(..) {
             self.push(entry.user_data(token(Kind::Backend, index, slot)));
+            self.backend_queued = true;
             self.backend_inflight += 1;
             if let Some(conn) = self.conns[index as usize].as_mut() {
                 conn.ops_inflight += 1;
@@ -684,6 +700,37 @@ impl Reactor {
         self.dirty.clear();
     }
 
+    /// Queues the turn's large sends last, after submitting what the turn queued before them.
+    ///
+    /// The `io_uring_enter` that submits a large send copies it inline (30-40 µs for 256 KiB
+    /// on loopback), and the block requests the same enter makes wait for that copy: io_uring
+    /// plugs the block requests of one submission and lets them go to the device only once
+    /// the whole submission is processed. So a turn's backend operations, and its receives,
+    /// are submitted first, on their own; the sends go with the next turn's enter. With
+    /// two or more reads and a receive in that first submission the block layer still merges
+    /// adjacent reads.
+    fn send_late(&mut self) {
+        if self.late_sends.is_empty() {
+            return;
+        }
+        self.submit_now();
+        let mut late = std::mem::take(&mut self.late_sends);
+        for entry in late.drain(..) {
+            self.push(entry);
+        }
+        self.late_sends = late;
+    }
+
+    /// Submits what is queued now.
+    fn submit_now(&mut self) {
+        self.backend_queued = false;
+        match self.ring.submit() {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) || e.raw_os_error() == Some(libc::EBUSY) => {}
+            Err(error) => tracing::warn!(reactor = self.id, %error, "io_uring submit failed"),
+        }
+    }
+
     /// Submits what connection `index` needs now: a send, a receive; or starts and finishes
     /// its close.
     fn drive(&mut self, index: u32) {
@@ -712,13 +759,16 @@ impl Reactor {
                 conn.msg.msg_iovlen = n;
                 conn.send_inflight = true;
                 let fd = types::Fd(conn.fd.as_raw_fd());
-                entries[0] = Some(
-                    opcode::SendMsg::new(fd, &*conn.msg).flags(libc::MSG_NOSIGNAL as u32).build().user_data(token(
-                        Kind::Send,
-                        index,
-                        0,
-                    )),
-                );
+                let send = opcode::SendMsg::new(fd, &*conn.msg)
+                    .flags(libc::MSG_NOSIGNAL as u32)
+                    .build()
+                    .user_data(token(Kind::Send, index, 0));
+                let bytes: usize = conn.iov[..n].iter().map(|v| v.iov_len).sum();
+                if bytes >= LARGE_SEND && self.backend_queued {
+                    self.late_sends.push(send);
+                } else {
+                    entries[0] = Some(send);
+                }
             }
         }
         if !conn.recv_inflight
