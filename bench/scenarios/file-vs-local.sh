@@ -10,7 +10,9 @@
 # O_DIRECT since Linux 6.6, where what limits is the target's CPU and not a disk).
 # When FILE is on a block device, both sides report what that device served (`--disk`:
 # requests per second, their size after the block layer merged them, busy time): the
-# same commands can reach it as different requests.
+# same commands can reach it as different requests. DEEP=1 adds 128 KiB reads and writes
+# at QD32 and QD64: how the ratio moves when more of the queue can wait at the disk while
+# data crosses the network.
 #
 #   cargo build --release -p fabriq-bench -p fabriq-target
 #   bash bench/scenarios/file-vs-local.sh [OUT]
@@ -29,7 +31,9 @@ start_target "$OUT/target.toml" "$OUT/target.log" 0
 COMMON="--runtime $RUNTIME --ramp 1s"
 [ "${POLL:-1}" = 1 ] && COMMON="$COMMON --busy-poll"
 [ "$(stat -f -c %T "$FILE")" = tmpfs ] || COMMON="$COMMON --disk $FILE"
-for w in "randread 4k 1" "randread 4k 32" "randread 4k 128" "read 128k 16" "write 128k 16"; do
+WORKLOADS=("randread 4k 1" "randread 4k 32" "randread 4k 128" "read 128k 16" "write 128k 16")
+[ "${DEEP:-0}" = 1 ] && WORKLOADS+=("read 128k 32" "read 128k 64" "write 128k 32" "write 128k 64")
+for w in "${WORKLOADS[@]}"; do
   set -- $w
   name="$1-$2-qd$3"
   echo "== $name"
