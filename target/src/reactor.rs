@@ -704,11 +704,12 @@ impl Reactor {
     ///
     /// The `io_uring_enter` that submits a large send copies it inline (30-40 µs for 256 KiB
     /// on loopback), and the block requests the same enter makes wait for that copy: io_uring
-    /// plugs the block requests of one submission and lets them go to the device only once
-    /// the whole submission is processed. So a turn's backend operations, and its receives,
-    /// are submitted first, on their own; the sends go with the next turn's enter. With
-    /// two or more reads and a receive in that first submission the block layer still merges
-    /// adjacent reads.
+    /// plugs the block requests of a submission of three operations or more and lets them go
+    /// to the device only once the whole submission is processed. So a turn's backend
+    /// operations, and its receives, are submitted first, on their own; the sends go with the
+    /// next turn's enter. Two reads and a receive are still a submission io_uring plugs, so
+    /// the block layer still merges adjacent reads (measured: 410-440 KiB requests where 128
+    /// KiB reads went out in 256 KiB slices, against 260 KiB before).
     fn send_late(&mut self) {
         if self.late_sends.is_empty() {
             return;
@@ -975,6 +976,7 @@ impl Reactor {
         let mut ops = engine.take_ops();
         for (conn, slot, entry) in ops.drain(..) {
             self.push(entry.user_data(token(Kind::RdmaBackend, conn, slot)));
+            self.backend_queued = true;
             self.backend_inflight += 1;
         }
         if let Some(engine) = self.rdma.as_mut() {
