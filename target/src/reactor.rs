@@ -754,7 +754,7 @@ impl Reactor {
         }
         let mut entries: [Option<squeue::Entry>; 2] = [None, None];
         if !conn.send_inflight {
-            let n = conn.queue.gather(&mut conn.iov[..]);
+            let (n, bytes) = conn.queue.gather(&mut conn.iov[..]);
             if n > 0 {
                 conn.msg.msg_iov = conn.iov.as_mut_ptr();
                 conn.msg.msg_iovlen = n;
@@ -764,7 +764,6 @@ impl Reactor {
                     .flags(libc::MSG_NOSIGNAL as u32)
                     .build()
                     .user_data(token(Kind::Send, index, 0));
-                let bytes: usize = conn.iov[..n].iter().map(|v| v.iov_len).sum();
                 if bytes >= LARGE_SEND && self.backend_queued {
                     self.late_sends.push(send);
                 } else {

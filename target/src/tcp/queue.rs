@@ -889,11 +889,12 @@ impl Queue {
         parts[..n].iter().map(|p| p.1).sum()
     }
 
-    /// Fills `iov` with what to send next; returns how many entries (0: nothing to send).
-    /// While reads wait on a slow backend, that is at most one slice (`c2h_slice_bytes`).
-    pub fn gather(&self, iov: &mut [libc::iovec]) -> usize {
+    /// Fills `iov` with what to send next; returns how many entries (0: nothing to send)
+    /// and how many bytes they hold. While reads wait on a slow backend, that is at most
+    /// one slice (`c2h_slice_bytes`).
+    pub fn gather(&self, iov: &mut [libc::iovec]) -> (usize, usize) {
         if self.close == Close::Now {
-            return 0;
+            return (0, 0);
         }
         let budget = send_budget(&self.core.target.limits, self.read_wait_us);
         gather_parts(self.tx.iter().map(|&item| self.tx_parts(item)), self.tx_sent, budget, iov)
@@ -1139,14 +1140,15 @@ fn send_budget(limits: &Limits, read_wait_us: u32) -> usize {
 
 /// Fills `iov` from the PDUs queued to send (each up to three parts: header, data, digest),
 /// skipping the `skip` bytes already sent and offering at most `budget` bytes; a PDU whose
-/// parts do not all fit in the entries left waits for the next send. Returns the entries used.
+/// parts do not all fit in the entries left waits for the next send. Returns the entries
+/// used and the bytes they hold.
 fn gather_parts(
     items: impl Iterator<Item = ([(*const u8, usize); 3], usize)>,
     mut skip: usize,
-    mut budget: usize,
+    budget: usize,
     iov: &mut [libc::iovec],
-) -> usize {
-    let mut n = 0;
+) -> (usize, usize) {
+    let (mut n, mut bytes) = (0, 0);
     'items: for (parts, count) in items {
         if n + count > iov.len() {
             break;
@@ -1156,18 +1158,18 @@ fn gather_parts(
                 skip -= len;
                 continue;
             }
-            if budget == 0 {
+            if bytes == budget {
                 break 'items;
             }
-            let take = (len - skip).min(budget);
-            budget -= take;
+            let take = (len - skip).min(budget - bytes);
+            bytes += take;
             // SAFETY: ptr is valid for len bytes, skip < len and take <= len - skip.
             iov[n] = libc::iovec { iov_base: unsafe { ptr.add(skip) } as *mut libc::c_void, iov_len: take };
             skip = 0;
             n += 1;
         }
     }
-    n
+    (n, bytes)
 }
 
 #[cfg(test)]
@@ -1200,8 +1202,10 @@ mod tests {
             (a, parts.len())
         });
         let mut iov = vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; slots];
-        let n = gather_parts(items, skip, budget, &mut iov);
-        offered(&iov, n, base)
+        let (n, bytes) = gather_parts(items, skip, budget, &mut iov);
+        let offered = offered(&iov, n, base);
+        assert_eq!(bytes, offered.iter().map(|p| p.1).sum::<usize>(), "the bytes it says it offered");
+        offered
     }
 
     /// Two C2HData PDUs (header, data, digest) and a CapsuleResp, laid out in one buffer.
