@@ -867,11 +867,11 @@ fn cpus_pin_reactors_and_set_their_number() {
     let first = allowed[0];
     let last = *allowed.last().unwrap();
     let with_target = |body: &str| parse(&format!("[target]\n{body}\n{}", with_listener("")));
-    // A list, in the order given; reactors follow its length.
-    let config = with_target(&format!("cpus = [{last}, {first}]"));
-    let expected = if last == first { vec![first, first] } else { vec![last, first] };
+    // A list, in the order given; reactors follow its length (a machine with one CPU has
+    // no list of two).
     if last != first {
-        assert_eq!((config.target.reactors, config.target.cpus.clone()), (2, expected));
+        let config = with_target(&format!("cpus = [{last}, {first}]"));
+        assert_eq!((config.target.reactors, config.target.cpus), (2, vec![last, first]));
     }
     // A CPU list string; with reactors given, they agree.
     let config = with_target(&format!("reactors = 1\ncpus = \"{last}\""));
