@@ -12,6 +12,8 @@
 #                                   unless it is already that large: every block is
 #                                   allocated, so reads measure the device, not holes.
 #   file_target_config FILE OUT     file-target.toml with its namespace on FILE, as OUT.
+#   block_device PATH               prints MAJOR:MINOR of the block device PATH's file system
+#                                   is on; fails when there is none (tmpfs, overlay).
 
 # port_open, shared with the end-to-end tests.
 # shellcheck source=../../tests/e2e/lib/ports.sh
@@ -63,4 +65,14 @@ bench_file() {
 
 file_target_config() {
   sed "s#/var/tmp/fabriq-bench-local.img#$1#" bench/scenarios/file-target.toml >"$2"
+}
+
+block_device() {
+  local dev
+  dev=$(stat -c '%Hd:%Ld' "$1")
+  if [ "${dev%%:*}" = 0 ]; then
+    echo "$0: $1 is on no block device (tmpfs, overlay)" >&2
+    return 1
+  fi
+  echo "$dev"
 }

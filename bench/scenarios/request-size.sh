@@ -15,11 +15,10 @@ OUT=${1:-bench-results/request-size}
 FILE=${FILE:-/var/tmp/fabriq-bench-local.img}
 BIN=build/release
 . bench/scenarios/lib.sh
-[ "$(stat -f -c %T "$FILE" 2>/dev/null || echo none)" != tmpfs ] || { echo "request-size.sh: $FILE is on tmpfs: no block device" >&2; exit 1; }
+# The whole disk under FILE (a partition's queue settings are its disk's).
+DEV=/sys/dev/block/$(block_device "$(dirname "$FILE")")
 mkdir -p "$OUT"
 bench_file "$FILE"
-# The whole disk under FILE (a partition's queue settings are its disk's).
-DEV=/sys/dev/block/$(stat -c '%Hd:%Ld' "$FILE")
 [ -e "$DEV/queue/nomerges" ] || DEV=$DEV/..
 NOMERGES=$DEV/queue/nomerges
 OLD=$(cat "$NOMERGES")

@@ -18,11 +18,10 @@ QD=${QD:-16}
 BIN=build/release
 . bench/scenarios/lib.sh
 command -v perf >/dev/null || { echo "trace-cycle.sh: needs perf (apt-get install linux-perf)" >&2; exit 1; }
-[ "$(stat -f -c %T "$FILE" 2>/dev/null || echo none)" != tmpfs ] || { echo "trace-cycle.sh: $FILE is on tmpfs: no block device to trace" >&2; exit 1; }
+# The block device under FILE, as MAJOR:MINOR.
+DEV=$(block_device "$(dirname "$FILE")")
 mkdir -p "$OUT"
 bench_file "$FILE"
-# The block device under FILE, as MAJOR:MINOR.
-DEV=$(stat -c '%Hd:%Ld' "$FILE")
 file_target_config "$FILE" "$OUT/target.toml"
 start_target "$OUT/target.toml" "$OUT/target.log" 0
 name="$RW-$BS-qd$QD"
